@@ -1,0 +1,12 @@
+// Subcommands of the `seer` binary; each registers its options and the function that runs it.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace seer::cli {
+
+void add_demo_command(CLI::App& app);
+#ifdef SEER_HAVE_CUDA
+void add_bench_command(CLI::App& app);
+#endif
+
+}  // namespace seer::cli

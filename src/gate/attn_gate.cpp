@@ -1,0 +1,282 @@
+#include "gate/attn_gate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "core/bf16.h"
+#include "core/error.h"
+
+namespace seer {
+namespace {
+
+// Block-pooled inputs of one sequence: q [nb][H_q][d] (mean), k [nb][H_kv][3d] (max, min, mean).
+template <typename Real>
+struct PooledBlocks {
+  int64_t nb = 0;
+  std::vector<Real> q, k;
+};
+
+template <typename Real, typename T>
+PooledBlocks<Real> pool_sequence(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
+                                 int64_t s, const GateConfig& cfg) {
+  const int B = cfg.block, d = cfg.heads.head_dim, hq = cfg.heads.q_heads, hkv = cfg.heads.kv_heads;
+  const int64_t len = seqs.length(s), t0 = seqs.start(s);
+  PooledBlocks<Real> p;
+  p.nb = ceil_div(len, B);
+  p.q.assign(size_t(p.nb * hq * d), Real(0));
+  p.k.assign(size_t(p.nb * hkv * 3 * d), Real(0));
+  for (int64_t i = 0; i < p.nb; ++i) {
+    const int64_t first = i * B, count = std::min<int64_t>(B, len - first);
+    for (int h = 0; h < hq; ++h) {
+      Real* dst = p.q.data() + (i * hq + h) * d;
+      for (int64_t t = 0; t < count; ++t) {
+        const T* src = q_pre.data() + ((t0 + first + t) * hq + h) * d;
+        for (int c = 0; c < d; ++c) dst[c] += Real(to_double(src[c]));
+      }
+      for (int c = 0; c < d; ++c) dst[c] /= Real(count);
+    }
+    for (int h = 0; h < hkv; ++h) {
+      Real* dst = p.k.data() + (i * hkv + h) * 3 * d;
+      for (int c = 0; c < d; ++c) {
+        dst[c] = -std::numeric_limits<Real>::infinity();
+        dst[d + c] = std::numeric_limits<Real>::infinity();
+      }
+      for (int64_t t = 0; t < count; ++t) {
+        const T* src = k_pre.data() + ((t0 + first + t) * hkv + h) * d;
+        for (int c = 0; c < d; ++c) {
+          const Real x = Real(to_double(src[c]));
+          dst[c] = std::max(dst[c], x);
+          dst[d + c] = std::min(dst[d + c], x);
+          dst[2 * d + c] += x;
+        }
+      }
+      for (int c = 0; c < d; ++c) dst[2 * d + c] /= Real(count);
+    }
+  }
+  return p;
+}
+
+// Gate vectors of one query head before and after RoPE: [nb][d_g] each.
+template <typename Real>
+struct HeadVectors {
+  std::vector<Real> qg, kg, qr, kr;
+};
+
+template <typename Real>
+HeadVectors<Real> project_head(const PooledBlocks<Real>& p, const GateWeights<Real>& w, const Rope& rope, int h) {
+  const GateConfig& cfg = w.config;
+  const int d = cfg.heads.head_dim, dg = cfg.gate_dim, hq = cfg.heads.q_heads, hkv = cfg.heads.kv_heads;
+  const int kvh = h / cfg.heads.group();
+  const size_t n = size_t(p.nb) * dg;
+  HeadVectors<Real> v{std::vector<Real>(n, Real(0)), std::vector<Real>(n, Real(0)), {}, {}};
+  const Real* wk = w.wk.data() + int64_t(h) * 3 * d * dg;
+  for (int64_t i = 0; i < p.nb; ++i) {
+    const Real* qp = p.q.data() + (i * hq + h) * d;
+    Real* qg = v.qg.data() + i * dg;
+    if (cfg.has_q_proj()) {
+      const Real* wq = w.wq.data() + int64_t(h) * d * dg;
+      for (int c = 0; c < d; ++c)
+        for (int x = 0; x < dg; ++x) qg[x] += qp[c] * wq[c * dg + x];
+    } else {
+      std::copy(qp, qp + d, qg);
+    }
+    const Real* kp = p.k.data() + (i * hkv + kvh) * 3 * d;
+    Real* kg = v.kg.data() + i * dg;
+    for (int c = 0; c < 3 * d; ++c)
+      for (int x = 0; x < dg; ++x) kg[x] += kp[c] * wk[c * dg + x];
+  }
+  v.qr = v.qg;
+  v.kr = v.kg;
+  for (int64_t i = 0; i < p.nb; ++i) {
+    const double pos = double(i * cfg.block);
+    rope.apply(std::span(v.qr).subspan(size_t(i * dg), size_t(dg)), pos);
+    rope.apply(std::span(v.kr).subspan(size_t(i * dg), size_t(dg)), pos);
+  }
+  return v;
+}
+
+template <typename Real, typename T>
+void check_gate_inputs(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
+                       const GateWeights<Real>& w, const Rope& rope) {
+  w.validate();
+  const HeadDims& hd = w.config.heads;
+  check_tokens_heads_dim(q_pre, "gate q", seqs.tokens(), hd.q_heads, hd.head_dim);
+  check_tokens_heads_dim(k_pre, "gate k", seqs.tokens(), hd.kv_heads, hd.head_dim);
+  SEER_CHECK(rope.dim() == w.config.gate_dim, "gate RoPE dimension ", rope.dim(), " != gate dim ", w.config.gate_dim);
+}
+
+}  // namespace
+
+void GateConfig::validate() const {
+  heads.validate();
+  SEER_CHECK(gate_dim > 0 && gate_dim % 2 == 0, "gate dim must be positive and even, got ", gate_dim);
+  SEER_CHECK(block > 0, "gate block size must be positive, got ", block);
+}
+
+template <typename Real>
+GateWeights<Real> GateWeights<Real>::zeros(const GateConfig& config) {
+  config.validate();
+  return GateWeights{config, std::vector<Real>(size_t(config.wk_size()), Real(0)),
+                     std::vector<Real>(size_t(config.wq_size()), Real(0))};
+}
+
+template <typename Real>
+GateWeights<Real> GateWeights<Real>::random(const GateConfig& config, uint64_t seed, double std) {
+  GateWeights w = zeros(config);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, std);
+  for (Real& x : w.wk) x = Real(normal(rng));
+  for (Real& x : w.wq) x = Real(normal(rng));
+  return w;
+}
+
+template <typename Real>
+void GateWeights<Real>::validate() const {
+  config.validate();
+  check_size(std::span(wk), "gate W_k", config.wk_size());
+  check_size(std::span(wq), "gate W_q", config.wq_size());
+}
+
+template <typename Real, typename T>
+void gate_forward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
+                  const GateWeights<Real>& weights, const Rope& rope, std::span<Real> logits) {
+  check_gate_inputs(q_pre, k_pre, seqs, weights, rope);
+  const GateConfig& cfg = weights.config;
+  const BlockLayout layout(seqs, cfg.block, cfg.heads.q_heads);
+  check_size(logits, "gate logits", layout.map_elements());
+  const int dg = cfg.gate_dim;
+  const Real scale = Real(1.0 / std::sqrt(double(dg)));
+  for (int64_t s = 0; s < seqs.count(); ++s) {
+    const PooledBlocks<Real> pooled = pool_sequence<Real>(q_pre, k_pre, seqs, s, cfg);
+    const int64_t nb = pooled.nb;
+#pragma omp parallel for schedule(dynamic)
+    for (int h = 0; h < cfg.heads.q_heads; ++h) {
+      const HeadVectors<Real> v = project_head(pooled, weights, rope, h);
+      Real* map = logits.data() + layout.map_offset[size_t(s)] + int64_t(h) * nb * nb;
+      for (int64_t i = 0; i < nb; ++i)
+        for (int64_t j = 0; j < nb; ++j) {
+          if (j > i) {
+            map[i * nb + j] = -std::numeric_limits<Real>::infinity();
+            continue;
+          }
+          Real dot = 0;
+          for (int x = 0; x < dg; ++x) dot += v.qr[size_t(i * dg + x)] * v.kr[size_t(j * dg + x)];
+          map[i * nb + j] = dot * scale;
+        }
+    }
+  }
+}
+
+template <typename Real>
+Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const BlockLayout& layout,
+                  double skip_fraction, std::span<Real> dlogits) {
+  SEER_CHECK(skip_fraction >= 0.0 && skip_fraction < 1.0, "skip fraction must be in [0, 1), got ", skip_fraction);
+  check_size(logits, "gate logits", layout.map_elements());
+  check_size(gt, "ground truth", layout.map_elements());
+  if (!dlogits.empty()) check_size(dlogits, "gate logit gradient", layout.map_elements());
+  std::fill(dlogits.begin(), dlogits.end(), Real(0));
+  double elements = 0;
+  for (int64_t nb : layout.blocks) elements += double(layout.heads) * double(nb - int64_t(nb * skip_fraction)) * nb;
+  if (elements == 0) return Real(0);
+  double total = 0;
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)], skip = int64_t(nb * skip_fraction);
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = skip; i < nb; ++i) {
+        const int64_t row = layout.map_offset[size_t(s)] + (int64_t(h) * nb + i) * nb;
+        double m = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= i; ++j) m = std::max(m, double(logits[size_t(row + j)]));
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += std::exp(double(logits[size_t(row + j)]) - m);
+        const double log_sum = m + std::log(sum);
+        double gt_sum = 0;
+        for (int64_t j = 0; j <= i; ++j) {
+          const double target = double(gt[size_t(row + j)]);
+          const double log_q = double(logits[size_t(row + j)]) - log_sum;
+          if (target > 0) total += target * (std::log(target) - log_q);
+          gt_sum += target;
+        }
+        if (!dlogits.empty())
+          for (int64_t j = 0; j <= i; ++j) {
+            const double q = std::exp(double(logits[size_t(row + j)]) - log_sum);
+            dlogits[size_t(row + j)] = Real((q * gt_sum - double(gt[size_t(row + j)])) / elements);
+          }
+      }
+  }
+  return Real(total / elements);
+}
+
+template <typename Real, typename T>
+void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
+                   const GateWeights<Real>& weights, const Rope& rope, std::span<const Real> dlogits,
+                   GateWeights<Real>& grad) {
+  check_gate_inputs(q_pre, k_pre, seqs, weights, rope);
+  const GateConfig& cfg = weights.config;
+  SEER_CHECK(grad.wk.size() == weights.wk.size() && grad.wq.size() == weights.wq.size(),
+             "gate gradient buffers do not match the weights' sizes");
+  const BlockLayout layout(seqs, cfg.block, cfg.heads.q_heads);
+  check_size(dlogits, "gate logit gradient", layout.map_elements());
+  const int d = cfg.heads.head_dim, dg = cfg.gate_dim, hq = cfg.heads.q_heads, hkv = cfg.heads.kv_heads;
+  const Real scale = Real(1.0 / std::sqrt(double(dg)));
+  for (int64_t s = 0; s < seqs.count(); ++s) {
+    const PooledBlocks<Real> pooled = pool_sequence<Real>(q_pre, k_pre, seqs, s, cfg);
+    const int64_t nb = pooled.nb;
+#pragma omp parallel for schedule(dynamic)
+    for (int h = 0; h < hq; ++h) {
+      const HeadVectors<Real> v = project_head(pooled, weights, rope, h);
+      const Real* ds = dlogits.data() + layout.map_offset[size_t(s)] + int64_t(h) * nb * nb;
+      // d(logit)/d(q_r[i]) = k_r[j] / √d_g and symmetrically for k_r[j].
+      std::vector<Real> dq(size_t(nb * dg), Real(0)), dk(size_t(nb * dg), Real(0));
+      for (int64_t i = 0; i < nb; ++i)
+        for (int64_t j = 0; j <= i; ++j) {
+          const Real g = ds[i * nb + j] * scale;
+          if (g == Real(0)) continue;
+          for (int x = 0; x < dg; ++x) {
+            dq[size_t(i * dg + x)] += g * v.kr[size_t(j * dg + x)];
+            dk[size_t(j * dg + x)] += g * v.qr[size_t(i * dg + x)];
+          }
+        }
+      for (int64_t i = 0; i < nb; ++i) {  // back through RoPE: its transpose
+        const double pos = double(i * cfg.block);
+        rope.apply(std::span(dq).subspan(size_t(i * dg), size_t(dg)), pos, true);
+        rope.apply(std::span(dk).subspan(size_t(i * dg), size_t(dg)), pos, true);
+      }
+      const int kvh = h / cfg.heads.group();
+      Real* gwk = grad.wk.data() + int64_t(h) * 3 * d * dg;
+      for (int64_t j = 0; j < nb; ++j) {
+        const Real* kp = pooled.k.data() + (j * hkv + kvh) * 3 * d;
+        for (int c = 0; c < 3 * d; ++c)
+          for (int x = 0; x < dg; ++x) gwk[c * dg + x] += kp[c] * dk[size_t(j * dg + x)];
+      }
+      if (cfg.has_q_proj()) {
+        Real* gwq = grad.wq.data() + int64_t(h) * d * dg;
+        for (int64_t i = 0; i < nb; ++i) {
+          const Real* qp = pooled.q.data() + (i * hq + h) * d;
+          for (int c = 0; c < d; ++c)
+            for (int x = 0; x < dg; ++x) gwq[c * dg + x] += qp[c] * dq[size_t(i * dg + x)];
+        }
+      }
+    }
+  }
+}
+
+template struct GateWeights<float>;
+template struct GateWeights<double>;
+#define SEER_INSTANTIATE(Real, T)                                                                          \
+  template void gate_forward<Real, T>(std::span<const T>, std::span<const T>, const Sequences&,           \
+                                      const GateWeights<Real>&, const Rope&, std::span<Real>);             \
+  template void gate_backward<Real, T>(std::span<const T>, std::span<const T>, const Sequences&,          \
+                                       const GateWeights<Real>&, const Rope&, std::span<const Real>,      \
+                                       GateWeights<Real>&);
+SEER_INSTANTIATE(float, float)
+SEER_INSTANTIATE(float, bf16)
+SEER_INSTANTIATE(double, double)
+#undef SEER_INSTANTIATE
+template float gate_kl_loss<float>(std::span<const float>, std::span<const float>, const BlockLayout&, double,
+                                   std::span<float>);
+template double gate_kl_loss<double>(std::span<const double>, std::span<const double>, const BlockLayout&, double,
+                                     std::span<double>);
+
+}  // namespace seer

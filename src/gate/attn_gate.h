@@ -1,0 +1,65 @@
+// AttnGate, the published `Qavg_Kmaxminavg` gate, and its distillation loss.
+//
+// From the layer's pre-RoPE q [T, H_q, d] and k [T, H_kv, d], per sequence and block of B tokens
+// (a partial last block pools over its valid tokens only):
+//   q_pool[i, h]  = mean of q over block i                                   [nb, H_q, d]
+//   k_pool[j, kv] = concat(max, min, mean) of k over block j                  [nb, H_kv, 3d]
+//   q_g[h, i] = q_pool[i, h] (· W_q[h] when d_g != d),   k_g[h, j] = k_pool[j, h/g] · W_k[h]
+//   both rotated by RoPE at position (first token of the block) = i*B, j*B
+//   logits[h, i, j] = q_g·k_g / √d_g for j <= i, -inf above the diagonal    [H_q, nb, nb]
+// Weights: W_k [H_q, 3d, d_g], W_q [H_q, d, d_g] only when d_g != d; no biases.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "attention/head_dims.h"
+#include "core/sequences.h"
+#include "gate/rope.h"
+
+namespace seer {
+
+struct GateConfig {
+  HeadDims heads;
+  int gate_dim = 0;  // d_g
+  int block = 64;
+
+  bool has_q_proj() const { return gate_dim != heads.head_dim; }
+  int64_t wk_size() const { return int64_t(heads.q_heads) * 3 * heads.head_dim * gate_dim; }
+  int64_t wq_size() const { return has_q_proj() ? int64_t(heads.q_heads) * heads.head_dim * gate_dim : 0; }
+  void validate() const;
+};
+
+template <typename Real>
+struct GateWeights {
+  GateConfig config;
+  std::vector<Real> wk;  // [H_q, 3d, d_g]
+  std::vector<Real> wq;  // [H_q, d, d_g], empty when d_g == d
+
+  // Zero weights of the right sizes (gradient buffers).
+  static GateWeights zeros(const GateConfig& config);
+  // normal(0, std) initialization, the reference code's default std being 0.02.
+  static GateWeights random(const GateConfig& config, uint64_t seed, double std = 0.02);
+  void validate() const;
+};
+
+// Gate logits, packed per sequence as [H_q, nb, nb] (BlockLayout(seqs, block, H_q).map_offset).
+template <typename Real, typename T>
+void gate_forward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
+                  const GateWeights<Real>& weights, const Rope& rope, std::span<Real> logits);
+
+// Distillation loss KL(gt ‖ softmax(logits)) over key blocks j <= i, rows i < floor(nb * skip_fraction)
+// of each sequence skipped, averaged over all elements of the kept rows (H_q · rows · nb per sequence,
+// PyTorch's KLDivLoss 'mean'). When dlogits is non-empty it receives dLoss/dlogits.
+template <typename Real>
+Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const BlockLayout& layout,
+                  double skip_fraction, std::span<Real> dlogits);
+
+// Accumulates dLoss/dW (into grad, which must have the weights' sizes) given dLoss/dlogits,
+// through the scores, RoPE, the projections and the pooling.
+template <typename Real, typename T>
+void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
+                   const GateWeights<Real>& weights, const Rope& rope, std::span<const Real> dlogits,
+                   GateWeights<Real>& grad);
+
+}  // namespace seer

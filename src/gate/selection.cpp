@@ -1,0 +1,75 @@
+#include "gate/selection.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "attention/head_dims.h"
+#include "core/error.h"
+
+namespace seer {
+
+void SelectionOptions::validate() const {
+  if (method == Method::top_k)
+    SEER_CHECK(density > 0.0 && density <= 1.0, "density must be in (0, 1], got ", density);
+  else
+    SEER_CHECK(threshold >= 0.0 && threshold < 1.0, "threshold must be in [0, 1), got ", threshold);
+  SEER_CHECK(dense_last_blocks >= 0, "dense_last_blocks must be >= 0, got ", dense_last_blocks);
+}
+
+int64_t top_k_blocks(double density, int64_t nb) {
+  return std::max<int64_t>(1, int64_t(std::floor((1.0 - std::sqrt(1.0 - density)) * double(nb))));
+}
+
+BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout, const SelectionOptions& options) {
+  options.validate();
+  check_size(logits, "gate logits", layout.map_elements());
+  BlockMask mask;
+  mask.block = layout.block;
+  mask.heads = layout.heads;
+  mask.indptr.reserve(size_t(layout.total_rows() * layout.heads + 1));
+  mask.indptr.push_back(0);
+  std::vector<int32_t> order, kept;
+  std::vector<double> prob;
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)];
+    const int64_t k = top_k_blocks(options.density, nb);
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = 0; i < nb; ++i) {
+        const float* row = logits.data() + layout.map_offset[size_t(s)] + (int64_t(h) * nb + i) * nb;
+        const int64_t n = i + 1;
+        kept.clear();
+        if (i >= nb - options.dense_last_blocks) {
+          kept.resize(size_t(n));
+          std::iota(kept.begin(), kept.end(), 0);
+        } else {
+          order.resize(size_t(n));
+          std::iota(order.begin(), order.end(), 0);
+          const auto better = [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); };
+          if (options.method == SelectionOptions::Method::top_k) {
+            const int64_t keep = std::min(k, n);
+            std::partial_sort(order.begin(), order.begin() + keep, order.end(), better);
+            kept.assign(order.begin(), order.begin() + keep);
+          } else {
+            const double m = *std::max_element(row, row + n);
+            prob.resize(size_t(n));
+            double sum = 0;
+            for (int64_t j = 0; j < n; ++j) sum += (prob[size_t(j)] = std::exp(double(row[j]) - m));
+            const int32_t best = *std::min_element(order.begin(), order.end(), better);
+            for (int32_t j = 0; j < n; ++j)
+              if (j == best || prob[size_t(j)] / sum > options.threshold) kept.push_back(j);
+          }
+          if (options.keep_sink) kept.push_back(0);
+          if (options.keep_diagonal) kept.push_back(int32_t(i));
+          std::sort(kept.begin(), kept.end());
+          kept.erase(std::unique(kept.begin(), kept.end()), kept.end());
+        }
+        mask.indices.insert(mask.indices.end(), kept.begin(), kept.end());
+        mask.indptr.push_back(int64_t(mask.indices.size()));
+      }
+  }
+  return mask;
+}
+
+}  // namespace seer

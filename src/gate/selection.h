@@ -1,0 +1,30 @@
+// Block selection: gate logits [H_q, nb, nb] per sequence -> CSR block mask.
+#pragma once
+#include <span>
+
+#include "attention/block_mask.h"
+#include "core/sequences.h"
+
+namespace seer {
+
+struct SelectionOptions {
+  enum class Method { top_k, threshold };
+  Method method = Method::top_k;
+  // top_k: keep k = max(1, floor((1 - sqrt(1 - density)) * nb)) blocks of each row (at most i + 1),
+  // which makes the kept fraction of the causal triangle about `density`. Ties go to the lower j.
+  double density = 0.1;
+  // threshold: keep blocks whose softmax probability over j <= i exceeds it (and always the row's best).
+  double threshold = 2e-3;
+  int dense_last_blocks = 0;   // the last N query blocks of each sequence keep every causal block
+  bool keep_sink = false;      // always keep key block 0
+  bool keep_diagonal = false;  // always keep key block i
+
+  void validate() const;
+};
+
+int64_t top_k_blocks(double density, int64_t nb);
+
+// logits are packed per sequence as [H, nb, nb] following `layout` (entries above the diagonal ignored).
+BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout, const SelectionOptions& options);
+
+}  // namespace seer

@@ -1,0 +1,202 @@
+// CPU attention operators against double-precision references on fresh random inputs.
+#include <gtest/gtest.h>
+
+#include "attention/attention_cpu.h"
+#include "reference.h"
+
+namespace seer {
+namespace {
+
+using test::poisoned;
+using test::random_values;
+
+struct Shape {
+  std::vector<int64_t> lengths;
+  int q_heads, kv_heads, head_dim;
+};
+
+// Partial last blocks, one-token and one-block sequences, batches of unequal sequences,
+// GQA groups 1, 3, 4 and 8, head dims 64 and 128.
+const std::vector<Shape> kShapes = {
+    {{1}, 2, 2, 64},          {{64}, 4, 4, 64},      {{100}, 3, 1, 64},      {{130, 1, 64, 200}, 8, 2, 64},
+    {{257}, 8, 1, 128},       {{65, 190}, 4, 4, 128}, {{129, 17}, 6, 2, 128},
+};
+
+Sequences make_sequences(const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
+  return Sequences(offsets);
+}
+
+template <typename T>
+struct Inputs {
+  Sequences seqs;
+  HeadDims dims;
+  std::vector<T> q, k, v;
+  explicit Inputs(const Shape& shape)
+      : seqs(make_sequences(shape.lengths)), dims{shape.q_heads, shape.kv_heads, shape.head_dim} {
+    const size_t t = size_t(seqs.tokens());
+    q = random_values<T>(t * dims.q_heads * dims.head_dim, 1.5f);
+    k = random_values<T>(t * dims.kv_heads * dims.head_dim, 1.5f);
+    v = random_values<T>(t * dims.kv_heads * dims.head_dim);
+  }
+  std::span<const T> qs() const { return q; }
+  std::span<const T> ks() const { return k; }
+  std::span<const T> vs() const { return v; }
+};
+
+// A random causal mask; keep_diagonal ensures every row attends to something.
+BlockMask random_mask(const BlockLayout& layout, double keep, bool keep_diagonal) {
+  std::bernoulli_distribution coin(keep);
+  BlockMask mask{layout.block, layout.heads, {0}, {}};
+  for (int64_t s = 0; s < layout.sequences(); ++s)
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = 0; i < layout.blocks[size_t(s)]; ++i) {
+        for (int32_t j = 0; j <= i; ++j)
+          if ((keep_diagonal && j == i) || coin(test::rng())) mask.indices.push_back(j);
+        mask.indptr.push_back(int64_t(mask.indices.size()));
+      }
+  return mask;
+}
+
+template <typename T>
+class AttentionCpu : public ::testing::Test {};
+using InputTypes = ::testing::Types<float, bf16>;
+TYPED_TEST_SUITE(AttentionCpu, InputTypes);
+
+TYPED_TEST(AttentionCpu, DenseMatchesReference) {
+  for (const Shape& shape : kShapes) {
+    const Inputs<TypeParam> in(shape);
+    auto out = poisoned(in.q.size()), lse = poisoned(size_t(in.seqs.tokens() * in.dims.q_heads));
+    dense_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, out, lse);
+    std::vector<double> ref_out, ref_lse;
+    test::reference_attention<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, ref_out, ref_lse);
+    EXPECT_LT(test::relative_error(out, ref_out), 2e-6) << "tokens " << in.seqs.tokens();
+    EXPECT_LT(test::max_abs_error(lse, ref_lse), 2e-5) << "tokens " << in.seqs.tokens();
+  }
+}
+
+TYPED_TEST(AttentionCpu, StreamingGroundTruthMatchesBruteForce) {
+  for (const Shape& shape : kShapes)
+    for (int block : {64, 16}) {
+      const Inputs<TypeParam> in(shape);
+      const BlockLayout layout(in.seqs, block, in.dims.q_heads);
+      auto out = poisoned(in.q.size()), lse = poisoned(size_t(in.seqs.tokens() * in.dims.q_heads));
+      auto gt = poisoned(size_t(layout.map_elements()));
+      ground_truth_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, block, out, lse, gt);
+      std::vector<double> brute(gt.size());
+      ground_truth_bruteforce_cpu<TypeParam>(in.qs(), in.ks(), in.seqs, in.dims, block, brute);
+      // The streaming pass computes scores in float, the brute force in double: the maps agree to
+      // 1e-6 relative as a whole and every element to float noise on its scores (1e-5 relative).
+      EXPECT_LT(test::relative_error(gt, brute), 1e-6) << "block " << block;
+      for (size_t n = 0; n < gt.size(); ++n)
+        ASSERT_NEAR(gt[n], brute[n], 1e-5 * std::max(brute[n], 1e-3)) << "element " << n << " block " << block;
+      // Rows sum to one over the causal part; zero above the diagonal.
+      for (int64_t s = 0; s < layout.sequences(); ++s) {
+        const int64_t nb = layout.blocks[size_t(s)];
+        for (int h = 0; h < layout.heads; ++h)
+          for (int64_t i = 0; i < nb; ++i) {
+            double sum = 0;
+            for (int64_t j = 0; j < nb; ++j) {
+              const double x = gt[size_t(layout.map_offset[size_t(s)] + (h * nb + i) * nb + j)];
+              if (j > i) {
+                ASSERT_EQ(x, 0.0);
+              }
+              sum += x;
+            }
+            ASSERT_NEAR(sum, 1.0, 1e-5);
+          }
+      }
+      // The ground-truth pass is also a dense forward.
+      std::vector<double> ref_out, ref_lse;
+      test::reference_attention<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, ref_out, ref_lse);
+      EXPECT_LT(test::relative_error(out, ref_out), 2e-6);
+    }
+}
+
+TYPED_TEST(AttentionCpu, BlockSparseMatchesMaskedReference) {
+  for (const Shape& shape : kShapes)
+    for (bool keep_diagonal : {true, false}) {
+      const Inputs<TypeParam> in(shape);
+      const BlockLayout layout(in.seqs, 64, in.dims.q_heads);
+      const BlockMask mask = random_mask(layout, 0.4, keep_diagonal);
+      auto out = poisoned(in.q.size()), lse = poisoned(size_t(in.seqs.tokens() * in.dims.q_heads));
+      block_sparse_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, mask, out, lse);
+      std::vector<double> ref_out, ref_lse;
+      test::reference_attention<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, ref_out, ref_lse, &mask);
+      EXPECT_LT(test::max_abs_error(out, ref_out), 1e-5);
+      EXPECT_LT(test::max_abs_error(lse, ref_lse), 2e-5);
+    }
+}
+
+TYPED_TEST(AttentionCpu, FullMaskEqualsDense) {
+  const Inputs<TypeParam> in(kShapes[3]);
+  const BlockLayout layout(in.seqs, 64, in.dims.q_heads);
+  auto dense = poisoned(in.q.size()), sparse = poisoned(in.q.size());
+  auto lse_dense = poisoned(size_t(in.seqs.tokens() * in.dims.q_heads)), lse_sparse = lse_dense;
+  dense_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, dense, lse_dense);
+  block_sparse_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, full_causal_mask(layout), sparse,
+                                        lse_sparse);
+  EXPECT_EQ(dense, sparse);
+  EXPECT_EQ(lse_dense, lse_sparse);
+}
+
+TEST(AttentionCpuErrors, RejectsBadShapes) {
+  const Inputs<float> in(kShapes[3]);
+  std::vector<float> out(in.q.size()), lse(size_t(in.seqs.tokens() * in.dims.q_heads));
+  const auto dense = [&](HeadDims dims, std::span<const float> q) {
+    dense_attention_cpu<float>(q, in.ks(), in.vs(), in.seqs, dims, out, lse);
+  };
+  EXPECT_THROW(dense(HeadDims{8, 3, 64}, in.qs()), Error);                 // H_q not a multiple of H_kv
+  EXPECT_THROW(dense(in.dims, in.qs().first(in.q.size() - 1)), Error);     // q too short
+  EXPECT_THROW(dense(HeadDims{8, 2, 63}, in.qs()), Error);                 // odd head dim
+  EXPECT_THROW(dense_attention_cpu<float>(in.qs(), in.ks(), in.vs().first(10), in.seqs, in.dims, out, lse), Error);
+  EXPECT_THROW(dense_attention_cpu<float>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, out,
+                                          std::span(lse).first(3)),
+               Error);
+  EXPECT_THROW(Sequences({0, 10, 10, 20}), Error);  // empty sequence
+  EXPECT_THROW(Sequences({5, 10}), Error);
+  EXPECT_THROW(Sequences({0}), Error);
+}
+
+TEST(AttentionCpuErrors, RejectsMalformedMasks) {
+  const Inputs<float> in(kShapes[3]);
+  const BlockLayout layout(in.seqs, 64, in.dims.q_heads);
+  std::vector<float> out(in.q.size()), lse(size_t(in.seqs.tokens() * in.dims.q_heads));
+  const auto run = [&](const BlockMask& mask) {
+    block_sparse_attention_cpu<float>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, mask, out, lse);
+  };
+  const BlockMask good = full_causal_mask(layout);
+  EXPECT_NO_THROW(run(good));
+  // Find a row with at least two entries to corrupt.
+  size_t row = 0;
+  while (good.indptr[row + 1] - good.indptr[row] < 2) ++row;
+  const size_t at = size_t(good.indptr[row]);
+  BlockMask m = good;
+  std::swap(m.indices[at], m.indices[at + 1]);  // unsorted
+  EXPECT_THROW(run(m), Error);
+  m = good;
+  m.indices[at + 1] = m.indices[at];  // repeated
+  EXPECT_THROW(run(m), Error);
+  m = good;
+  m.indices[size_t(good.indptr[1]) - 1] = 5;  // key block above the diagonal of row 0
+  EXPECT_THROW(run(m), Error);
+  m = good;
+  m.indices[at] = -1;
+  EXPECT_THROW(run(m), Error);
+  m = good;
+  m.indptr.pop_back();  // wrong row count
+  EXPECT_THROW(run(m), Error);
+  m = good;
+  m.indptr[row + 1] = m.indptr[row] - 1;  // decreasing
+  EXPECT_THROW(run(m), Error);
+  m = good;
+  m.block = 32;
+  EXPECT_THROW(run(m), Error);
+  m = good;
+  m.heads = 2;
+  EXPECT_THROW(run(m), Error);
+}
+
+}  // namespace
+}  // namespace seer

@@ -1,0 +1,230 @@
+// AttnGate forward against an independent double-precision reference, the loss against its
+// formula, and the analytic gradient against central finite differences in double.
+#include <gtest/gtest.h>
+
+#include <complex>
+
+#include "gate/attn_gate.h"
+#include "reference.h"
+
+namespace seer {
+namespace {
+
+using test::random_values;
+
+// Straight from the definition: pooled vectors per block, projection, RoPE as a complex rotation.
+std::vector<double> reference_gate_logits(const std::vector<double>& q, const std::vector<double>& k,
+                                          const Sequences& seqs, const GateWeights<double>& w,
+                                          const RopeConfig& rope_cfg) {
+  const GateConfig& c = w.config;
+  const int d = c.heads.head_dim, dg = c.gate_dim, hq = c.heads.q_heads, hkv = c.heads.kv_heads, B = c.block;
+  const BlockLayout layout(seqs, B, hq);
+  const Rope rope(rope_cfg, dg);
+  std::vector<double> logits(size_t(layout.map_elements()), -std::numeric_limits<double>::infinity());
+  const auto rotate = [&](std::vector<double> x, double pos) {
+    for (int i = 0; i < dg / 2; ++i) {
+      std::complex<double> z(x[size_t(i)], x[size_t(i + dg / 2)]);
+      z *= std::polar(rope.attention_scaling(), pos * rope.inv_freq()[size_t(i)]);
+      x[size_t(i)] = z.real();
+      x[size_t(i + dg / 2)] = z.imag();
+    }
+    return x;
+  };
+  for (int64_t s = 0; s < seqs.count(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)];
+    for (int h = 0; h < hq; ++h) {
+      std::vector<std::vector<double>> qg, kg;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t first = seqs.start(s) + b * B, last = std::min(seqs.start(s) + seqs.length(s), first + B);
+        std::vector<double> qmean(size_t(d), 0), kpool(size_t(3 * d));
+        for (int x = 0; x < d; ++x) {
+          double mx = -1e300, mn = 1e300, sum = 0;
+          for (int64_t t = first; t < last; ++t) {
+            qmean[size_t(x)] += q[size_t((t * hq + h) * d + x)] / double(last - first);
+            const double kv = k[size_t((t * hkv + h / c.heads.group()) * d + x)];
+            mx = std::max(mx, kv);
+            mn = std::min(mn, kv);
+            sum += kv;
+          }
+          kpool[size_t(x)] = mx;
+          kpool[size_t(d + x)] = mn;
+          kpool[size_t(2 * d + x)] = sum / double(last - first);
+        }
+        std::vector<double> qv(size_t(dg), 0), kv(size_t(dg), 0);
+        for (int y = 0; y < dg; ++y) {
+          if (c.has_q_proj())
+            for (int x = 0; x < d; ++x) qv[size_t(y)] += qmean[size_t(x)] * w.wq[size_t((h * d + x) * dg + y)];
+          else
+            qv[size_t(y)] = qmean[size_t(y)];
+          for (int x = 0; x < 3 * d; ++x) kv[size_t(y)] += kpool[size_t(x)] * w.wk[size_t((h * 3 * d + x) * dg + y)];
+        }
+        qg.push_back(rotate(qv, double(b * B)));
+        kg.push_back(rotate(kv, double(b * B)));
+      }
+      for (int64_t i = 0; i < nb; ++i)
+        for (int64_t j = 0; j <= i; ++j) {
+          double dot = 0;
+          for (int y = 0; y < dg; ++y) dot += qg[size_t(i)][size_t(y)] * kg[size_t(j)][size_t(y)];
+          logits[size_t(layout.map_offset[size_t(s)] + (h * nb + i) * nb + j)] = dot / std::sqrt(double(dg));
+        }
+    }
+  }
+  return logits;
+}
+
+struct GateCase {
+  std::vector<int64_t> offsets;
+  HeadDims heads;
+  int gate_dim, block;
+  RopeConfig rope;
+};
+
+const RopeConfig kPlain{.theta = 100000.0};
+const RopeConfig kLlama3{.theta = 500000.0, .scaling = RopeConfig::Scaling::llama3, .factor = 8.0,
+                         .low_freq_factor = 1.0, .high_freq_factor = 4.0, .original_max_positions = 256};
+const RopeConfig kYarn{.theta = 10000.0, .scaling = RopeConfig::Scaling::yarn, .factor = 4.0,
+                       .original_max_positions = 128};
+
+const std::vector<GateCase> kCases = {
+    {{0, 300}, {9, 3, 64}, 64, 64, kPlain},
+    {{0, 1, 130, 200}, {4, 1, 32}, 32, 16, kLlama3},
+    {{0, 100, 333}, {8, 2, 16}, 24, 32, kYarn},  // d_g != d: a Q projection exists
+    {{0, 64, 264}, {2, 2, 128}, 128, 64, kPlain},  // a one-block sequence beside a longer one
+};
+
+TEST(AttnGate, ForwardMatchesReference) {
+  for (const GateCase& gc : kCases) {
+    const Sequences seqs(gc.offsets);
+    const GateConfig cfg{gc.heads, gc.gate_dim, gc.block};
+    const GateWeights<double> w64 = GateWeights<double>::random(cfg, test::rng()(), 0.1);
+    GateWeights<float> w32{cfg, std::vector<float>(w64.wk.begin(), w64.wk.end()),
+                           std::vector<float>(w64.wq.begin(), w64.wq.end())};
+    const auto q = random_values<float>(size_t(seqs.tokens() * gc.heads.q_heads * gc.heads.head_dim));
+    const auto k = random_values<float>(size_t(seqs.tokens() * gc.heads.kv_heads * gc.heads.head_dim));
+    const std::vector<double> q64(q.begin(), q.end()), k64(k.begin(), k.end());
+    const auto want = reference_gate_logits(q64, k64, seqs, w64, gc.rope);
+    auto got = test::poisoned(want.size());
+    gate_forward<float, float>(q, k, seqs, w32, Rope(gc.rope, gc.gate_dim), got);
+    double scale = 0;
+    for (double x : want)
+      if (std::isfinite(x)) scale = std::max(scale, std::abs(x));
+    EXPECT_LT(test::max_abs_error(got, want), 1e-5 * scale) << "case with d=" << gc.heads.head_dim;
+  }
+}
+
+// A random row-normalized causal map standing in for the ground truth.
+std::vector<double> random_ground_truth(const BlockLayout& layout) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<double> gt(size_t(layout.map_elements()), 0.0);
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)];
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = 0; i < nb; ++i) {
+        double* row = gt.data() + layout.map_offset[size_t(s)] + (h * nb + i) * nb;
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::pow(u(test::rng()), 4.0));
+        for (int64_t j = 0; j <= i; ++j) row[j] /= sum;
+      }
+  }
+  return gt;
+}
+
+TEST(AttnGate, KlLossMatchesFormula) {
+  // One sequence of 2 blocks, one head, nothing skipped: rows [a] and [b, c].
+  const BlockLayout layout(Sequences::single(128), 64, 1);
+  const std::vector<double> logits = {0.3, -std::numeric_limits<double>::infinity(), 1.0, -0.5};
+  const std::vector<double> gt = {1.0, 0.0, 0.25, 0.75};
+  const double q1 = std::exp(1.0) / (std::exp(1.0) + std::exp(-0.5)), q2 = 1 - q1;
+  const double want = (0.25 * std::log(0.25 / q1) + 0.75 * std::log(0.75 / q2)) / 4.0;  // mean over 2x2
+  std::vector<double> grad(4);
+  EXPECT_NEAR(gate_kl_loss<double>(logits, gt, layout, 0.0, grad), want, 1e-15);
+  EXPECT_NEAR(grad[2], (q1 - 0.25) / 4.0, 1e-15);
+  EXPECT_NEAR(grad[3], (q2 - 0.75) / 4.0, 1e-15);
+  EXPECT_EQ(grad[0], 0.0);  // a one-block row has q = gt = 1
+  EXPECT_EQ(grad[1], 0.0);
+  // Skipping half the rows drops row 0 and halves the element count.
+  EXPECT_NEAR(gate_kl_loss<double>(logits, gt, layout, 0.5, {}), want * 4.0 / 2.0, 1e-15);
+}
+
+TEST(AttnGate, GradientMatchesFiniteDifferences) {
+  for (const GateCase& gc : kCases) {
+    const Sequences seqs(gc.offsets);
+    const GateConfig cfg{gc.heads, gc.gate_dim, gc.block};
+    const BlockLayout layout(seqs, gc.block, gc.heads.q_heads);
+    const Rope rope(gc.rope, gc.gate_dim);
+    GateWeights<double> w = GateWeights<double>::random(cfg, test::rng()(), 0.05);
+    const auto q = random_values<double>(size_t(seqs.tokens() * gc.heads.q_heads * gc.heads.head_dim));
+    const auto k = random_values<double>(size_t(seqs.tokens() * gc.heads.kv_heads * gc.heads.head_dim));
+    const auto gt = random_ground_truth(layout);
+    std::vector<double> logits(gt.size()), dlogits(gt.size());
+    const auto loss = [&] {
+      gate_forward<double, double>(q, k, seqs, w, rope, logits);
+      return gate_kl_loss<double>(logits, gt, layout, 0.25, {});
+    };
+    gate_forward<double, double>(q, k, seqs, w, rope, logits);
+    gate_kl_loss<double>(logits, gt, layout, 0.25, dlogits);
+    GateWeights<double> grad = GateWeights<double>::zeros(cfg);
+    gate_backward<double, double>(q, k, seqs, w, rope, dlogits, grad);
+
+    std::vector<std::pair<std::vector<double>*, std::vector<double>*>> params = {{&w.wk, &grad.wk}};
+    if (cfg.has_q_proj()) params.push_back({&w.wq, &grad.wq});
+    for (auto [weights, gradient] : params) {
+      double grad_scale = 0;
+      for (double g : *gradient) grad_scale = std::max(grad_scale, std::abs(g));
+      ASSERT_GT(grad_scale, 0.0);
+      std::uniform_int_distribution<size_t> pick(0, weights->size() - 1);
+      for (int trial = 0; trial < 25; ++trial) {
+        const size_t n = pick(test::rng());
+        const double saved = (*weights)[n], eps = 1e-5;
+        (*weights)[n] = saved + eps;
+        const double up = loss();
+        (*weights)[n] = saved - eps;
+        const double down = loss();
+        (*weights)[n] = saved;
+        const double numeric = (up - down) / (2 * eps);
+        EXPECT_NEAR((*gradient)[n], numeric, 1e-6 * grad_scale) << "weight " << n;
+      }
+    }
+  }
+}
+
+TEST(AttnGate, RejectsBadInputs) {
+  const GateConfig cfg{{9, 3, 64}, 64, 64};
+  const Sequences seqs = Sequences::single(100);
+  const auto q = random_values<float>(size_t(100 * 9 * 64));
+  const auto k = random_values<float>(size_t(100 * 3 * 64));
+  GateWeights<float> w = GateWeights<float>::random(cfg, 1);
+  std::vector<float> logits(size_t(BlockLayout(seqs, 64, 9).map_elements()));
+  const Rope rope(kPlain, 64);
+  EXPECT_NO_THROW((gate_forward<float, float>(q, k, seqs, w, rope, logits)));
+  EXPECT_THROW((gate_forward<float, float>(q, k, seqs, w, Rope(kPlain, 32), logits)), Error);
+  EXPECT_THROW((gate_forward<float, float>(std::span(q).first(64), k, seqs, w, rope, logits)), Error);
+  EXPECT_THROW((gate_forward<float, float>(q, k, seqs, w, rope, std::span(logits).first(3))), Error);
+  w.wk.pop_back();
+  EXPECT_THROW((gate_forward<float, float>(q, k, seqs, w, rope, logits)), Error);
+  EXPECT_THROW(Rope(RopeConfig{.theta = 0.5}, 64), Error);
+  EXPECT_THROW((GateWeights<float>::zeros(GateConfig{{9, 4, 64}, 64, 64})), Error);
+}
+
+TEST(Rope, InverseIsTransposeAndScoresDependOnDistanceOnly) {
+  for (const RopeConfig& cfg : {kPlain, kLlama3, kYarn}) {
+    const Rope rope(cfg, 32);
+    auto a = random_values<double>(32), b = random_values<double>(32);
+    auto a1 = a, b1 = b, a2 = a, b2 = b;
+    rope.apply(std::span(a1), 100.0);
+    rope.apply(std::span(b1), 40.0);
+    rope.apply(std::span(a2), 1060.0);
+    rope.apply(std::span(b2), 1000.0);
+    double dot1 = 0, dot2 = 0;
+    for (int x = 0; x < 32; ++x) dot1 += a1[size_t(x)] * b1[size_t(x)], dot2 += a2[size_t(x)] * b2[size_t(x)];
+    EXPECT_NEAR(dot1, dot2, 1e-9 * std::abs(dot1) + 1e-9);
+    auto back = a1;
+    rope.apply(std::span(back), 100.0, true);
+    const double s2 = rope.attention_scaling() * rope.attention_scaling();
+    for (int x = 0; x < 32; ++x) EXPECT_NEAR(back[size_t(x)], s2 * a[size_t(x)], 1e-12);
+  }
+  EXPECT_NEAR(Rope(kYarn, 32).attention_scaling(), 0.1 * std::log(4.0) + 1.0, 1e-15);
+}
+
+}  // namespace
+}  // namespace seer

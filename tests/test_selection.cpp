@@ -1,0 +1,110 @@
+// Block selection: top-k counts and order, thresholds, forced blocks, CSR validity, density.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "gate/selection.h"
+#include "reference.h"
+
+namespace seer {
+namespace {
+
+std::vector<float> random_logits(const BlockLayout& layout) {
+  auto logits = test::random_values<float>(size_t(layout.map_elements()), 2.0f);
+  return logits;
+}
+
+std::vector<int32_t> row_of(const BlockMask& mask, int64_t row) {
+  return {mask.indices.begin() + mask.indptr[size_t(row)], mask.indices.begin() + mask.indptr[size_t(row) + 1]};
+}
+
+TEST(Selection, TopKKeepsTheLargestLogits) {
+  const Sequences seqs({0, 1000, 1700, 1701});
+  const BlockLayout layout(seqs, 64, 3);
+  const auto logits = random_logits(layout);
+  for (double density : {0.05, 0.1, 0.3, 0.5, 1.0}) {
+    const BlockMask mask = select_blocks(logits, layout, {.density = density});
+    ASSERT_NO_THROW(validate_block_mask(mask, layout));
+    for (int64_t s = 0; s < layout.sequences(); ++s) {
+      const int64_t nb = layout.blocks[size_t(s)], k = top_k_blocks(density, nb);
+      for (int h = 0; h < 3; ++h)
+        for (int64_t i = 0; i < nb; ++i) {
+          const auto kept = row_of(mask, mask_row(layout, s, h, i));
+          ASSERT_EQ(int64_t(kept.size()), std::min(k, i + 1));
+          const float* row = logits.data() + layout.map_offset[size_t(s)] + (h * nb + i) * nb;
+          const std::set<int32_t> in(kept.begin(), kept.end());
+          float worst_kept = 1e30f, best_dropped = -1e30f;
+          for (int32_t j = 0; j <= i; ++j)
+            (in.count(j) ? worst_kept : best_dropped) =
+                in.count(j) ? std::min(worst_kept, row[j]) : std::max(best_dropped, row[j]);
+          ASSERT_GE(worst_kept, best_dropped);
+        }
+    }
+  }
+  EXPECT_EQ(top_k_blocks(0.1, 128), 6);  // floor((1 - sqrt(0.9)) * 128) = floor(6.57)
+  EXPECT_EQ(top_k_blocks(0.001, 10), 1);
+  EXPECT_EQ(top_k_blocks(1.0, 10), 10);
+}
+
+TEST(Selection, TopKDensityFollowsTheFormula) {
+  const BlockLayout layout(Sequences::single(64 * 512), 64, 2);
+  const auto logits = random_logits(layout);
+  for (double density : {0.1, 0.2, 0.3, 0.5}) {
+    const BlockMask mask = select_blocks(logits, layout, {.density = density});
+    const double t = double(top_k_blocks(density, 512)) / 512;
+    EXPECT_NEAR(mask_density(mask, layout), 2 * t - t * t, 0.01) << density;
+    EXPECT_NEAR(mask_density(mask, layout), density, 0.02) << density;
+  }
+}
+
+TEST(Selection, ThresholdKeepsProbableBlocksAndTheBest) {
+  const BlockLayout layout(Sequences::single(64 * 40), 64, 2);
+  const auto logits = random_logits(layout);
+  for (double tau : {0.0, 0.01, 0.05, 0.5, 0.99}) {
+    SelectionOptions opt{.method = SelectionOptions::Method::threshold, .threshold = tau};
+    const BlockMask mask = select_blocks(logits, layout, opt);
+    ASSERT_NO_THROW(validate_block_mask(mask, layout));
+    for (int h = 0; h < 2; ++h)
+      for (int64_t i = 0; i < 40; ++i) {
+        const float* row = logits.data() + (h * 40 + i) * 40;
+        double m = -1e30, sum = 0;
+        for (int j = 0; j <= i; ++j) m = std::max(m, double(row[j]));
+        for (int j = 0; j <= i; ++j) sum += std::exp(row[j] - m);
+        std::vector<int32_t> want;
+        for (int32_t j = 0; j <= i; ++j)
+          if (std::exp(row[j] - m) / sum > tau || row[j] == m) want.push_back(j);
+        ASSERT_EQ(row_of(mask, mask_row(layout, 0, h, i)), want);
+      }
+  }
+}
+
+TEST(Selection, ForcedBlocks) {
+  const BlockLayout layout(Sequences::single(64 * 30), 64, 1);
+  const auto logits = random_logits(layout);
+  const BlockMask mask =
+      select_blocks(logits, layout, {.density = 0.05, .dense_last_blocks = 2, .keep_sink = true, .keep_diagonal = true});
+  ASSERT_NO_THROW(validate_block_mask(mask, layout));
+  for (int64_t i = 0; i < 30; ++i) {
+    const auto kept = row_of(mask, i);
+    EXPECT_EQ(kept.front(), 0);
+    EXPECT_EQ(kept.back(), i);
+    if (i >= 28) {
+      EXPECT_EQ(int64_t(kept.size()), i + 1);
+    }
+  }
+}
+
+TEST(Selection, RejectsBadOptions) {
+  const BlockLayout layout(Sequences::single(200), 64, 1);
+  const auto logits = random_logits(layout);
+  EXPECT_THROW(select_blocks(logits, layout, {.density = 0.0}), Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.density = 1.5}), Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.density = -0.1}), Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.method = SelectionOptions::Method::threshold, .threshold = 1.0}),
+               Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.dense_last_blocks = -1}), Error);
+  EXPECT_THROW(select_blocks(std::span(logits).first(5), layout, {}), Error);
+}
+
+}  // namespace
+}  // namespace seer
