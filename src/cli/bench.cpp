@@ -1,0 +1,161 @@
+// `seer bench`: the CUDA attention kernels timed on the GPU with CUDA events (median of repeats),
+// dense vs ground truth vs block-sparse on the same inputs. bench/gpu/run_device.sh runs it beside
+// PyTorch's SDPA (bench/gpu/sdpa_peer.py) in one job.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cuda/attention_cuda.h"
+#include "cuda/random_fill.h"
+
+namespace seer::cli {
+namespace {
+
+struct BenchOptions {
+  std::vector<int64_t> lengths{8192, 32768, 131072};
+  int q_heads = 32, kv_heads = 8, head_dim = 128;
+  std::vector<double> densities{0.1, 0.5};
+  std::string dtype = "bf16";
+  std::vector<std::string> kernels{"dense", "gt", "sparse"};
+  double seconds_per_kernel = 1.0;
+  bool json = false;
+};
+
+class EventTimer {
+ public:
+  EventTimer() {
+    SEER_CUDA_CHECK(cudaEventCreate(&start_));
+    SEER_CUDA_CHECK(cudaEventCreate(&stop_));
+  }
+  ~EventTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  // Median milliseconds of `fn` over repeats chosen to fill about `budget_s`, after two warm-ups.
+  template <typename Fn>
+  double median_ms(Fn&& fn, double budget_s) {
+    const double first = time_once(fn);
+    time_once(fn);
+    const int repeats = std::clamp(int(budget_s * 1e3 / std::max(first, 1e-3)), 3, 100);
+    std::vector<double> times;
+    for (int r = 0; r < repeats; ++r) times.push_back(time_once(fn));
+    std::nth_element(times.begin(), times.begin() + repeats / 2, times.end());
+    return times[size_t(repeats / 2)];
+  }
+
+ private:
+  template <typename Fn>
+  double time_once(Fn&& fn) {
+    SEER_CUDA_CHECK(cudaEventRecord(start_));
+    fn();
+    SEER_CUDA_CHECK(cudaEventRecord(stop_));
+    SEER_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0;
+    SEER_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return ms;
+  }
+  cudaEvent_t start_, stop_;
+};
+
+// Random causal block mask that always keeps the diagonal, with about `density` of the causal blocks.
+BlockMask random_causal_mask(const BlockLayout& layout, double density, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const double nb = double(layout.blocks[0]);
+  const double keep = std::clamp((density * nb * (nb + 1) / 2 - nb) / std::max(1.0, nb * (nb - 1) / 2), 0.0, 1.0);
+  std::bernoulli_distribution coin(keep);
+  BlockMask mask{layout.block, layout.heads, {0}, {}};
+  for (int h = 0; h < layout.heads; ++h)
+    for (int64_t i = 0; i < layout.blocks[0]; ++i) {
+      for (int32_t j = 0; j < i; ++j)
+        if (coin(rng)) mask.indices.push_back(j);
+      mask.indices.push_back(int32_t(i));
+      mask.indptr.push_back(int64_t(mask.indices.size()));
+    }
+  return mask;
+}
+
+void run_bench(const BenchOptions& o) {
+  const HeadDims dims{o.q_heads, o.kv_heads, o.head_dim};
+  dims.validate();
+  SEER_CHECK(o.dtype == "bf16" || o.dtype == "fp16", "--dtype must be bf16 or fp16, got ", o.dtype);
+  const cuda::DType dtype = o.dtype == "bf16" ? cuda::DType::bf16 : cuda::DType::f16;
+  cudaDeviceProp prop{};
+  SEER_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  nlohmann::json report = {{"gpu", prop.name}, {"q_heads", o.q_heads}, {"kv_heads", o.kv_heads},
+                           {"head_dim", o.head_dim}, {"dtype", o.dtype}, {"results", nlohmann::json::array()}};
+  EventTimer timer;
+  const auto has = [&](const char* k) { return std::find(o.kernels.begin(), o.kernels.end(), k) != o.kernels.end(); };
+  for (const int64_t n : o.lengths) {
+    const Sequences seqs = Sequences::single(n);
+    const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, o.q_heads);
+    cuda::DeviceBuffer<uint16_t> q(size_t(n * o.q_heads * o.head_dim)), k(size_t(n * o.kv_heads * o.head_dim)),
+        v(k.size()), out(q.size());
+    cuda::DeviceBuffer<float> lse(size_t(n * o.q_heads));
+    cuda::fill_random(q.data(), int64_t(q.size()), dtype, 1, 1.0f, nullptr);
+    cuda::fill_random(k.data(), int64_t(k.size()), dtype, 2, 1.0f, nullptr);
+    cuda::fill_random(v.data(), int64_t(v.size()), dtype, 3, 1.0f, nullptr);
+    const cuda::AttentionArgs args{q.data(), k.data(), v.data(), out.data(), lse.data(), dtype, dims};
+    const double flops = 4.0 * o.q_heads * double(n) * double(n) / 2 * o.head_dim;
+    double dense_ms = 0;
+    auto record = [&](const std::string& kernel, double density, double ms) {
+      report["results"].push_back({{"kernel", kernel}, {"tokens", n}, {"density", density}, {"ms", ms},
+                                   {"dense_equivalent_tflops", flops / ms / 1e9},
+                                   {"speedup_vs_dense", dense_ms > 0 ? dense_ms / ms : 0.0}});
+    };
+    if (has("dense")) {
+      dense_ms = timer.median_ms([&] { cuda::dense_forward(args, layout, nullptr); }, o.seconds_per_kernel);
+      record("dense", 1.0, dense_ms);
+    }
+    if (has("gt")) {
+      cuda::DeviceBuffer<float> gt(size_t(layout.host.map_elements())), scratch(size_t(layout.scratch_elements));
+      const double ms = timer.median_ms(
+          [&] { cuda::ground_truth_forward(args, layout, gt.data(), scratch.data(), nullptr); }, o.seconds_per_kernel);
+      record("ground_truth", 1.0, ms);
+    }
+    if (has("sparse"))
+      for (const double density : o.densities) {
+        const BlockMask mask = random_causal_mask(layout.host, density, 11);
+        const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, layout.host);
+        const double ms = timer.median_ms([&] { cuda::block_sparse_forward(args, layout, dmask, nullptr); },
+                                          o.seconds_per_kernel);
+        record("block_sparse", mask_density(mask, layout.host), ms);
+      }
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  if (o.json) {
+    std::cout << report.dump(2) << "\n";
+    return;
+  }
+  std::printf("seer bench: %s, %d/%d heads, head dim %d, %s, causal, batch 1\n", prop.name, o.q_heads, o.kv_heads,
+              o.head_dim, o.dtype.c_str());
+  std::printf("%-14s %8s %8s %10s %10s %9s\n", "kernel", "tokens", "density", "ms", "TFLOP/s*", "vs dense");
+  for (const auto& r : report["results"])
+    std::printf("%-14s %8lld %8.3f %10.3f %10.1f %9.2f\n", r["kernel"].get<std::string>().c_str(),
+                (long long)r["tokens"].get<int64_t>(), r["density"].get<double>(), r["ms"].get<double>(),
+                r["dense_equivalent_tflops"].get<double>(), r["speedup_vs_dense"].get<double>());
+  std::printf("* dense-equivalent: 4*H*N^2*d/2 FLOPs over the time, whatever the density\n");
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand("bench", "time the CUDA attention kernels on the GPU");
+  cmd->add_option("--lengths", o->lengths, "sequence lengths")->delimiter(',');
+  cmd->add_option("--q-heads", o->q_heads, "query heads")->check(CLI::Range(1, 256));
+  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads")->check(CLI::Range(1, 256));
+  cmd->add_option("--head-dim", o->head_dim, "head dimension (64 or 128)")->check(CLI::IsMember({64, 128}));
+  cmd->add_option("--densities", o->densities, "block densities for the sparse kernel")->delimiter(',');
+  cmd->add_option("--dtype", o->dtype, "bf16 or fp16")->check(CLI::IsMember({"bf16", "fp16"}));
+  cmd->add_option("--kernels", o->kernels, "kernels to time: dense, gt, sparse")->delimiter(',');
+  cmd->add_option("--seconds", o->seconds_per_kernel, "time budget per kernel and shape");
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->callback([o] { run_bench(*o); });
+}
+
+}  // namespace seer::cli

@@ -1,0 +1,163 @@
+// Launchers for the FlashAttention kernels: argument checks before launch, variant dispatch.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cuda/attention_cuda.h"
+#include "cuda/flash_fwd_kernel.cuh"
+
+namespace seer::cuda {
+namespace {
+
+using detail::FlashParams;
+using detail::Variant;
+
+void check_args(const AttentionArgs& a, const DeviceLayout& layout) {
+  a.dims.validate();
+  SEER_CHECK(a.dims.head_dim == 64 || a.dims.head_dim == 128, "CUDA attention supports head dims 64 and 128, got ",
+             a.dims.head_dim);
+  SEER_CHECK(a.q && a.k && a.v && a.out && a.lse, "CUDA attention: a null tensor pointer");
+  SEER_CHECK(layout.host.heads == a.dims.q_heads, "device layout was built for ", layout.host.heads,
+             " query heads, the call has ", a.dims.q_heads);
+  SEER_CHECK(a.dims.q_heads <= 65535, "too many query heads for the grid: ", a.dims.q_heads);
+  for (const void* ptr : {a.q, a.k, a.v, static_cast<const void*>(a.out)})
+    SEER_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0, "CUDA attention tensors must be 16-byte aligned");
+}
+
+template <typename T>
+FlashParams<T> make_params(const AttentionArgs& a, const DeviceLayout& layout) {
+  FlashParams<T> p{};
+  p.q = static_cast<const T*>(a.q);
+  p.k = static_cast<const T*>(a.k);
+  p.v = static_cast<const T*>(a.v);
+  p.out = static_cast<T*>(a.out);
+  p.lse = a.lse;
+  p.q_heads = a.dims.q_heads;
+  p.kv_heads = a.dims.kv_heads;
+  p.group = a.dims.group();
+  p.tokens = layout.tokens;
+  p.scale_log2 = float(1.4426950408889634 / std::sqrt(double(a.dims.head_dim)));
+  p.seq_start = layout.seq_start.data();
+  p.seq_len = layout.seq_len.data();
+  p.seq_row_offset = layout.seq_row_offset.data();
+  p.seq_map_offset = layout.seq_map_offset.data();
+  p.seq_scratch_offset = layout.seq_scratch_offset.data();
+  p.work = layout.work.data();
+  return p;
+}
+
+template <typename T, int D, Variant V>
+void launch(const FlashParams<T>& p, const DeviceLayout& layout, cudaStream_t stream) {
+  constexpr size_t smem = size_t(detail::flash_smem_elements<D>()) * sizeof(T);
+  if constexpr (V == Variant::GroundTruth)
+    SEER_CHECK(size_t(layout.max_blocks + detail::kTile) * sizeof(float) <= smem, "ground truth: ",
+               layout.max_blocks, " key blocks do not fit the kernel's shared-memory row buffer");
+  static const bool configured = [] {
+    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_kernel<T, D, V>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(unsigned(layout.total_rows), unsigned(p.q_heads));
+  detail::flash_fwd_kernel<T, D, V><<<grid, detail::kThreads, smem, stream>>>(p);
+  SEER_CUDA_CHECK_LAUNCH();
+}
+
+template <Variant V>
+void dispatch(const AttentionArgs& a, const DeviceLayout& layout, cudaStream_t stream, float* gt, float* scratch,
+              const DeviceMask* mask) {
+  check_args(a, layout);
+  if (layout.total_rows == 0) return;
+  const auto run = [&]<typename T>() {
+    FlashParams<T> p = make_params<T>(a, layout);
+    p.gt = gt;
+    p.scratch = scratch;
+    if (mask) {
+      p.mask_indptr = mask->indptr.data();
+      p.mask_indices = mask->indices.data();
+    }
+    if (a.dims.head_dim == 64)
+      launch<T, 64, V>(p, layout, stream);
+    else
+      launch<T, 128, V>(p, layout, stream);
+  };
+  if (a.dtype == DType::bf16)
+    run.template operator()<__nv_bfloat16>();
+  else
+    run.template operator()<__half>();
+}
+
+}  // namespace
+
+void dense_forward(const AttentionArgs& args, const DeviceLayout& layout, cudaStream_t stream) {
+  dispatch<Variant::Dense>(args, layout, stream, nullptr, nullptr, nullptr);
+}
+
+void ground_truth_forward(const AttentionArgs& args, const DeviceLayout& layout, float* gt, float* scratch,
+                          cudaStream_t stream) {
+  SEER_CHECK(gt && scratch, "ground truth: null gt or scratch pointer");
+  dispatch<Variant::GroundTruth>(args, layout, stream, gt, scratch, nullptr);
+}
+
+void block_sparse_forward(const AttentionArgs& args, const DeviceLayout& layout, const DeviceMask& mask,
+                          cudaStream_t stream) {
+  SEER_CHECK(mask.rows == layout.total_rows * args.dims.q_heads, "block mask has ", mask.rows,
+             " rows, the call needs ", layout.total_rows * args.dims.q_heads);
+  dispatch<Variant::Sparse>(args, layout, stream, nullptr, nullptr, &mask);
+}
+
+DeviceLayout DeviceLayout::create(const Sequences& seqs, int q_heads) {
+  DeviceLayout d{.host = BlockLayout(seqs, kBlock, q_heads)};
+  d.tokens = seqs.tokens();
+  d.sequences = int(seqs.count());
+  d.total_rows = d.host.total_rows();
+  SEER_CHECK(d.tokens < (int64_t(1) << 31), "CUDA attention: ", d.tokens, " tokens exceed the int32 token index");
+  SEER_CHECK(d.total_rows <= int64_t(INT32_MAX), "too many query blocks: ", d.total_rows);
+  std::vector<int32_t> start, len, row_offset;
+  std::vector<int64_t> scratch_offset{0};
+  std::vector<int2> work;
+  for (int64_t s = 0; s < seqs.count(); ++s) {
+    const int64_t nb = d.host.blocks[size_t(s)];
+    start.push_back(int32_t(seqs.start(s)));
+    len.push_back(int32_t(seqs.length(s)));
+    row_offset.push_back(int32_t(d.host.row_offset[size_t(s)]));
+    scratch_offset.push_back(scratch_offset.back() + int64_t(q_heads) * seqs.length(s) * nb);
+    d.max_blocks = std::max(d.max_blocks, nb);
+    for (int64_t i = 0; i < nb; ++i) work.push_back(int2{int(s), int(i)});
+  }
+  // Longest first: causal query block i visits i + 1 key blocks.
+  std::stable_sort(work.begin(), work.end(), [](int2 a, int2 b) { return a.y > b.y; });
+  d.scratch_elements = scratch_offset.back();
+  scratch_offset.pop_back();
+  d.seq_start = DeviceBuffer<int32_t>::upload(start);
+  d.seq_len = DeviceBuffer<int32_t>::upload(len);
+  d.seq_row_offset = DeviceBuffer<int32_t>::upload(row_offset);
+  d.seq_map_offset = DeviceBuffer<int64_t>::upload(std::span(d.host.map_offset).first(size_t(seqs.count())));
+  d.seq_scratch_offset = DeviceBuffer<int64_t>::upload(scratch_offset);
+  d.work = DeviceBuffer<int2>::upload(work);
+  return d;
+}
+
+DeviceMask DeviceMask::upload(const BlockMask& mask, const BlockLayout& layout) {
+  validate_block_mask(mask, layout);
+  SEER_CHECK(mask.nnz() < int64_t(INT32_MAX), "block mask has too many entries for int32 offsets: ", mask.nnz());
+  DeviceMask d;
+  d.rows = mask.rows();
+  d.nnz = mask.nnz();
+  std::vector<int32_t> indptr(mask.indptr.begin(), mask.indptr.end());
+  d.indptr = DeviceBuffer<int32_t>::upload(indptr);
+  d.indices = DeviceBuffer<int32_t>::upload(mask.indices);
+  return d;
+}
+
+DeviceMask DeviceMask::with_capacity(int64_t rows, int64_t max_nnz) {
+  SEER_CHECK(max_nnz < int64_t(INT32_MAX), "block mask capacity too large for int32 offsets: ", max_nnz);
+  DeviceMask d;
+  d.rows = rows;
+  d.nnz = max_nnz;
+  d.indptr = DeviceBuffer<int32_t>(size_t(rows + 1));
+  d.indices = DeviceBuffer<int32_t>(size_t(std::max<int64_t>(max_nnz, 1)));
+  return d;
+}
+
+}  // namespace seer::cuda

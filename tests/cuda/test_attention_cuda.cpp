@@ -1,0 +1,204 @@
+// CUDA attention kernels against the CPU operators on fresh random inputs, outputs poisoned first.
+// Needs a GPU: run by bench/gpu/run_device.sh; prints the measured errors.
+#include <cuda_fp16.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "attention/attention_cpu.h"
+#include "cuda/attention_cuda.h"
+#include "reference.h"
+
+namespace seer {
+namespace {
+
+using cuda::DeviceBuffer;
+using cuda::DType;
+
+struct Shape {
+  std::vector<int64_t> lengths;
+  int q_heads, kv_heads, head_dim;
+};
+
+// Odd lengths, one-token and one-block sequences, unequal batches, GQA 1/3/4/8, head dims 64/128.
+const std::vector<Shape> kShapes = {
+    {{1}, 2, 2, 64},           {{64}, 4, 4, 128},        {{100}, 3, 1, 64},       {{130, 1, 64, 200}, 8, 2, 64},
+    {{257}, 8, 1, 128},        {{65, 190}, 4, 4, 128},   {{1000}, 9, 3, 64},      {{777, 5, 300}, 32, 8, 128},
+    {{2048}, 4, 1, 128},       {{129, 17, 63}, 6, 2, 64},
+};
+
+Sequences make_sequences(const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
+  return Sequences(offsets);
+}
+
+// Random values rounded to the device dtype; `host` keeps the rounded values as float for the CPU.
+struct DeviceTensor {
+  std::vector<float> host;
+  DeviceBuffer<uint16_t> device;
+  DeviceTensor(size_t n, DType dtype, float scale) : host(test::random_values<float>(n, scale)) {
+    std::vector<uint16_t> bits(n);
+    for (size_t e = 0; e < n; ++e) {
+      if (dtype == DType::bf16) {
+        bits[e] = bf16(host[e]).bits;
+        host[e] = float(bf16(host[e]));
+      } else {
+        const __half x = __float2half_rn(host[e]);
+        std::memcpy(&bits[e], &x, 2);
+        host[e] = __half2float(x);
+      }
+    }
+    device = DeviceBuffer<uint16_t>::upload(bits);
+  }
+};
+
+std::vector<float> to_float(const std::vector<uint16_t>& bits, DType dtype) {
+  std::vector<float> out(bits.size());
+  for (size_t e = 0; e < bits.size(); ++e) {
+    if (dtype == DType::bf16) {
+      bf16 x;
+      x.bits = bits[e];
+      out[e] = float(x);
+    } else {
+      __half_raw raw;
+      raw.x = bits[e];
+      out[e] = __half2float(__half(raw));
+    }
+  }
+  return out;
+}
+
+template <typename T>
+void poison(DeviceBuffer<T>& buffer) {
+  SEER_CUDA_CHECK(cudaMemset(buffer.data(), 0xff, buffer.size() * sizeof(T)));  // NaN in bf16, fp16, fp32
+}
+
+struct Problem {
+  Sequences seqs;
+  HeadDims dims;
+  DType dtype;
+  DeviceTensor q, k, v;
+  cuda::DeviceLayout layout;
+  DeviceBuffer<uint16_t> out;
+  DeviceBuffer<float> lse;
+  Problem(const Shape& s, DType dt)
+      : seqs(make_sequences(s.lengths)),
+        dims{s.q_heads, s.kv_heads, s.head_dim},
+        dtype(dt),
+        q(size_t(seqs.tokens() * s.q_heads * s.head_dim), dt, 1.5f),
+        k(size_t(seqs.tokens() * s.kv_heads * s.head_dim), dt, 1.5f),
+        v(size_t(seqs.tokens() * s.kv_heads * s.head_dim), dt, 1.0f),
+        layout(cuda::DeviceLayout::create(seqs, s.q_heads)),
+        out(q.host.size()),
+        lse(size_t(seqs.tokens() * s.q_heads)) {
+    poison(out);
+    poison(lse);
+  }
+  cuda::AttentionArgs args() {
+    return {q.device.data(), k.device.data(), v.device.data(), out.data(), lse.data(), dtype, dims};
+  }
+  std::vector<float> out_host() const { return to_float(out.download(), dtype); }
+};
+
+const char* name(DType d) { return d == DType::bf16 ? "bf16" : "fp16"; }
+
+class CudaAttention : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaAttention, DenseMatchesCpu) {
+  double worst = 0, worst_lse = 0;
+  for (const Shape& shape : kShapes) {
+    Problem p(shape, GetParam());
+    cuda::dense_forward(p.args(), p.layout, nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+    dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
+    const double err = test::relative_error(p.out_host(), ref), lse_err = test::max_abs_error(p.lse.download(), ref_lse);
+    EXPECT_LT(err, 1e-2) << p.seqs.tokens() << " tokens, d " << p.dims.head_dim;
+    EXPECT_LT(lse_err, 1e-2);
+    worst = std::max(worst, err);
+    worst_lse = std::max(worst_lse, lse_err);
+  }
+  std::printf("[measured] dense %s: max rel error %.2e, max |lse error| %.2e\n", name(GetParam()), worst, worst_lse);
+}
+
+TEST_P(CudaAttention, GroundTruthMatchesCpu) {
+  double worst = 0, worst_gt = 0;
+  for (const Shape& shape : kShapes) {
+    Problem p(shape, GetParam());
+    DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
+    poison(gt);
+    poison(scratch);
+    cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<double> ref_gt(gt.size());
+    ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt);
+    std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+    dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
+    const auto got_gt = gt.download();
+    const double gt_err = test::relative_error(got_gt, ref_gt), err = test::relative_error(p.out_host(), ref);
+    EXPECT_LT(gt_err, 1e-2) << p.seqs.tokens() << " tokens";
+    EXPECT_LT(test::max_abs_error(got_gt, ref_gt), 1e-2);
+    EXPECT_LT(err, 1e-2);
+    worst = std::max(worst, err);
+    worst_gt = std::max(worst_gt, gt_err);
+  }
+  std::printf("[measured] ground truth %s: max rel error out %.2e, gt map %.2e\n", name(GetParam()), worst, worst_gt);
+}
+
+BlockMask random_mask(const BlockLayout& layout, double keep) {
+  std::bernoulli_distribution coin(keep);
+  BlockMask mask{layout.block, layout.heads, {0}, {}};
+  for (int64_t s = 0; s < layout.sequences(); ++s)
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = 0; i < layout.blocks[size_t(s)]; ++i) {
+        for (int32_t j = 0; j <= i; ++j)
+          if (coin(test::rng())) mask.indices.push_back(j);
+        mask.indptr.push_back(int64_t(mask.indices.size()));
+      }
+  return mask;
+}
+
+TEST_P(CudaAttention, BlockSparseMatchesCpu) {
+  double worst = 0;
+  for (const Shape& shape : kShapes)
+    for (double keep : {0.1, 0.5, 1.0}) {
+      Problem p(shape, GetParam());
+      const BlockMask mask = keep == 1.0 ? full_causal_mask(p.layout.host) : random_mask(p.layout.host, keep);
+      const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, p.layout.host);
+      cuda::block_sparse_forward(p.args(), p.layout, dmask, nullptr);
+      SEER_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+      block_sparse_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, mask, ref, ref_lse);
+      const double err = test::relative_error(p.out_host(), ref);
+      EXPECT_LT(err, 1e-2) << p.seqs.tokens() << " tokens, keep " << keep;
+      EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);  // empty rows: -inf on both
+      worst = std::max(worst, err);
+    }
+  std::printf("[measured] block-sparse %s: max rel error %.2e\n", name(GetParam()), worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, CudaAttention, ::testing::Values(DType::bf16, DType::f16));
+
+TEST(CudaAttentionErrors, RejectsUnsupportedShapesAndBadMasks) {
+  Problem p({{300}, 4, 2, 128}, DType::bf16);
+  cuda::AttentionArgs args = p.args();
+  args.dims.head_dim = 96;
+  EXPECT_THROW(cuda::dense_forward(args, p.layout, nullptr), Error);
+  args = p.args();
+  args.dims.q_heads = 8;  // layout built for 4
+  EXPECT_THROW(cuda::dense_forward(args, p.layout, nullptr), Error);
+  args = p.args();
+  args.q = nullptr;
+  EXPECT_THROW(cuda::dense_forward(args, p.layout, nullptr), Error);
+  BlockMask bad = full_causal_mask(p.layout.host);
+  bad.indices[1] = 3;  // row 1 lists key block 3 > 1
+  EXPECT_THROW(cuda::DeviceMask::upload(bad, p.layout.host), Error);
+  const BlockLayout other(Sequences::single(100), 64, 4);
+  const cuda::DeviceMask wrong_rows = cuda::DeviceMask::upload(full_causal_mask(other), other);
+  EXPECT_THROW(cuda::block_sparse_forward(p.args(), p.layout, wrong_rows, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace seer
