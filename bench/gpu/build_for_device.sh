@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds the GPU binaries here (sm_90a, static cudart, no -march=native) into .devbin/ for the
+# device tool to carry. Usage: bash bench/gpu/build_for_device.sh [repo-root-to-copy-into]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+dest=${1:-.}
+cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEER_NATIVE=OFF -DSEER_BUILD_BENCH=OFF >/dev/null
+cmake --build build-device --target seer seer_cuda_tests
+mkdir -p "$dest/.devbin"
+cp build-device/src/seer build-device/tests/cuda/seer_cuda_tests "$dest/.devbin/"
