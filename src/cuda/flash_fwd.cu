@@ -3,8 +3,14 @@
 #include <cmath>
 #include <vector>
 
+#include <cudaTypedefs.h>
+
+#include <cstdlib>
+#include <cstring>
+
 #include "cuda/attention_cuda.h"
 #include "cuda/flash_fwd_kernel.cuh"
+#include "cuda/flash_fwd_sm90.cuh"
 
 namespace seer::cuda {
 namespace {
@@ -63,6 +69,68 @@ void launch(const FlashParams<T>& p, const DeviceLayout& layout, cudaStream_t st
   SEER_CUDA_CHECK_LAUNCH();
 }
 
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    SEER_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    SEER_CHECK(fn && found == cudaDriverEntryPointSuccess, "cuTensorMapEncodeTiled is not available");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// [tokens, heads, d] 16-bit tensor as a 3-D TMA map with [64 tokens][1 head][64 columns] boxes in
+// the 128-byte swizzle.
+template <typename T>
+CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, int dim) {
+  CUtensorMap map;
+  std::memset(&map, 0, sizeof(map));
+  const cuuint64_t dims[3] = {cuuint64_t(dim), cuuint64_t(heads), cuuint64_t(tokens)};
+  const cuuint64_t strides[2] = {cuuint64_t(dim) * sizeof(T), cuuint64_t(heads) * dim * sizeof(T)};
+  const cuuint32_t box[3] = {64, 1, 64};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUtensorMapDataType type =
+      std::is_same_v<T, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUresult status = tensor_map_encoder()(&map, type, 3, const_cast<void*>(data), dims, strides, box,
+                                               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  SEER_CHECK(status == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (", int(status), ") for a [", tokens, ", ",
+             heads, ", ", dim, "] tensor");
+  return map;
+}
+
+// SEER_ATTENTION_KERNEL=sm80 selects the mma.sync kernels (for side-by-side benchmarks).
+bool use_sm80_kernels() {
+  static const bool sm80 = [] {
+    const char* env = std::getenv("SEER_ATTENTION_KERNEL");
+    return env && std::strcmp(env, "sm80") == 0;
+  }();
+  return sm80;
+}
+
+template <typename T, int D, Variant V>
+void launch_sm90(const AttentionArgs& a, const FlashParams<T>& p, const DeviceLayout& layout, cudaStream_t stream) {
+  constexpr size_t smem = size_t(detail::Sm90Smem<D>::kBytes);
+  if constexpr (V == Variant::GroundTruth)
+    SEER_CHECK(size_t(layout.max_blocks + detail::kTile) * sizeof(float) <= size_t(5 * detail::Sm90Smem<D>::kTileBytes),
+               "ground truth: ", layout.max_blocks, " key blocks do not fit the kernel's shared-memory row buffer");
+  static const bool configured = [] {
+    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_sm90_kernel<T, D, V>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    return true;
+  }();
+  (void)configured;
+  const CUtensorMap q_map = tokens_heads_dim_map<T>(a.q, layout.tokens, a.dims.q_heads, D);
+  const CUtensorMap k_map = tokens_heads_dim_map<T>(a.k, layout.tokens, a.dims.kv_heads, D);
+  const CUtensorMap v_map = tokens_heads_dim_map<T>(a.v, layout.tokens, a.dims.kv_heads, D);
+  const dim3 grid(unsigned(layout.total_rows), unsigned(p.q_heads));
+  detail::flash_fwd_sm90_kernel<T, D, V><<<grid, 128, smem, stream>>>(q_map, k_map, v_map, p);
+  SEER_CUDA_CHECK_LAUNCH();
+}
+
 template <Variant V>
 void dispatch(const AttentionArgs& a, const DeviceLayout& layout, cudaStream_t stream, float* gt, float* scratch,
               const DeviceMask* mask) {
@@ -76,10 +144,11 @@ void dispatch(const AttentionArgs& a, const DeviceLayout& layout, cudaStream_t s
       p.mask_indptr = mask->indptr.data();
       p.mask_indices = mask->indices.data();
     }
+    const bool sm80 = use_sm80_kernels();
     if (a.dims.head_dim == 64)
-      launch<T, 64, V>(p, layout, stream);
+      sm80 ? launch<T, 64, V>(p, layout, stream) : launch_sm90<T, 64, V>(a, p, layout, stream);
     else
-      launch<T, 128, V>(p, layout, stream);
+      sm80 ? launch<T, 128, V>(p, layout, stream) : launch_sm90<T, 128, V>(a, p, layout, stream);
   };
   if (a.dtype == DType::bf16)
     run.template operator()<__nv_bfloat16>();

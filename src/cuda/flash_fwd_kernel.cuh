@@ -80,6 +80,32 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// Ground-truth epilogue of query block i, head h, run by the whole thread block once every row's
+// base-2 log-sum-exp is in row_lse2 (+inf for rows past the end) and the rows' per-key-block max
+// scores are in the scratch: gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i.
+template <typename T>
+__device__ void reduce_ground_truth_row(const FlashParams<T>& p, int seq, int i, int h, int len, int nb,
+                                        const float* row_lse2, float* gt_row) {
+  __shared__ float warp_sums[32];
+  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float* scr = p.scratch + p.seq_scratch_offset[seq] + (int64_t(h) * len + int64_t(i) * kTile) * nb;
+  const int rows = min(kTile, len - i * kTile);
+  float partial = 0.f;
+  for (int jj = threadIdx.x; jj <= i; jj += blockDim.x) {
+    float best = 0.f;
+    for (int r = 0; r < rows; ++r) best = fmaxf(best, exp2f(scr[int64_t(r) * nb + jj] - row_lse2[r]));
+    gt_row[jj] = best;
+    partial += best;
+  }
+  for (int off = 16; off > 0; off /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, off);
+  if (lane == 0) warp_sums[warp] = partial;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < warps; ++w) total += warp_sums[w];
+  float* dst = p.gt + p.seq_map_offset[seq] + (int64_t(h) * nb + i) * nb;
+  for (int jj = threadIdx.x; jj < nb; jj += blockDim.x) dst[jj] = jj <= i ? gt_row[jj] / total : 0.f;
+}
+
 template <typename T, int D, Variant V>
 __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const FlashParams<T> p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -242,25 +268,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const FlashParams<T
   }
 
   if constexpr (V == Variant::GroundTruth) {
-    // gt[i, j] = max over the block's rows of 2^(max score in block j - L_r), normalized over j <= i.
     __syncthreads();  // row_lse2 and this block's scratch writes are visible to all its threads
-    float* const gt_row = row_lse2 + kTile;
-    __shared__ float warp_sums[kWarps];
-    const float* scr = p.scratch + p.seq_scratch_offset[seq] + (int64_t(h) * len + int64_t(i) * kTile) * nb;
-    const int rows = min(kTile, len - i * kTile);
-    float partial = 0.f;
-    for (int jj = threadIdx.x; jj <= i; jj += kThreads) {
-      float best = 0.f;
-      for (int r = 0; r < rows; ++r) best = fmaxf(best, exp2f(scr[int64_t(r) * nb + jj] - row_lse2[r]));
-      gt_row[jj] = best;
-      partial += best;
-    }
-    for (int off = 16; off > 0; off /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, off);
-    if (lane == 0) warp_sums[warp] = partial;
-    __syncthreads();
-    const float total = warp_sums[0] + warp_sums[1] + warp_sums[2] + warp_sums[3];
-    float* dst = p.gt + p.seq_map_offset[seq] + (int64_t(h) * nb + i) * nb;
-    for (int jj = threadIdx.x; jj < nb; jj += kThreads) dst[jj] = jj <= i ? gt_row[jj] / total : 0.f;
+    reduce_ground_truth_row(p, seq, i, h, len, nb, row_lse2, row_lse2 + kTile);
   }
 }
 

@@ -1,0 +1,138 @@
+// Hopper (sm_90a) primitives: TMA tile loads completing on mbarriers, and warpgroup MMA (wgmma)
+// with shared-memory matrix descriptors. Shared tiles are [rows][64] 16-bit elements (128-byte
+// rows) in the 128-byte swizzle that both TMA (CU_TENSOR_MAP_SWIZZLE_128B) and wgmma apply by
+// address, so every tile starts on a 1024-byte boundary.
+#pragma once
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace seer::cuda::detail {
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+// ---- mbarrier --------------------------------------------------------------------------------
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
+}
+__device__ __forceinline__ void fence_barrier_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::); }
+__device__ __forceinline__ void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes));
+}
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t phase) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "wait_loop:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_loop;\n"
+      "}\n" ::"r"(smem_u32(bar)),
+      "r"(phase));
+}
+
+// ---- TMA ---------------------------------------------------------------------------------------
+// Loads the box at coordinates (c0, c1, c2) of a 3-D tensor map into shared memory.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1, int c2) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::
+          "r"(smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
+}
+
+// ---- wgmma descriptors ------------------------------------------------------------------------
+// Bits 0-13 start address >> 4, 16-29 leading-dimension byte offset >> 4, 32-45 stride-dimension
+// byte offset >> 4, 62-63 swizzle mode (1 = 128-byte).
+__device__ __forceinline__ uint64_t make_desc(const void* smem, uint32_t leading_bytes, uint32_t stride_bytes) {
+  const uint64_t addr = smem_u32(smem);
+  return ((addr & 0x3ffff) >> 4) | (uint64_t((leading_bytes >> 4) & 0x3fff) << 16) |
+         (uint64_t((stride_bytes >> 4) & 0x3fff) << 32) | (uint64_t(1) << 62);
+}
+// K-major operand (rows of 64 contiguous k): groups of 8 rows are 1024 bytes apart; the leading
+// offset is unused with the 128-byte swizzle. Step k by 16 elements = +32 bytes.
+__device__ __forceinline__ uint64_t desc_k_major(const void* tile) { return make_desc(tile, 16, 1024); }
+// MN-major operand (rows of 64 contiguous n, one row per k): 64-column chunks `chunk_bytes` apart,
+// groups of 8 k-rows 1024 bytes apart. Step k by 16 rows = +2048 bytes.
+__device__ __forceinline__ uint64_t desc_mn_major(const void* tile, uint32_t chunk_bytes) {
+  return make_desc(tile, chunk_bytes, 1024);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+template <typename T>
+struct WgmmaType;
+template <>
+struct WgmmaType<__nv_bfloat16> {
+  static constexpr const char* name = "bf16";
+};
+template <>
+struct WgmmaType<__half> {
+  static constexpr const char* name = "f16";
+};
+
+#define SEER_R8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                   "+f"(d[i + 6]), "+f"(d[i + 7])
+
+// D[64x64] (+)= A[64x16] (smem, K-major) * B[16x64] (smem, K-major), fp32 accumulators.
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n64_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate);
+
+#define SEER_WGMMA_SS_64(TYPE, TNAME)                                                                              \
+  template <>                                                                                                      \
+  __device__ __forceinline__ void wgmma_m64n64_ss<TYPE>(float(&d)[32], uint64_t desc_a, uint64_t desc_b,          \
+                                                        bool accumulate) {                                         \
+    asm volatile(                                                                                                  \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                               \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TNAME "." TNAME                                               \
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
+        "%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"                                                          \
+        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24)                                                          \
+        : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                                         \
+  }
+SEER_WGMMA_SS_64(__nv_bfloat16, "bf16")
+SEER_WGMMA_SS_64(__half, "f16")
+#undef SEER_WGMMA_SS_64
+
+// D[64xN] += A[64x16] (registers, the mma.sync A-fragment layout per warp) * B[16xN] (smem, MN-major).
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b);
+
+#define SEER_WGMMA_RS_64(TYPE, TNAME)                                                                              \
+  template <>                                                                                                      \
+  __device__ __forceinline__ void wgmma_rs<TYPE, 64>(float(&d)[32], const uint32_t(&a)[4], uint64_t desc_b) {     \
+    asm volatile(                                                                                                  \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                               \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TNAME "." TNAME                                               \
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
+        "%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"                                               \
+        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24)                                                          \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));                                        \
+  }
+#define SEER_WGMMA_RS_128(TYPE, TNAME)                                                                             \
+  template <>                                                                                                      \
+  __device__ __forceinline__ void wgmma_rs<TYPE, 128>(float(&d)[64], const uint32_t(&a)[4], uint64_t desc_b) {    \
+    asm volatile(                                                                                                  \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                               \
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TNAME "." TNAME                                              \
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
+        "%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53," \
+        "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"                      \
+        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24), SEER_R8(32), SEER_R8(40), SEER_R8(48), SEER_R8(56)      \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));                                        \
+  }
+SEER_WGMMA_RS_64(__nv_bfloat16, "bf16")
+SEER_WGMMA_RS_64(__half, "f16")
+SEER_WGMMA_RS_128(__nv_bfloat16, "bf16")
+SEER_WGMMA_RS_128(__half, "f16")
+#undef SEER_WGMMA_RS_64
+#undef SEER_WGMMA_RS_128
+#undef SEER_R8
+
+}  // namespace seer::cuda::detail
