@@ -1,15 +1,14 @@
-// Launchers for the FlashAttention kernels: argument checks before launch, variant dispatch.
+// Launchers for the FlashAttention kernels: argument checks before launch, TMA descriptors,
+// variant dispatch.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include <cudaTypedefs.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #include "cuda/attention_cuda.h"
-#include "cuda/flash_fwd_kernel.cuh"
 #include "cuda/flash_fwd_sm90.cuh"
 
 namespace seer::cuda {
@@ -52,23 +51,6 @@ FlashParams<T> make_params(const AttentionArgs& a, const DeviceLayout& layout) {
   return p;
 }
 
-template <typename T, int D, Variant V>
-void launch(const FlashParams<T>& p, const DeviceLayout& layout, cudaStream_t stream) {
-  constexpr size_t smem = size_t(detail::flash_smem_elements<D>()) * sizeof(T);
-  if constexpr (V == Variant::GroundTruth)
-    SEER_CHECK(size_t(layout.max_blocks + detail::kTile) * sizeof(float) <= smem, "ground truth: ",
-               layout.max_blocks, " key blocks do not fit the kernel's shared-memory row buffer");
-  static const bool configured = [] {
-    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_kernel<T, D, V>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    return true;
-  }();
-  (void)configured;
-  const dim3 grid(unsigned(layout.total_rows), unsigned(p.q_heads));
-  detail::flash_fwd_kernel<T, D, V><<<grid, detail::kThreads, smem, stream>>>(p);
-  SEER_CUDA_CHECK_LAUNCH();
-}
-
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda).
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
@@ -100,15 +82,6 @@ CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, in
   SEER_CHECK(status == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (", int(status), ") for a [", tokens, ", ",
              heads, ", ", dim, "] tensor");
   return map;
-}
-
-// SEER_ATTENTION_KERNEL=sm80 selects the mma.sync kernels (for side-by-side benchmarks).
-bool use_sm80_kernels() {
-  static const bool sm80 = [] {
-    const char* env = std::getenv("SEER_ATTENTION_KERNEL");
-    return env && std::strcmp(env, "sm80") == 0;
-  }();
-  return sm80;
 }
 
 template <typename T, int D, Variant V>
@@ -144,11 +117,10 @@ void dispatch(const AttentionArgs& a, const DeviceLayout& layout, cudaStream_t s
       p.mask_indptr = mask->indptr.data();
       p.mask_indices = mask->indices.data();
     }
-    const bool sm80 = use_sm80_kernels();
     if (a.dims.head_dim == 64)
-      sm80 ? launch<T, 64, V>(p, layout, stream) : launch_sm90<T, 64, V>(a, p, layout, stream);
+      launch_sm90<T, 64, V>(a, p, layout, stream);
     else
-      sm80 ? launch<T, 128, V>(p, layout, stream) : launch_sm90<T, 128, V>(a, p, layout, stream);
+      launch_sm90<T, 128, V>(a, p, layout, stream);
   };
   if (a.dtype == DType::bf16)
     run.template operator()<__nv_bfloat16>();

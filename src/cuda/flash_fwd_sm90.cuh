@@ -6,10 +6,10 @@
 // memory as an MN-major operand. The online softmax runs in base 2 (log2(e)/sqrt(d) folded into
 // the scale). Two thread blocks share a multiprocessor, so one's softmax overlaps the other's MMAs.
 //
-// Variants, as in the sm80 kernel: Dense visits key blocks 0..i, GroundTruth also records each row's
+// Variants (flash_common.cuh): Dense visits key blocks 0..i, GroundTruth also records each row's
 // max score per key block and reduces the block map at the end, Sparse visits the CSR row's blocks.
 #pragma once
-#include "cuda/flash_fwd_kernel.cuh"
+#include "cuda/flash_common.cuh"
 #include "cuda/hopper.cuh"
 
 namespace seer::cuda::detail {

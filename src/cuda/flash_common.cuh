@@ -1,0 +1,89 @@
+// Shared pieces of the FlashAttention forward kernels: parameters, the three variants, warp
+// reductions over the 4 threads that share an accumulator row, and the ground-truth epilogue.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace seer::cuda::detail {
+
+// Dense visits key blocks 0..i; GroundTruth also records each row's max score per key block and
+// reduces the block map at the end; Sparse visits the key blocks of its CSR mask row.
+enum class Variant { Dense, GroundTruth, Sparse };
+
+template <typename T>
+struct FlashParams {
+  const T* q;
+  const T* k;
+  const T* v;
+  T* out;
+  float* lse;
+  int q_heads, kv_heads, group;
+  int64_t tokens;
+  float scale_log2;  // log2(e) / sqrt(d)
+  const int32_t* seq_start;
+  const int32_t* seq_len;
+  const int32_t* seq_row_offset;
+  const int64_t* seq_map_offset;
+  const int64_t* seq_scratch_offset;
+  const int2* work;
+  const int32_t* mask_indptr;
+  const int32_t* mask_indices;
+  float* gt;
+  float* scratch;
+};
+
+constexpr int kTile = 64;
+
+// Two floats -> one register of two 16-bit values (low half = first).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// Ground-truth epilogue of query block i, head h, run by the whole thread block once every row's
+// base-2 log-sum-exp is in row_lse2 (+inf for rows past the end) and the rows' per-key-block max
+// scores are in the scratch: gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i.
+template <typename T>
+__device__ void reduce_ground_truth_row(const FlashParams<T>& p, int seq, int i, int h, int len, int nb,
+                                        const float* row_lse2, float* gt_row) {
+  __shared__ float warp_sums[32];
+  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float* scr = p.scratch + p.seq_scratch_offset[seq] + (int64_t(h) * len + int64_t(i) * kTile) * nb;
+  const int rows = min(kTile, len - i * kTile);
+  float partial = 0.f;
+  for (int jj = threadIdx.x; jj <= i; jj += blockDim.x) {
+    float best = 0.f;
+    for (int r = 0; r < rows; ++r) best = fmaxf(best, exp2f(scr[int64_t(r) * nb + jj] - row_lse2[r]));
+    gt_row[jj] = best;
+    partial += best;
+  }
+  for (int off = 16; off > 0; off /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, off);
+  if (lane == 0) warp_sums[warp] = partial;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < warps; ++w) total += warp_sums[w];
+  float* dst = p.gt + p.seq_map_offset[seq] + (int64_t(h) * nb + i) * nb;
+  for (int jj = threadIdx.x; jj < nb; jj += blockDim.x) dst[jj] = jj <= i ? gt_row[jj] / total : 0.f;
+}
+
+}  // namespace seer::cuda::detail
