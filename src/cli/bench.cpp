@@ -11,17 +11,20 @@
 
 #include "cli/commands.h"
 #include "cuda/attention_cuda.h"
+#include "cuda/gate_cuda.h"
 #include "cuda/random_fill.h"
 
 namespace seer::cli {
 namespace {
+
+constexpr int kBlockSize = cuda::kBlock;
 
 struct BenchOptions {
   std::vector<int64_t> lengths{8192, 32768, 131072};
   int q_heads = 32, kv_heads = 8, head_dim = 128;
   std::vector<double> densities{0.1, 0.5};
   std::string dtype = "bf16";
-  std::vector<std::string> kernels{"dense", "gt", "sparse"};
+  std::vector<std::string> kernels{"dense", "gt", "sparse", "gate"};
   double seconds_per_kernel = 1.0;
   bool json = false;
 };
@@ -125,6 +128,33 @@ void run_bench(const BenchOptions& o) {
                                           o.seconds_per_kernel);
         record("block_sparse", mask_density(mask, layout.host), ms);
       }
+    if (has("gate")) {
+      // AttnGate (random weights) + top-k selection at the first density, then the whole
+      // SeerAttention step: gate, selection and block-sparse attention on the gate's mask.
+      const GateConfig config{dims, o.head_dim, kBlockSize};
+      const cuda::DeviceGate gate = cuda::DeviceGate::upload(GateWeights<float>::random(config, 5),
+                                                             RopeConfig{.theta = 500000.0}, layout.max_blocks);
+      cuda::GateWorkspace gate_work = cuda::GateWorkspace::create(layout, config);
+      cuda::SelectionWorkspace select_work = cuda::SelectionWorkspace::create(layout, o.q_heads);
+      cuda::DeviceMask mask = cuda::DeviceMask::with_capacity(layout.total_rows * o.q_heads, layout.host.causal_pairs());
+      cuda::DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
+      const SelectionOptions select{.density = o.densities.front()};
+      const auto gate_and_select = [&] {
+        cuda::gate_forward(q.data(), k.data(), dtype, layout, gate, gate_work, logits.data(), nullptr);
+        cuda::select_blocks(logits.data(), layout, o.q_heads, select, select_work, mask, nullptr);
+      };
+      const double gate_ms = timer.median_ms(gate_and_select, o.seconds_per_kernel);
+      const std::vector<int32_t> indptr = mask.indptr.download();
+      const double density = double(indptr.back()) / double(layout.host.causal_pairs());
+      record("gate+select", density, gate_ms);
+      const double seer_ms = timer.median_ms(
+          [&] {
+            gate_and_select();
+            cuda::block_sparse_forward(args, layout, mask, nullptr);
+          },
+          o.seconds_per_kernel);
+      record("seer (all)", density, seer_ms);
+    }
     SEER_CUDA_CHECK(cudaDeviceSynchronize());
   }
   if (o.json) {
@@ -152,7 +182,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--head-dim", o->head_dim, "head dimension (64 or 128)")->check(CLI::IsMember({64, 128}));
   cmd->add_option("--densities", o->densities, "block densities for the sparse kernel")->delimiter(',');
   cmd->add_option("--dtype", o->dtype, "bf16 or fp16")->check(CLI::IsMember({"bf16", "fp16"}));
-  cmd->add_option("--kernels", o->kernels, "kernels to time: dense, gt, sparse")->delimiter(',');
+  cmd->add_option("--kernels", o->kernels, "kernels to time: dense, gt, sparse, gate")->delimiter(',');
   cmd->add_option("--seconds", o->seconds_per_kernel, "time budget per kernel and shape");
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] { run_bench(*o); });

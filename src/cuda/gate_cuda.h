@@ -1,0 +1,50 @@
+// AttnGate and block selection on the GPU: pre-RoPE q/k -> gate logits [H_q, nb, nb] per sequence
+// -> CSR block mask, all on the device (the CPU operators in src/gate are the reference).
+//
+// Pipeline: pool each 64-token block (q mean; k max, min, mean) -> project per query head (W_k, and
+// W_q when d_g != d) and rotate by RoPE at the block's first position -> scores q_g·k_g/√d_g with
+// the causal block mask -> per row: the top-k cut by radix select on the logits (or the softmax
+// threshold's cut), counted, scanned into indptr, then the sorted indices written.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include "cuda/attention_cuda.h"
+#include "gate/attn_gate.h"
+#include "gate/selection.h"
+
+namespace seer::cuda {
+
+// Gate weights (float) and the RoPE cos/sin table of block positions, on the device.
+struct DeviceGate {
+  GateConfig config;
+  DeviceBuffer<float> wk, wq;
+  DeviceBuffer<float2> rope;  // [max_blocks][d_g/2]: (cos, sin)·attention_scaling at position i·64, from double
+  int64_t rope_blocks = 0;
+
+  static DeviceGate upload(const GateWeights<float>& weights, const RopeConfig& rope, int64_t max_blocks);
+};
+
+// Scratch of one gate call for a given layout (allocated once, reused by every layer).
+struct GateWorkspace {
+  DeviceBuffer<float> q_pool, k_pool;  // [rows, H_q, d], [rows, H_kv, 3d]
+  DeviceBuffer<float> q_gate, k_gate;  // [H_q, rows, d_g] after RoPE
+  static GateWorkspace create(const DeviceLayout& layout, const GateConfig& config);
+};
+
+// logits: layout.host.map_elements() floats ([H_q, nb, nb] per sequence, -inf above the diagonal).
+void gate_forward(const void* q_pre, const void* k_pre, DType dtype, const DeviceLayout& layout,
+                  const DeviceGate& gate, GateWorkspace& work, float* logits, cudaStream_t stream);
+
+struct SelectionWorkspace {
+  DeviceBuffer<int4> row_cut;     // per mask row: (cut key, ties kept, extra block, count)
+  DeviceBuffer<int32_t> counts;   // rows + 1
+  DeviceBuffer<unsigned char> scan_temp;
+  static SelectionWorkspace create(const DeviceLayout& layout, int q_heads);
+};
+
+// Fills `mask` (capacity: layout.host.causal_pairs() entries) with the blocks SelectionOptions
+// chooses from `logits`; identical to select_blocks() on the CPU.
+void select_blocks(const float* logits, const DeviceLayout& layout, int q_heads, const SelectionOptions& options,
+                   SelectionWorkspace& work, DeviceMask& mask, cudaStream_t stream);
+
+}  // namespace seer::cuda

@@ -1,0 +1,151 @@
+// AttnGate and block selection on the GPU against the CPU operators, on fresh random inputs.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "cuda/gate_cuda.h"
+#include "cuda/random_fill.h"
+#include "reference.h"
+
+namespace seer {
+namespace {
+
+using cuda::DeviceBuffer;
+
+struct GateShape {
+  std::vector<int64_t> lengths;
+  HeadDims heads;
+  int gate_dim;
+  RopeConfig rope;
+};
+
+const RopeConfig kPlain{.theta = 100000.0};
+const RopeConfig kLlama3{.theta = 500000.0, .scaling = RopeConfig::Scaling::llama3, .factor = 8.0,
+                         .original_max_positions = 8192};
+const RopeConfig kYarn{.theta = 1000000.0, .scaling = RopeConfig::Scaling::yarn, .factor = 4.0,
+                       .original_max_positions = 32768};
+
+const std::vector<GateShape> kShapes = {
+    {{1000}, {9, 3, 64}, 64, kPlain},
+    {{130, 1, 64, 700}, {32, 8, 128}, 128, kLlama3},
+    {{4096}, {4, 1, 128}, 128, kYarn},
+    {{300, 77}, {6, 2, 64}, 32, kPlain},  // d_g != d: a Q projection
+    {{20000}, {2, 2, 64}, 64, kLlama3},
+};
+
+Sequences make_sequences(const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
+  return Sequences(offsets);
+}
+
+// bf16 device tensor and the same values as float on the host.
+struct Bf16Tensor {
+  std::vector<float> host;
+  DeviceBuffer<uint16_t> device;
+  explicit Bf16Tensor(size_t n) : host(test::random_values<float>(n)) {
+    std::vector<uint16_t> bits(n);
+    for (size_t e = 0; e < n; ++e) {
+      bits[e] = bf16(host[e]).bits;
+      host[e] = float(bf16(host[e]));
+    }
+    device = DeviceBuffer<uint16_t>::upload(bits);
+  }
+};
+
+TEST(CudaGate, ForwardMatchesCpu) {
+  double worst = 0;
+  for (const GateShape& shape : kShapes) {
+    const Sequences seqs = make_sequences(shape.lengths);
+    const GateConfig config{shape.heads, shape.gate_dim, 64};
+    const GateWeights<float> weights = GateWeights<float>::random(config, test::rng()(), 0.05);
+    const Bf16Tensor q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim));
+    const Bf16Tensor k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim));
+    const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, shape.heads.q_heads);
+    const cuda::DeviceGate gate = cuda::DeviceGate::upload(weights, shape.rope, layout.max_blocks);
+    cuda::GateWorkspace work = cuda::GateWorkspace::create(layout, config);
+    DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
+    SEER_CUDA_CHECK(cudaMemset(logits.data(), 0xff, logits.size() * sizeof(float)));
+    cuda::gate_forward(q.device.data(), k.device.data(), cuda::DType::bf16, layout, gate, work, logits.data(), nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<float> want(logits.size());
+    gate_forward<float, float>(q.host, k.host, seqs, weights, Rope(shape.rope, shape.gate_dim), want);
+    double scale = 0;
+    for (float x : want)
+      if (std::isfinite(x)) scale = std::max(scale, double(std::abs(x)));
+    const double err = test::max_abs_error(logits.download(), want) / scale;
+    EXPECT_LT(err, 1e-4) << seqs.tokens() << " tokens, d " << shape.heads.head_dim;
+    worst = std::max(worst, err);
+  }
+  std::printf("[measured] gate forward: max |error| / max |logit| = %.2e\n", worst);
+}
+
+// Random logits, optionally coarse so that many values tie at the cut.
+std::vector<float> random_logits(const BlockLayout& layout, bool coarse) {
+  auto logits = test::random_values<float>(size_t(layout.map_elements()), 2.0f);
+  if (coarse)
+    for (float& x : logits) x = std::round(x * 2.0f) / 2.0f;
+  return logits;
+}
+
+TEST(CudaSelection, MatchesCpuExactly) {
+  int cases = 0;
+  for (const auto& lengths : std::vector<std::vector<int64_t>>{{8192}, {1, 640, 3000, 64}, {32768}})
+    for (bool coarse : {false, true}) {
+      const Sequences seqs = make_sequences(lengths);
+      const int heads = lengths.size() == 1 && lengths[0] == 32768 ? 2 : 5;
+      const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, heads);
+      const std::vector<float> logits = random_logits(layout.host, coarse);
+      const DeviceBuffer<float> dlogits = DeviceBuffer<float>::upload(logits);
+      cuda::SelectionWorkspace work = cuda::SelectionWorkspace::create(layout, heads);
+      cuda::DeviceMask mask =
+          cuda::DeviceMask::with_capacity(layout.total_rows * heads, layout.host.causal_pairs());
+      using M = SelectionOptions::Method;
+      const std::vector<SelectionOptions> options = {
+          {.density = 0.05},
+          {.density = 0.1},
+          {.density = 0.3},
+          {.density = 1.0},
+          {.density = 0.1, .dense_last_blocks = 2, .keep_sink = true, .keep_diagonal = true},
+          {.method = M::threshold, .threshold = 1e-3},
+          {.method = M::threshold, .threshold = 2e-2, .keep_sink = true},
+          {.method = M::threshold, .threshold = 0.3, .dense_last_blocks = 1},
+      };
+      for (const SelectionOptions& o : options) {
+        SEER_CUDA_CHECK(cudaMemset(mask.indices.data(), 0xff, mask.indices.size() * sizeof(int32_t)));
+        cuda::select_blocks(dlogits.data(), layout, heads, o, work, mask, nullptr);
+        SEER_CUDA_CHECK(cudaDeviceSynchronize());
+        const BlockMask want = select_blocks(logits, layout.host, o);
+        const std::vector<int32_t> indptr = mask.indptr.download();
+        std::vector<int32_t> indices = mask.indices.download();
+        ASSERT_EQ(indptr.size(), want.indptr.size());
+        for (size_t r = 0; r < indptr.size(); ++r) ASSERT_EQ(indptr[r], want.indptr[r]) << "row " << r;
+        indices.resize(want.indices.size());
+        ASSERT_EQ(indices, want.indices) << "density " << o.density << " threshold " << o.threshold;
+        ++cases;
+      }
+    }
+  std::printf("[measured] selection: %d option/layout cases identical to the CPU\n", cases);
+}
+
+TEST(CudaGate, RejectsMismatchedPlans) {
+  const Sequences seqs = Sequences::single(500);
+  const GateConfig config{{4, 2, 64}, 64, 64};
+  const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, 4);
+  const cuda::DeviceLayout longer = cuda::DeviceLayout::create(Sequences::single(5000), 4);
+  const cuda::DeviceGate gate = cuda::DeviceGate::upload(GateWeights<float>::random(config, 1), kPlain, layout.max_blocks);
+  cuda::GateWorkspace work = cuda::GateWorkspace::create(layout, config);
+  DeviceBuffer<uint16_t> q(500 * 4 * 64), k(500 * 2 * 64);
+  DeviceBuffer<float> logits(size_t(longer.host.map_elements()));
+  EXPECT_THROW(cuda::gate_forward(q.data(), k.data(), cuda::DType::bf16, longer, gate, work, logits.data(), nullptr),
+               Error);  // RoPE table too short and workspace for another layout
+  EXPECT_THROW(cuda::DeviceGate::upload(GateWeights<float>::random({{4, 2, 64}, 64, 32}, 1), kPlain, 8), Error);
+  cuda::SelectionWorkspace sw = cuda::SelectionWorkspace::create(layout, 4);
+  cuda::DeviceMask small = cuda::DeviceMask::with_capacity(layout.total_rows * 4, 10);
+  EXPECT_THROW(cuda::select_blocks(logits.data(), layout, 4, {}, sw, small, nullptr), Error);
+  cuda::DeviceMask mask = cuda::DeviceMask::with_capacity(layout.total_rows * 4, layout.host.causal_pairs());
+  EXPECT_THROW(cuda::select_blocks(logits.data(), layout, 4, {.density = 0.0}, sw, mask, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace seer
