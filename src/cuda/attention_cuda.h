@@ -32,7 +32,7 @@ struct DeviceLayout {
   BlockLayout host;  // the same layout on the host, for sizes
   DeviceBuffer<int32_t> seq_start, seq_len, seq_row_offset;
   DeviceBuffer<int64_t> seq_map_offset;      // per sequence, offset of its [H, nb, nb] map (H = q_heads)
-  DeviceBuffer<int64_t> seq_scratch_offset;  // per sequence, offset of its [H, len, nb] ground-truth scratch
+  DeviceBuffer<int64_t> seq_scratch_offset;  // per sequence, offset of its [H, nb, len] ground-truth scratch
   DeviceBuffer<int2> work;                   // (sequence, query block), heaviest first
   int64_t scratch_elements = 0;
 

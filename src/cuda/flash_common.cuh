@@ -61,23 +61,25 @@ __device__ __forceinline__ float quad_sum(float x) {
 }
 
 // Ground-truth epilogue of query block i, head h, run by the whole thread block once every row's
-// base-2 log-sum-exp is in row_lse2 (+inf for rows past the end) and the rows' per-key-block max
-// scores are in the scratch: gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i.
+// base-2 log-sum-exp is in row_lse2 (+inf for rows past the end) and the rows' max scores per key
+// block are in the scratch ([H, nb, len] per sequence: a key block's 64 rows are contiguous):
+// gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i. One warp per key block.
 template <typename T>
 __device__ void reduce_ground_truth_row(const FlashParams<T>& p, int seq, int i, int h, int len, int nb,
                                         const float* row_lse2, float* gt_row) {
   __shared__ float warp_sums[32];
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const float* scr = p.scratch + p.seq_scratch_offset[seq] + (int64_t(h) * len + int64_t(i) * kTile) * nb;
+  const float* scr = p.scratch + p.seq_scratch_offset[seq] + int64_t(h) * nb * len + int64_t(i) * kTile;
   const int rows = min(kTile, len - i * kTile);
   float partial = 0.f;
-  for (int jj = threadIdx.x; jj <= i; jj += blockDim.x) {
+  for (int jj = warp; jj <= i; jj += warps) {
+    const float* col = scr + int64_t(jj) * len;
     float best = 0.f;
-    for (int r = 0; r < rows; ++r) best = fmaxf(best, exp2f(scr[int64_t(r) * nb + jj] - row_lse2[r]));
-    gt_row[jj] = best;
-    partial += best;
+    for (int r = lane; r < rows; r += 32) best = fmaxf(best, exp2f(col[r] - row_lse2[r]));
+    for (int off = 16; off > 0; off /= 2) best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, off));
+    if (lane == 0) gt_row[jj] = best;
+    partial += best;  // identical in every lane; lane 0's copy is summed below
   }
-  for (int off = 16; off > 0; off /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, off);
   if (lane == 0) warp_sums[warp] = partial;
   __syncthreads();
   float total = 0.f;

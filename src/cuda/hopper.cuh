@@ -66,6 +66,14 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
+// Makes the compiler treat accumulator registers as changed here, so that no read or write of them
+// moves across an asynchronous wgmma's issue or wait.
+template <int N>
+__device__ __forceinline__ void fence_registers(float (&r)[N]) {
+#pragma unroll
+  for (int e = 0; e < N; ++e) asm volatile("" : "+f"(r[e])::"memory");
+}
+
 template <typename T>
 struct WgmmaType;
 template <>
