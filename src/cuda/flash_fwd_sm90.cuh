@@ -1,8 +1,7 @@
 // FlashAttention forward on Hopper: TMA loads and wgmma, one warpgroup (128 threads) per
 // (64-row query block, query head). Q, K and V tiles arrive by TMA in the 128-byte swizzle,
 // completing on mbarriers; K/V are double-buffered and the next tiles' loads run during the current
-// tile's math. Within the warpgroup, S for tile n+1 is issued before the softmax of tile n so that
-// the tensor cores and the exponentials overlap. S = Q K^T is wgmma with both operands in shared memory; O += P V takes P straight from
+// tile's math. S = Q K^T is wgmma with both operands in shared memory; O += P V takes P straight from
 // the score registers (the accumulator layout of S is wgmma's register-A layout) and V from shared
 // memory as an MN-major operand. The online softmax runs in base 2 (log2(e)/sqrt(d) folded into
 // the scale). Two thread blocks share a multiprocessor, so one's softmax overlaps the other's MMAs.
@@ -67,16 +66,16 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
     }
   };
 
-  // Thread 0 issues every TMA load; each tile is kChunks boxes of [64 tokens][64 columns]. K and V
-  // have two stages each, refilled as soon as the MMA reading them has completed.
-  const auto load = [&](T* tiles, const CUtensorMap* map, uint64_t* full, int idx) {
+  // Thread 0 issues every TMA load; each tile is kChunks boxes of [64 tokens][64 columns].
+  const auto load_kv = [&](int idx) {
     const int stage = idx & 1, token = start + key_block(idx) * kTile;
-    mbarrier_expect_tx(&full[stage], Smem::kTileBytes);
+    mbarrier_expect_tx(&k_full[stage], Smem::kTileBytes);
     for (int c = 0; c < kChunks; ++c)
-      tma_load_3d(tiles + stage * Smem::kTileElems + c * Smem::kChunk, map, &full[stage], c * 64, hk, token);
+      tma_load_3d(k_tiles + stage * Smem::kTileElems + c * Smem::kChunk, &k_map, &k_full[stage], c * 64, hk, token);
+    mbarrier_expect_tx(&v_full[stage], Smem::kTileBytes);
+    for (int c = 0; c < kChunks; ++c)
+      tma_load_3d(v_tiles + stage * Smem::kTileElems + c * Smem::kChunk, &v_map, &v_full[stage], c * 64, hk, token);
   };
-  const auto load_k = [&](int idx) { load(k_tiles, &k_map, k_full, idx); };
-  const auto load_v = [&](int idx) { load(v_tiles, &v_map, v_full, idx); };
   if (threadIdx.x == 0) {
     for (int b = 0; b < 5; ++b) mbarrier_init(&bars[b], 1);
     fence_barrier_init();
@@ -85,10 +84,7 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
   if (threadIdx.x == 0) {
     mbarrier_expect_tx(q_full, Smem::kTileBytes);
     for (int c = 0; c < kChunks; ++c) tma_load_3d(q_tile + c * Smem::kChunk, &q_map, q_full, c * 64, h, start + i * kTile);
-    for (int idx = 0; idx < min(n_keys, 2); ++idx) {
-      load_k(idx);
-      load_v(idx);
-    }
+    for (int idx = 0; idx < min(n_keys, 2); ++idx) load_kv(idx);
   }
 
   float row_max[2] = {-INFINITY, -INFINITY};  // rows 16*warp + g and + 8, base-2 scaled scores
@@ -96,12 +92,18 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
   float acc[D / 2];                           // O: wgmma m64nD accumulator layout
 #pragma unroll
   for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
-  const auto barrier = [] { asm volatile("bar.sync 1, 128;\n" ::: "memory"); };
 
-  // S(idx) = Q K(idx)^T, issued asynchronously: D/16 k-steps, +32 bytes per step inside a chunk.
-  const auto issue_scores = [&](float(&s)[32], int idx) {
-    mbarrier_wait(&k_full[idx & 1], (idx >> 1) & 1);
-    const T* k_tile = k_tiles + (idx & 1) * Smem::kTileElems;
+  mbarrier_wait(q_full, 0);
+  for (int idx = 0; idx < n_keys; ++idx) {
+    const int stage = idx & 1;
+    const uint32_t phase = (idx >> 1) & 1;
+    const int j = key_block(idx);
+    const T* k_tile = k_tiles + stage * Smem::kTileElems;
+    const T* v_tile = v_tiles + stage * Smem::kTileElems;
+
+    // S = Q K^T: D/16 k-steps of 16 columns; +32 bytes per step inside a 64-column chunk.
+    float s[32];
+    mbarrier_wait(&k_full[stage], phase);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
@@ -110,30 +112,23 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
                          desc_k_major(k_tile + chunk * Smem::kChunk + step * 16), kk > 0);
     }
     wgmma_commit();
-  };
+    wgmma_wait<0>();
+    fence_registers(s);
 
-  // One key tile: S(idx) is complete in s. Issues S(idx+1) into s_next first so that the tensor
-  // cores work on it while this tile's softmax runs, then O += P V(idx).
-  const auto step = [&](float(&s)[32], float(&s_next)[32], int idx) {
-    if (idx + 1 < n_keys) issue_scores(s_next, idx + 1);
-    const int j = key_block(idx);
     // Accumulator element s[4n + e]: row 16*warp + g + 8*(e >> 1), column 8n + 2t + (e & 1).
-    // The scores are read into `x` and never written back: non-MMA writes to accumulator registers
-    // would make ptxas serialize the in-flight wgmma.
     const bool diagonal = (j == i);
-    float x[32];
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float v = s[4 * n + e] * p.scale_log2;
+        float x = s[4 * n + e] * p.scale_log2;
         if (diagonal) {
           const int col = n * 8 + 2 * t + (e & 1), row = warp * 16 + g + (e >> 1) * 8;
-          if (col > row || j * kTile + col >= len) v = -INFINITY;
+          if (col > row || j * kTile + col >= len) x = -INFINITY;
         }
-        x[4 * n + e] = v;
-        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], v);
+        s[4 * n + e] = x;
+        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
       }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -155,47 +150,29 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
       }
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
-        x[4 * n + 2 * half] = exp2f(x[4 * n + 2 * half] - base_exp);
-        x[4 * n + 2 * half + 1] = exp2f(x[4 * n + 2 * half + 1] - base_exp);
-        row_sum[half] += x[4 * n + 2 * half] + x[4 * n + 2 * half + 1];
+        s[4 * n + 2 * half] = exp2f(s[4 * n + 2 * half] - base_exp);
+        s[4 * n + 2 * half + 1] = exp2f(s[4 * n + 2 * half + 1] - base_exp);
+        row_sum[half] += s[4 * n + 2 * half] + s[4 * n + 2 * half + 1];
       }
     }
+
     // O += P V: 4 k-steps of 16 keys; V is MN-major (+2048 bytes per 16 rows, chunks 8 KB apart).
     // P is packed to 16 bits before the fence so that no register feeding the MMAs changes after it.
     uint32_t a[4][4];
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) a[kk][r] = pack2<T>(x[8 * kk + 2 * r], x[8 * kk + 2 * r + 1]);
-    mbarrier_wait(&v_full[idx & 1], (idx >> 1) & 1);
-    const T* v_tile = v_tiles + (idx & 1) * Smem::kTileElems;
+      for (int r = 0; r < 4; ++r) a[kk][r] = pack2<T>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    mbarrier_wait(&v_full[stage], phase);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) wgmma_rs<T, D>(acc, a[kk], desc_mn_major(v_tile + kk * 16 * 64, Smem::kChunk * 2));
     wgmma_commit();
-    wgmma_wait<0>();  // S(idx+1) and P V(idx)
-    fence_registers(acc);
-    fence_registers(s_next);
-    // K(idx+1) and V(idx) have been read by every warp: refill their stages.
-    barrier();
-    if (threadIdx.x == 0) {
-      if (idx + 3 < n_keys) load_k(idx + 3);
-      if (idx + 2 < n_keys) load_v(idx + 2);
-    }
-  };
-
-  mbarrier_wait(q_full, 0);
-  float s_even[32], s_odd[32];
-  if (n_keys > 0) {
-    issue_scores(s_even, 0);
     wgmma_wait<0>();
-    fence_registers(s_even);
-    barrier();
-    if (threadIdx.x == 0 && n_keys > 2) load_k(2);
-  }
-  for (int idx = 0; idx < n_keys; idx += 2) {
-    step(s_even, s_odd, idx);
-    if (idx + 1 < n_keys) step(s_odd, s_even, idx + 1);
+    fence_registers(acc);
+    // Every warp is done reading this stage; refill it with the tile two steps ahead.
+    asm volatile("bar.sync 1, 128;\n" ::: "memory");
+    if (threadIdx.x == 0 && idx + 2 < n_keys) load_kv(idx + 2);
   }
 
   // Epilogue: normalize, write out and the natural-log LSE.
