@@ -47,6 +47,8 @@ struct LlamaWeights {
   const std::vector<float>& output_matrix() const { return lm_head.empty() ? embed : lm_head; }
 };
 
+// LlamaConfig::validate is defined in llama_config.cpp, part of seer_cpu.
+
 // Loads a .gguf file or a directory with config.json and model.safetensors (or a sharded index).
 // Throws seer::Error naming the missing or malformed tensor or field.
 LlamaWeights load_llama(const std::string& path);

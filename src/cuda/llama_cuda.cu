@@ -1,0 +1,259 @@
+#include "cuda/llama_cuda.h"
+
+#include <cmath>
+
+#include "cuda/model_kernels.h"
+#include "cuda/random_fill.h"
+
+namespace seer::cuda {
+namespace {
+
+#define SEER_CUBLAS_CHECK(call)                                                              \
+  do {                                                                                       \
+    const cublasStatus_t seer_status_ = (call);                                              \
+    if (seer_status_ != CUBLAS_STATUS_SUCCESS)                                               \
+      ::seer::fail("cuBLAS error at ", __FILE__, ":", __LINE__, ": ", #call, ": ",           \
+                   cublasGetStatusString(seer_status_));                                     \
+  } while (0)
+
+void check_supported(const LlamaConfig& c) {
+  c.validate();
+  SEER_CHECK(!c.qkv_bias, "the CUDA backend does not support q/k/v biases (", c.architecture, ") yet");
+  SEER_CHECK(c.head_dim == 64 || c.head_dim == 128, "the CUDA backend supports head dims 64 and 128, the model has ",
+             c.head_dim);
+}
+
+DeviceBuffer<__nv_bfloat16> upload_bf16(std::initializer_list<const std::vector<float>*> parts) {
+  size_t n = 0;
+  for (const auto* p : parts) n += p->size();
+  std::vector<__nv_bfloat16> host;
+  host.reserve(n);
+  for (const auto* p : parts)
+    for (float x : *p) host.push_back(__float2bfloat16_rn(x));
+  return DeviceBuffer<__nv_bfloat16>::upload(host);
+}
+
+DeviceBuffer<__nv_bfloat16> random_bf16(size_t n, uint64_t seed, float stddev) {
+  DeviceBuffer<__nv_bfloat16> buffer(n);
+  fill_random(buffer.data(), int64_t(n), DType::bf16, seed, stddev, nullptr);
+  return buffer;
+}
+
+}  // namespace
+
+DeviceLlama DeviceLlama::upload(const LlamaWeights& w) {
+  check_supported(w.config);
+  DeviceLlama m{w.config};
+  m.embed = upload_bf16({&w.embed});
+  if (!w.lm_head.empty()) m.lm_head = upload_bf16({&w.lm_head});
+  m.final_norm = DeviceBuffer<float>::upload(w.final_norm);
+  for (const LlamaLayerWeights& l : w.layers) {
+    Layer d;
+    d.attn_norm = DeviceBuffer<float>::upload(l.attn_norm);
+    d.ffn_norm = DeviceBuffer<float>::upload(l.ffn_norm);
+    d.wqkv = upload_bf16({&l.wq, &l.wk, &l.wv});
+    d.wo = upload_bf16({&l.wo});
+    d.w_gate_up = upload_bf16({&l.w_gate, &l.w_up});
+    d.w_down = upload_bf16({&l.w_down});
+    m.layers.push_back(std::move(d));
+  }
+  return m;
+}
+
+DeviceLlama DeviceLlama::synthetic(const LlamaConfig& c, uint64_t seed) {
+  check_supported(c);
+  DeviceLlama m{c};
+  const size_t hidden = size_t(c.hidden), qkv = size_t(c.q_heads + 2 * c.kv_heads) * c.head_dim;
+  // Scaled so that activations keep unit size through the layers (std 1/sqrt(fan_in)).
+  const float in_scale = 1.0f / std::sqrt(float(c.hidden));
+  m.embed = random_bf16(size_t(c.vocab) * hidden, seed, 1.0f);
+  if (!c.tied_embeddings) m.lm_head = random_bf16(size_t(c.vocab) * hidden, seed + 1, in_scale);
+  std::vector<float> ones(hidden, 1.0f);
+  m.final_norm = DeviceBuffer<float>::upload(ones);
+  for (int l = 0; l < c.layers; ++l) {
+    const uint64_t s = seed + 16 * uint64_t(l + 1);
+    Layer d;
+    d.attn_norm = DeviceBuffer<float>::upload(ones);
+    d.ffn_norm = DeviceBuffer<float>::upload(ones);
+    d.wqkv = random_bf16(qkv * hidden, s, in_scale);
+    d.wo = random_bf16(hidden * c.q_heads * c.head_dim, s + 1, 1.0f / std::sqrt(float(c.q_heads * c.head_dim)));
+    d.w_gate_up = random_bf16(2 * size_t(c.intermediate) * hidden, s + 2, in_scale);
+    d.w_down = random_bf16(hidden * c.intermediate, s + 3, 1.0f / std::sqrt(float(c.intermediate)));
+    m.layers.push_back(std::move(d));
+  }
+  SEER_CUDA_CHECK(cudaDeviceSynchronize());
+  return m;
+}
+
+int64_t DeviceLlama::parameter_count() const {
+  int64_t n = int64_t(embed.size() + lm_head.size() + final_norm.size());
+  for (const Layer& l : layers)
+    n += int64_t(l.attn_norm.size() + l.ffn_norm.size() + l.wqkv.size() + l.wo.size() + l.w_gate_up.size() +
+                 l.w_down.size());
+  return n;
+}
+
+LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs)
+    : model_(model), seqs_(seqs), layout_(DeviceLayout::create(seqs, model.config.q_heads)) {
+  const LlamaConfig& c = model.config;
+  const size_t t = size_t(seqs.tokens()), hidden = size_t(c.hidden), d = size_t(c.head_dim);
+  int64_t longest = 0;
+  std::vector<int32_t> positions(t), last_rows;
+  for (int64_t s = 0; s < seqs.count(); ++s) {
+    longest = std::max(longest, seqs.length(s));
+    for (int64_t p = 0; p < seqs.length(s); ++p) positions[size_t(seqs.start(s) + p)] = int32_t(p);
+    last_rows.push_back(int32_t(seqs.start(s) + seqs.length(s) - 1));
+  }
+  SEER_CHECK(c.rope.scaling != RopeConfig::Scaling::none || c.max_positions <= 0 || longest <= c.max_positions,
+             "a sequence of ", longest, " tokens exceeds the model's ", c.max_positions,
+             " positions and the model has no RoPE scaling");
+  SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  SEER_CUBLAS_CHECK(cublasCreate(&cublas_));
+  SEER_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+
+  // RoPE cos/sin per position, computed in double on the host (float angles lose accuracy at 100k+).
+  const Rope rope(c.rope, c.head_dim);
+  const size_t half = d / 2;
+  std::vector<float2> table(size_t(longest) * half);
+  for (int64_t p = 0; p < longest; ++p)
+    for (size_t x = 0; x < half; ++x) {
+      const double angle = double(p) * rope.inv_freq()[x];
+      table[size_t(p) * half + x] = make_float2(float(std::cos(angle) * rope.attention_scaling()),
+                                                float(std::sin(angle) * rope.attention_scaling()));
+    }
+  rope_ = DeviceBuffer<float2>::upload(table);
+  positions_ = DeviceBuffer<int32_t>::upload(positions);
+  last_rows_ = DeviceBuffer<int32_t>::upload(last_rows);
+  ids_ = DeviceBuffer<int32_t>(t);
+  targets_ = DeviceBuffer<int32_t>(t);
+  residual_ = DeviceBuffer<float>(t * hidden);
+  normed_ = DeviceBuffer<__nv_bfloat16>(t * hidden);
+  qkv_ = DeviceBuffer<__nv_bfloat16>(t * (c.q_heads + 2 * c.kv_heads) * d);
+  q_ = DeviceBuffer<__nv_bfloat16>(t * c.q_heads * d);
+  k_ = DeviceBuffer<__nv_bfloat16>(t * c.kv_heads * d);
+  v_ = DeviceBuffer<__nv_bfloat16>(t * c.kv_heads * d);
+  attn_ = DeviceBuffer<__nv_bfloat16>(t * c.q_heads * d);
+  lse_ = DeviceBuffer<float>(t * c.q_heads);
+  gate_up_ = DeviceBuffer<__nv_bfloat16>(t * 2 * size_t(c.intermediate));
+  mlp_ = DeviceBuffer<__nv_bfloat16>(t * size_t(c.intermediate));
+  last_normed_ = DeviceBuffer<__nv_bfloat16>(size_t(seqs.count()) * hidden);
+  activation_bytes_ = int64_t(residual_.size() * 4 + normed_.size() * 2 + qkv_.size() * 2 + q_.size() * 2 +
+                              k_.size() * 4 + attn_.size() * 2 + lse_.size() * 4 + gate_up_.size() * 2 +
+                              mlp_.size() * 2 + rope_.size() * 8);
+}
+
+LlamaRuntime::~LlamaRuntime() {
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+// y[rows, out] = x[rows, in] · w[out, in]^T. Row-major y is column-major y^T = w · x^T, so cuBLAS
+// sees A = w (stored as its transpose), B = x. With accumulate_fp32, y is fp32 and y += result.
+void LlamaRuntime::gemm(const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int64_t rows, int out, int in,
+                        bool accumulate_fp32) {
+  const float alpha = 1.0f, beta = accumulate_fp32 ? 1.0f : 0.0f;
+  SEER_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, int(rows), in, &alpha, w, CUDA_R_16BF, in, x,
+                                 CUDA_R_16BF, in, &beta, y, accumulate_fp32 ? CUDA_R_32F : CUDA_R_16BF, out,
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions& o) {
+  const LlamaConfig& c = model_.config;
+  const int64_t t = seqs_.tokens();
+  SEER_CHECK(int64_t(tokens.size()) == t, "forward: ", tokens.size(), " tokens for a runtime built for ", t);
+  for (int32_t id : tokens) SEER_CHECK(id >= 0 && id < c.vocab, "token id ", id, " outside the vocabulary of ", c.vocab);
+  const int d = c.head_dim, hq = c.q_heads, hkv = c.kv_heads;
+  const bool capture = o.mode == AttentionMode::ground_truth, seer = o.mode == AttentionMode::seer;
+  if (seer) {
+    SEER_CHECK(o.gates && int(o.gates->size()) == c.layers, "SeerAttention needs one gate per layer (",
+               c.layers, "), got ", o.gates ? o.gates->size() : 0);
+    o.selection.validate();
+  }
+  if ((capture || seer) && !q_pre_.size()) {  // first use of a gate-related mode: allocate its buffers
+    q_pre_ = DeviceBuffer<__nv_bfloat16>(q_.size());
+    k_pre_ = DeviceBuffer<__nv_bfloat16>(k_.size());
+  }
+  if (capture && !gt_.size()) {
+    gt_ = DeviceBuffer<float>(size_t(layout_.host.map_elements()));
+    gt_scratch_ = DeviceBuffer<float>(size_t(layout_.scratch_elements));
+  }
+  if (seer && !gate_logits_.size()) {
+    gate_logits_ = DeviceBuffer<float>(size_t(layout_.host.map_elements()));
+    const GateConfig& gc = o.gates->front().config;
+    gate_work_ = std::make_unique<GateWorkspace>(GateWorkspace::create(layout_, gc));
+    select_work_ = std::make_unique<SelectionWorkspace>(SelectionWorkspace::create(layout_, hq));
+    mask_ = std::make_unique<DeviceMask>(DeviceMask::with_capacity(layout_.total_rows * hq, layout_.host.causal_pairs()));
+  }
+
+  SEER_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, stream_));
+  embed_tokens(ids_.data(), t, model_.embed.data(), c.hidden, c.vocab, residual_.data(), stream_);
+  const AttentionArgs attn_args{q_.data(), k_.data(), v_.data(), attn_.data(), lse_.data(), DType::bf16, {hq, hkv, d}};
+  for (int l = 0; l < c.layers; ++l) {
+    const DeviceLlama::Layer& w = model_.layers[size_t(l)];
+    rms_norm(residual_.data(), w.attn_norm.data(), t, c.hidden, float(c.rms_eps), normed_.data(), stream_);
+    gemm(w.wqkv.data(), normed_.data(), qkv_.data(), t, (hq + 2 * hkv) * d, c.hidden, false);
+    split_qkv_rope(qkv_.data(), t, positions_.data(), hq, hkv, d, rope_.data(), q_.data(), k_.data(), v_.data(),
+                   capture || seer ? q_pre_.data() : nullptr, capture || seer ? k_pre_.data() : nullptr, stream_);
+    switch (o.mode) {
+      case AttentionMode::dense:
+        dense_forward(attn_args, layout_, stream_);
+        break;
+      case AttentionMode::ground_truth:
+        ground_truth_forward(attn_args, layout_, gt_.data(), gt_scratch_.data(), stream_);
+        if (o.on_layer) o.on_layer({l, q_pre_.data(), k_pre_.data(), gt_.data()});
+        break;
+      case AttentionMode::seer:
+        gate_forward(q_pre_.data(), k_pre_.data(), DType::bf16, layout_, (*o.gates)[size_t(l)], *gate_work_,
+                     gate_logits_.data(), stream_);
+        select_blocks(gate_logits_.data(), layout_, hq, o.selection, *select_work_, *mask_, stream_);
+        block_sparse_forward(attn_args, layout_, *mask_, stream_);
+        break;
+    }
+    gemm(w.wo.data(), attn_.data(), residual_.data(), t, c.hidden, hq * d, true);
+    rms_norm(residual_.data(), w.ffn_norm.data(), t, c.hidden, float(c.rms_eps), normed_.data(), stream_);
+    gemm(w.w_gate_up.data(), normed_.data(), gate_up_.data(), t, 2 * c.intermediate, c.hidden, false);
+    swiglu(gate_up_.data(), t, c.intermediate, mlp_.data(), stream_);
+    gemm(w.w_down.data(), mlp_.data(), residual_.data(), t, c.hidden, c.intermediate, true);
+  }
+  rms_norm(residual_.data(), model_.final_norm.data(), t, c.hidden, float(c.rms_eps), normed_.data(), stream_);
+  logit_rows_ = o.all_logits ? t : seqs_.count();
+  if (logits_.size() < size_t(logit_rows_) * c.vocab) logits_ = DeviceBuffer<float>(size_t(logit_rows_) * c.vocab);
+  const __nv_bfloat16* rows = normed_.data();
+  if (!o.all_logits) {  // gather each sequence's last row
+    for (int64_t s = 0; s < seqs_.count(); ++s)
+      SEER_CUDA_CHECK(cudaMemcpyAsync(last_normed_.data() + s * c.hidden,
+                                      normed_.data() + (seqs_.start(s) + seqs_.length(s) - 1) * c.hidden,
+                                      size_t(c.hidden) * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream_));
+    rows = last_normed_.data();
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  SEER_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, c.vocab, int(logit_rows_), c.hidden, &alpha,
+                                 model_.output_matrix(), CUDA_R_16BF, c.hidden, rows, CUDA_R_16BF, c.hidden, &beta,
+                                 logits_.data(), CUDA_R_32F, c.vocab, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+std::vector<float> LlamaRuntime::next_token_nll(std::span<const int32_t> tokens) {
+  SEER_CHECK(logit_rows_ == seqs_.tokens(), "next_token_nll needs a forward with all_logits");
+  std::vector<int32_t> targets(tokens.size(), -1);
+  for (int64_t s = 0; s < seqs_.count(); ++s)
+    for (int64_t p = 0; p + 1 < seqs_.length(s); ++p)
+      targets[size_t(seqs_.start(s) + p)] = tokens[size_t(seqs_.start(s) + p + 1)];
+  SEER_CUDA_CHECK(cudaMemcpyAsync(targets_.data(), targets.data(), targets.size() * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream_));
+  if (nll_.size() < targets.size()) nll_ = DeviceBuffer<float>(targets.size());
+  token_nll(logits_.data(), targets_.data(), int64_t(targets.size()), model_.config.vocab, nll_.data(), stream_);
+  std::vector<float> nll(targets.size());
+  SEER_CUDA_CHECK(cudaMemcpyAsync(nll.data(), nll_.data(), nll.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  SEER_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return nll;
+}
+
+std::vector<float> LlamaRuntime::logits() const {
+  std::vector<float> host(size_t(logit_rows_) * model_.config.vocab);
+  SEER_CUDA_CHECK(cudaMemcpyAsync(host.data(), logits_.data(), host.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                  stream_));
+  SEER_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return host;
+}
+
+}  // namespace seer::cuda
