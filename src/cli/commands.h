@@ -7,6 +7,7 @@ namespace seer::cli {
 void add_demo_command(CLI::App& app);
 #ifdef SEER_HAVE_CUDA
 void add_bench_command(CLI::App& app);
+void add_bench_model_command(CLI::App& app);
 #endif
 
 }  // namespace seer::cli

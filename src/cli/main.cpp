@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   seer::cli::add_demo_command(app);
 #ifdef SEER_HAVE_CUDA
   seer::cli::add_bench_command(app);
+  seer::cli::add_bench_model_command(app);
 #endif
   try {
     app.parse(argc, argv);
