@@ -1,0 +1,154 @@
+#include "train/gate_trainer.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "core/error.h"
+#include "formats/safetensors.h"
+
+namespace seer {
+namespace {
+
+std::string gate_key(int layer, const char* which) {
+  return "model.layers." + std::to_string(layer) + ".self_attn.attn_gate." + which + ".weight";
+}
+
+std::span<const uint8_t> bytes_of(const std::vector<float>& v) {
+  return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)};
+}
+
+}  // namespace
+
+void TrainOptions::validate() const {
+  SEER_CHECK(steps > 0, "training steps must be positive, got ", steps);
+  SEER_CHECK(lr > 0, "learning rate must be positive, got ", lr);
+  SEER_CHECK(warmup >= 0 && warmup <= steps, "warm-up steps must be in [0, steps], got ", warmup);
+  SEER_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1)");
+  SEER_CHECK(weight_decay >= 0, "weight decay must be >= 0");
+  SEER_CHECK(skip_fraction >= 0 && skip_fraction < 1, "skip fraction must be in [0, 1)");
+}
+
+GateTrainer::GateTrainer(std::vector<GateWeights<float>> init, const TrainOptions& options)
+    : options_(options), weights_(std::move(init)) {
+  options_.validate();
+  SEER_CHECK(!weights_.empty(), "gate training needs at least one layer");
+  for (const GateWeights<float>& w : weights_) {
+    w.validate();
+    grads_.push_back(GateWeights<float>::zeros(w.config));
+    exp_avg_.push_back(GateWeights<float>::zeros(w.config));
+    exp_avg_sq_.push_back(GateWeights<float>::zeros(w.config));
+  }
+  layer_done_.assign(weights_.size(), false);
+}
+
+double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
+                                     std::span<const float> gt, const Sequences& seqs, const Rope& rope) {
+  SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
+  SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
+  const GateWeights<float>& w = weights_[size_t(layer)];
+  const BlockLayout layout(seqs, w.config.block, w.config.heads.q_heads);
+  std::vector<float> logits(size_t(layout.map_elements())), dlogits(logits.size());
+  gate_forward<float, bf16>(q_pre, k_pre, seqs, w, rope, logits);
+  const double kl = gate_kl_loss<float>(logits, gt, layout, options_.skip_fraction, dlogits);
+  for (float& g : dlogits) g *= float(options_.loss_scale);
+  gate_backward<float, bf16>(q_pre, k_pre, seqs, w, rope, dlogits, grads_[size_t(layer)]);
+  layer_done_[size_t(layer)] = true;
+  step_loss_ += options_.loss_scale * kl;
+  return kl;
+}
+
+double GateTrainer::learning_rate(int64_t step) const {
+  if (step < options_.warmup) return options_.lr * double(step + 1) / double(options_.warmup);
+  const double span = double(std::max<int64_t>(1, options_.steps - options_.warmup));
+  const double progress = std::min(1.0, double(step - options_.warmup) / span);
+  return options_.lr * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
+double GateTrainer::finish_step() {
+  for (size_t l = 0; l < layer_done_.size(); ++l)
+    SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
+  const double lr = learning_rate(step_);
+  const double t = double(step_ + 1);
+  const double correction1 = 1.0 - std::pow(options_.beta1, t), correction2 = 1.0 - std::pow(options_.beta2, t);
+  const auto update = [&](std::vector<float>& w, std::vector<float>& g, std::vector<float>& m, std::vector<float>& v) {
+    for (size_t e = 0; e < w.size(); ++e) {
+      m[e] = float(options_.beta1 * m[e] + (1 - options_.beta1) * g[e]);
+      v[e] = float(options_.beta2 * v[e] + (1 - options_.beta2) * double(g[e]) * g[e]);
+      const double step = (m[e] / correction1) / (std::sqrt(v[e] / correction2) + options_.eps);
+      w[e] = float(w[e] - lr * (step + options_.weight_decay * w[e]));
+      g[e] = 0.0f;
+    }
+  };
+  for (size_t l = 0; l < weights_.size(); ++l) {
+    update(weights_[l].wk, grads_[l].wk, exp_avg_[l].wk, exp_avg_sq_[l].wk);
+    update(weights_[l].wq, grads_[l].wq, exp_avg_[l].wq, exp_avg_sq_[l].wq);
+  }
+  layer_done_.assign(weights_.size(), false);
+  const double loss = step_loss_;
+  step_loss_ = 0;
+  ++step_;
+  return loss;
+}
+
+void GateTrainer::save(const std::string& path, const std::map<std::string, std::string>& metadata,
+                       bool with_optimizer) const {
+  std::vector<SafetensorsWriteTensor> tensors;
+  const auto add = [&](const std::string& name, const GateConfig& c, const std::vector<float>& data, bool is_k) {
+    const int64_t in = is_k ? 3 * c.heads.head_dim : c.heads.head_dim;
+    tensors.push_back({name, SafetensorsDtype::f32, {c.heads.q_heads, in, c.gate_dim}, bytes_of(data)});
+  };
+  for (size_t l = 0; l < weights_.size(); ++l) {
+    const GateConfig& c = weights_[l].config;
+    const std::string k = gate_key(int(l), "mask_linear_k"), q = gate_key(int(l), "mask_linear_q");
+    add(k, c, weights_[l].wk, true);
+    if (c.has_q_proj()) add(q, c, weights_[l].wq, false);
+    if (with_optimizer) {
+      add("optimizer.exp_avg." + k, c, exp_avg_[l].wk, true);
+      add("optimizer.exp_avg_sq." + k, c, exp_avg_sq_[l].wk, true);
+      if (c.has_q_proj()) {
+        add("optimizer.exp_avg." + q, c, exp_avg_[l].wq, false);
+        add("optimizer.exp_avg_sq." + q, c, exp_avg_sq_[l].wq, false);
+      }
+    }
+  }
+  std::map<std::string, std::string> meta = metadata;
+  const GateConfig& c = weights_.front().config;
+  meta["seerattn_gate_type"] = "Qavg_Kmaxminavg";
+  meta["seerattn_gate_block_size"] = std::to_string(c.block);
+  meta["seerattn_gate_hidden_size"] = std::to_string(c.gate_dim);
+  meta["head_dim"] = std::to_string(c.heads.head_dim);
+  meta["num_attention_heads"] = std::to_string(c.heads.q_heads);
+  meta["num_key_value_heads"] = std::to_string(c.heads.kv_heads);
+  meta["training_step"] = std::to_string(step_);
+  write_safetensors(path, tensors, meta);
+}
+
+void GateTrainer::resume(const std::string& path) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  const auto read = [&](const std::string& name, std::vector<float>& into) {
+    const SafetensorsTensor* t = file.find(name);
+    SEER_CHECK(t != nullptr, path, ": checkpoint lacks '", name, "' (was it saved with optimizer state?)");
+    std::vector<float> values = file.to_float(name);
+    SEER_CHECK(values.size() == into.size(), path, ": '", name, "' has ", values.size(), " values, expected ",
+               into.size());
+    into = std::move(values);
+  };
+  for (size_t l = 0; l < weights_.size(); ++l) {
+    const std::string k = gate_key(int(l), "mask_linear_k"), q = gate_key(int(l), "mask_linear_q");
+    read(k, weights_[l].wk);
+    read("optimizer.exp_avg." + k, exp_avg_[l].wk);
+    read("optimizer.exp_avg_sq." + k, exp_avg_sq_[l].wk);
+    if (weights_[l].config.has_q_proj()) {
+      read(q, weights_[l].wq);
+      read("optimizer.exp_avg." + q, exp_avg_[l].wq);
+      read("optimizer.exp_avg_sq." + q, exp_avg_sq_[l].wq);
+    }
+  }
+  const auto it = file.metadata().find("training_step");
+  SEER_CHECK(it != file.metadata().end(), path, ": checkpoint lacks the training_step metadata");
+  step_ = std::stoll(it->second);
+  SEER_CHECK(step_ >= 0 && step_ <= options_.steps, path, ": checkpoint step ", step_, " outside [0, ",
+             options_.steps, "]");
+}
+
+}  // namespace seer

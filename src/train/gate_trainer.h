@@ -1,0 +1,65 @@
+// Self-distillation of AttnGates with the LLM frozen (SeerAttention's post-training).
+//
+// Per step, every layer contributes KL(ground truth ‖ softmax(gate logits)) over key blocks, the
+// first quarter of block rows skipped, averaged over elements; the step's loss is 10 × the sum
+// over layers. Gradients come from gate_backward (src/gate); AdamW with fp32 master weights,
+// linear warm-up then cosine decay. Only gate weights learn. Checkpoints hold the weights (with
+// the published key layout), the AdamW moments and the step, written atomically.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/bf16.h"
+#include "gate/attn_gate.h"
+#include "gate/rope.h"
+
+namespace seer {
+
+struct TrainOptions {
+  int64_t steps = 300;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t warmup = 20;
+  double skip_fraction = 0.25;  // leading block rows left out of the loss
+  double loss_scale = 10.0;
+
+  void validate() const;
+};
+
+class GateTrainer {
+ public:
+  GateTrainer(std::vector<GateWeights<float>> init, const TrainOptions& options);
+
+  // Adds layer `layer`'s loss and gradient for the current step, from its pre-RoPE q [T, H_q, d],
+  // k [T, H_kv, d] and ground-truth map (packed [H_q, nb, nb] per sequence). Returns the layer's
+  // KL (unscaled). Layers may be given in any order; each once per step.
+  double accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
+                          std::span<const float> gt, const Sequences& seqs, const Rope& rope);
+  // AdamW update with this step's learning rate; returns the step's loss (scale × Σ layer KL).
+  double finish_step();
+
+  double learning_rate(int64_t step) const;  // for the 0-based step index
+  int64_t step() const { return step_; }
+  const std::vector<GateWeights<float>>& weights() const { return weights_; }
+
+  // Published layout (model.layers.{i}.self_attn.attn_gate.mask_linear_k.weight [H_q, 3d, d_g],
+  // mask_linear_q when present) plus `metadata`; with_optimizer adds the AdamW moments and the step
+  // so that resume() continues exactly.
+  void save(const std::string& path, const std::map<std::string, std::string>& metadata, bool with_optimizer) const;
+  // Restores weights, moments and step from a checkpoint written by save(..., true). Throws if the
+  // checkpoint's shapes do not match this trainer's.
+  void resume(const std::string& path);
+
+ private:
+  TrainOptions options_;
+  std::vector<GateWeights<float>> weights_, grads_, exp_avg_, exp_avg_sq_;
+  std::vector<bool> layer_done_;
+  double step_loss_ = 0;
+  int64_t step_ = 0;
+};
+
+}  // namespace seer

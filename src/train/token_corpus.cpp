@@ -1,0 +1,64 @@
+#include "train/token_corpus.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace seer {
+
+std::vector<std::string> list_text_files(const std::vector<std::string>& paths) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> files;
+  for (const std::string& p : paths) {
+    SEER_CHECK(fs::exists(p), "training data path '", p, "' does not exist");
+    if (fs::is_regular_file(p)) {
+      files.push_back(p);
+      continue;
+    }
+    for (const auto& entry : fs::recursive_directory_iterator(p))
+      if (entry.is_regular_file() && entry.path().filename() != "MANIFEST.tsv") files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  SEER_CHECK(!files.empty(), "no text files under the training data paths");
+  return files;
+}
+
+TokenCorpus TokenCorpus::load(const std::vector<std::string>& paths, const Tokenizer& tokenizer, int64_t length) {
+  SEER_CHECK(length >= 64, "training sequence length must be at least 64, got ", length);
+  TokenCorpus corpus;
+  corpus.length_ = length;
+  for (const std::string& file : list_text_files(paths)) {
+    std::ifstream in(file, std::ios::binary);
+    SEER_CHECK(in.good(), "cannot read '", file, "'");
+    std::ostringstream text;
+    text << in.rdbuf();
+    const std::vector<int32_t> ids = tokenizer.encode(text.str(), /*add_bos=*/true);
+    corpus.tokens_.insert(corpus.tokens_.end(), ids.begin(), ids.end());
+    ++corpus.documents_;
+  }
+  const int64_t count = int64_t(corpus.tokens_.size()) / length;
+  SEER_CHECK(count > 0, "the training data has ", corpus.tokens_.size(), " tokens, fewer than one sequence of ",
+             length);
+  corpus.order_.resize(size_t(count));
+  std::iota(corpus.order_.begin(), corpus.order_.end(), 0);
+  return corpus;
+}
+
+std::vector<int32_t> TokenCorpus::batch(int64_t step, int64_t count, uint64_t seed) const {
+  std::vector<int64_t> order = order_;
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(seed));
+  std::vector<int32_t> out;
+  out.reserve(size_t(count * length_));
+  for (int64_t b = 0; b < count; ++b) {
+    const int64_t index = order[size_t((step * count + b) % int64_t(order.size()))];
+    out.insert(out.end(), tokens_.begin() + index * length_, tokens_.begin() + (index + 1) * length_);
+  }
+  return out;
+}
+
+}  // namespace seer
