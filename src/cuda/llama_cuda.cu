@@ -164,12 +164,15 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
   for (int32_t id : tokens) SEER_CHECK(id >= 0 && id < c.vocab, "token id ", id, " outside the vocabulary of ", c.vocab);
   const int d = c.head_dim, hq = c.q_heads, hkv = c.kv_heads;
   const bool capture = o.mode == AttentionMode::ground_truth, seer = o.mode == AttentionMode::seer;
+  const bool custom = o.mode == AttentionMode::custom_mask;
+  SEER_CHECK(!custom || o.mask_for_layer, "custom_mask attention needs mask_for_layer");
   if (seer) {
     SEER_CHECK(o.gates && int(o.gates->size()) == c.layers, "SeerAttention needs one gate per layer (",
                c.layers, "), got ", o.gates ? o.gates->size() : 0);
     o.selection.validate();
   }
-  if ((capture || seer) && !q_pre_.size()) {  // first use of a gate-related mode: allocate its buffers
+  const bool keep_pre = capture || seer || custom;
+  if (keep_pre && !q_pre_.size()) {  // first use of a gate-related mode: allocate its buffers
     q_pre_ = DeviceBuffer<__nv_bfloat16>(q_.size());
     k_pre_ = DeviceBuffer<__nv_bfloat16>(k_.size());
   }
@@ -193,20 +196,24 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
     rms_norm(residual_.data(), w.attn_norm.data(), t, c.hidden, float(c.rms_eps), normed_.data(), stream_);
     gemm(w.wqkv.data(), normed_.data(), qkv_.data(), t, (hq + 2 * hkv) * d, c.hidden, false);
     split_qkv_rope(qkv_.data(), t, positions_.data(), hq, hkv, d, rope_.data(), q_.data(), k_.data(), v_.data(),
-                   capture || seer ? q_pre_.data() : nullptr, capture || seer ? k_pre_.data() : nullptr, stream_);
+                   keep_pre ? q_pre_.data() : nullptr, keep_pre ? k_pre_.data() : nullptr, stream_);
     switch (o.mode) {
       case AttentionMode::dense:
         dense_forward(attn_args, layout_, stream_);
         break;
       case AttentionMode::ground_truth:
         ground_truth_forward(attn_args, layout_, gt_.data(), gt_scratch_.data(), stream_);
-        if (o.on_layer) o.on_layer({l, q_pre_.data(), k_pre_.data(), gt_.data()});
+        if (o.on_layer) o.on_layer({l, q_pre_.data(), k_pre_.data(), gt_.data(), attn_args, &layout_});
         break;
       case AttentionMode::seer:
         gate_forward(q_pre_.data(), k_pre_.data(), DType::bf16, layout_, (*o.gates)[size_t(l)], *gate_work_,
                      gate_logits_.data(), stream_);
         select_blocks(gate_logits_.data(), layout_, hq, o.selection, *select_work_, *mask_, stream_);
         block_sparse_forward(attn_args, layout_, *mask_, stream_);
+        break;
+      case AttentionMode::custom_mask:
+        block_sparse_forward(attn_args, layout_,
+                             o.mask_for_layer({l, q_pre_.data(), k_pre_.data(), nullptr, attn_args, &layout_}), stream_);
         break;
     }
     gemm(w.wo.data(), attn_.data(), residual_.data(), t, c.hidden, hq * d, true);

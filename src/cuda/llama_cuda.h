@@ -40,23 +40,30 @@ struct DeviceLlama {
   int64_t parameter_count() const;
 };
 
-enum class AttentionMode { dense, ground_truth, seer };
+// dense: exact attention. ground_truth: exact attention through the ground-truth kernel, the block
+// map handed to on_layer (gate training). seer: gate -> selection -> block-sparse. custom_mask:
+// block-sparse on the mask that mask_for_layer returns (baselines and oracles in evaluation).
+enum class AttentionMode { dense, ground_truth, seer, custom_mask };
 
-// What a ground-truth forward exposes per layer (device pointers, valid during the callback):
-// pre-RoPE q [T, H_q, d] and k [T, H_kv, d] (bf16) and the block map gt [H_q, nb, nb] per sequence.
+// One layer's attention inputs, valid during the callback (device pointers): pre-RoPE q [T, H_q, d]
+// and k [T, H_kv, d], the attention call itself (rotated q/k, v, and its output buffers, which a
+// callback may use as scratch), the layout, and for ground_truth the block map gt.
 struct LayerCapture {
   int layer;
   const __nv_bfloat16* q_pre;
   const __nv_bfloat16* k_pre;
   const float* gt;
+  AttentionArgs attention;
+  const DeviceLayout* layout;
 };
 
 struct ForwardOptions {
   AttentionMode mode = AttentionMode::dense;
   const std::vector<DeviceGate>* gates = nullptr;  // one per layer, for AttentionMode::seer
   SelectionOptions selection;
-  std::function<void(const LayerCapture&)> on_layer;  // AttentionMode::ground_truth
-  bool all_logits = false;                            // logits of every position, else the last of each sequence
+  std::function<void(const LayerCapture&)> on_layer;                       // ground_truth
+  std::function<const DeviceMask&(const LayerCapture&)> mask_for_layer;    // custom_mask
+  bool all_logits = false;  // logits of every position, else the last of each sequence
 };
 
 class LlamaRuntime {
