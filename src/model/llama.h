@@ -24,6 +24,9 @@ struct LlamaConfig {
   bool tied_embeddings = false;
   bool qkv_bias = false;  // qwen2
   int bos = -1, eos = -1;
+  // Whether the tokenizer puts BOS before a text (GGUF tokenizer.ggml.add_bos_token, HF
+  // tokenizer_config.json add_bos_token; false when the file does not say).
+  bool add_bos = false;
 
   void validate() const;
 };

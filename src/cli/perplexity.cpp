@@ -1,0 +1,217 @@
+// `seer perplexity`: perplexity of text files, llama.cpp style (model/perplexity.h), with dense
+// attention or SeerAttention.
+#include "model/perplexity.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "model/forward_cpu.h"
+#include "model/gates.h"
+#include "model/llama_loader.h"
+
+namespace seer::cli {
+namespace {
+
+struct PerplexityOptions {
+  std::vector<std::string> files;
+  std::string model, attention = "dense", gates;
+  int64_t context = 8192, stride = 0, chunk = 2048, max_windows = 0;
+  std::optional<bool> bos;  // default: the model's add_bos
+  std::optional<double> density, threshold;
+  bool json = false;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  SEER_CHECK(in.good(), "cannot open '", path, "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string duration_text(double seconds) {
+  char text[32];
+  const long s = std::lround(seconds);
+  if (s >= 3600)
+    std::snprintf(text, sizeof text, "%ldh%02ldm", s / 3600, s / 60 % 60);
+  else
+    std::snprintf(text, sizeof text, "%ldm%02lds", s / 60, s % 60);
+  return text;
+}
+
+// A bar redrawn in place on a terminal, one line per window otherwise (logs).
+void report_progress(size_t done, size_t total, double elapsed, const NllStats& stats) {
+  const double eta = elapsed / double(done) * double(total - done);
+  if (isatty(STDERR_FILENO)) {
+    constexpr int kWidth = 30;
+    const int filled = int(kWidth * done / total);
+    std::fprintf(stderr, "\r[%s%s] %zu/%zu windows, ETA %s, PPL %.4f ", std::string(size_t(filled), '#').c_str(),
+                 std::string(size_t(kWidth - filled), '.').c_str(), done, total, duration_text(eta).c_str(),
+                 stats.perplexity());
+    if (done == total) std::fprintf(stderr, "\n");
+  } else {
+    std::fprintf(stderr, "window %zu/%zu: PPL so far %.4f, %.1f s elapsed, ETA %s\n", done, total, stats.perplexity(),
+                 elapsed, duration_text(eta).c_str());
+  }
+}
+
+void run_perplexity(const PerplexityOptions& o) {
+  const bool seer = o.attention == "seer";
+  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold),
+             "--gates, --density and --threshold apply to --attn seer only");
+  const std::string path = resolve_model_path(o.model);
+  const auto load_start = std::chrono::steady_clock::now();
+  const LlamaWeights weights = load_llama(path);
+  const Tokenizer tokenizer = load_llama_tokenizer(path);
+  const LlamaConfig& c = weights.config;
+  const bool bos = o.bos.value_or(c.add_bos);
+  SEER_CHECK(!bos || c.bos >= 0, "--bos: the model has no BOS token");
+
+  std::vector<GateWeights<float>> gates;
+  SelectionOptions selection;
+  if (seer) {
+    gates = load_gates(resolve_gates_path(o.gates, path), c);
+    if (o.threshold) {
+      selection.method = SelectionOptions::Method::threshold;
+      selection.threshold = *o.threshold;
+    } else if (o.density) {
+      selection.density = *o.density;
+    }
+  }
+  const double load_seconds = seconds_since(load_start);
+
+  struct Job {
+    size_t file;
+    PerplexityWindow window;
+  };
+  std::vector<std::vector<int32_t>> texts;
+  std::vector<Job> jobs;
+  int64_t longest = 0;
+  for (size_t f = 0; f < o.files.size(); ++f) {
+    texts.push_back(tokenizer.encode(read_file(o.files[f])));
+    for (const PerplexityWindow& w : perplexity_windows(int64_t(texts.back().size()), o.context, o.stride)) {
+      if (o.max_windows > 0 && int64_t(jobs.size()) == o.max_windows) break;
+      jobs.push_back({f, w});
+      longest = std::max(longest, w.length);
+    }
+  }
+  SEER_CHECK(!jobs.empty(), "nothing to score: the files hold fewer than 2 tokens");
+
+  LlamaCpu model(weights, CpuForwardOptions{.context = longest,
+                                            .chunk = o.chunk,
+                                            .attention = seer ? AttentionMethod::seer : AttentionMethod::dense,
+                                            .gates = gates,
+                                            .selection = selection});
+  NllStats total;
+  std::vector<NllStats> per_file(o.files.size());
+  std::vector<int32_t> window;
+  double density_sum = 0.0;
+  int64_t window_tokens = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t n = 0; n < jobs.size(); ++n) {
+    const Job& job = jobs[n];
+    const std::vector<int32_t>& text = texts[job.file];
+    window.assign(text.begin() + job.window.begin, text.begin() + job.window.begin + job.window.length);
+    if (bos) window[0] = c.bos;  // as llama-perplexity: BOS takes the first token's place
+    NllStats stats;
+    score_window(model, window, job.window.first, stats);
+    for (NllStats* s : {&total, &per_file[job.file]}) {
+      s->count += stats.count;
+      s->sum += stats.sum;
+      s->sum_squares += stats.sum_squares;
+    }
+    density_sum += model.last_density();
+    window_tokens += job.window.length;
+    report_progress(n + 1, jobs.size(), seconds_since(start), total);
+  }
+  const double seconds = seconds_since(start);
+
+  nlohmann::json j = {{"model", path},
+                      {"files", nlohmann::json::array()},
+                      {"context", o.context},
+                      {"stride", o.stride},
+                      {"bos", bos},
+                      {"attention", o.attention},
+                      {"windows", jobs.size()},
+                      {"scored_tokens", total.count},
+                      {"mean_nll", total.mean()},
+                      {"ppl", total.perplexity()},
+                      {"ppl_stderr", total.perplexity_error()},
+                      {"mean_density", density_sum / double(jobs.size())},
+                      {"load_seconds", load_seconds},
+                      {"seconds", seconds},
+                      {"tokens_per_second", double(window_tokens) / seconds},
+                      {"threads", omp_get_max_threads()}};
+  if (seer) {
+    j["gates"] = o.gates;
+    if (o.threshold)
+      j["threshold"] = *o.threshold;
+    else
+      j["density"] = selection.density;
+  }
+  for (size_t f = 0; f < o.files.size(); ++f)
+    j["files"].push_back({{"path", o.files[f]},
+                          {"tokens", texts[f].size()},
+                          {"scored_tokens", per_file[f].count},
+                          {"ppl", per_file[f].perplexity()}});
+  if (o.json) {
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("%zu windows of up to %lld tokens, %lld scored tokens, %.1f s (%.0f tokens/s, %d threads)%s\n",
+              jobs.size(), (long long)longest, (long long)total.count, seconds, double(window_tokens) / seconds,
+              omp_get_max_threads(),
+              seer ? (", mean block density " + std::to_string(density_sum / double(jobs.size()))).c_str() : "");
+  std::printf("PPL = %.4f +/- %.5f\n", total.perplexity(), total.perplexity_error());
+}
+
+}  // namespace
+
+void add_perplexity_command(CLI::App& app) {
+  auto options = std::make_shared<PerplexityOptions>();
+  CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of text files (llama.cpp's method) on the CPU");
+  cmd->add_option("files", options->files, "UTF-8 text files")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--model", options->model, "GGUF file or Hugging Face directory (default: the built-in model)");
+  cmd->add_option("--context", options->context, "window length in tokens")
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  cmd->add_option("--stride", options->stride,
+                  "windows every N tokens scoring their last N (default 0: disjoint windows scoring their second half)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--chunk", options->chunk, "prefill chunk in tokens (dense attention)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--max-windows", options->max_windows, "score at most N windows (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag_function(
+      "--bos,!--no-bos", [options](int64_t count) { options->bos = count > 0; },
+      "put BOS in each window's first place (default: as the model's tokenizer does)");
+  cmd->add_option("--attn", options->attention, "attention: dense or seer (SeerAttention)")
+      ->check(CLI::IsMember({"dense", "seer"}));
+  cmd->add_option("--gates", options->gates, "SeerAttention gate weights (safetensors; default: the shipped gates of the built-in model)")->check(CLI::ExistingFile);
+  auto* density = cmd->add_option("--density", options->density, "top-k block selection at this density (default 0.1)")
+                      ->check(CLI::Range(1e-6, 1.0));
+  auto* threshold =
+      cmd->add_option("--threshold", options->threshold, "threshold block selection")->check(CLI::Range(0.0, 1.0));
+  density->excludes(threshold);
+  cmd->add_flag("--json", options->json, "print JSON");
+  cmd->callback([options] { run_perplexity(*options); });
+}
+
+}  // namespace seer::cli
