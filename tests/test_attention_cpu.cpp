@@ -22,19 +22,13 @@ const std::vector<Shape> kShapes = {
     {{257}, 8, 1, 128},       {{65, 190}, 4, 4, 128}, {{129, 17}, 6, 2, 128},
 };
 
-Sequences make_sequences(const std::vector<int64_t>& lengths) {
-  std::vector<int64_t> offsets{0};
-  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
-  return Sequences(offsets);
-}
-
 template <typename T>
 struct Inputs {
   Sequences seqs;
   HeadDims dims;
   std::vector<T> q, k, v;
   explicit Inputs(const Shape& shape)
-      : seqs(make_sequences(shape.lengths)), dims{shape.q_heads, shape.kv_heads, shape.head_dim} {
+      : seqs(Sequences::from_lengths(shape.lengths)), dims{shape.q_heads, shape.kv_heads, shape.head_dim} {
     const size_t t = size_t(seqs.tokens());
     q = random_values<T>(t * dims.q_heads * dims.head_dim, 1.5f);
     k = random_values<T>(t * dims.kv_heads * dims.head_dim, 1.5f);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the GPU binaries here (sm_90a, static cudart, no -march=native) into .devbin/ for the
-# device tool to carry. Usage: bash bench/gpu/build_for_device.sh [repo-root-to-copy-into]
+# device tool to carry, with the shared libraries the device image lacks (OpenBLAS and its Fortran
+# runtime) packed as .devbin/libs.tar.xz. Usage: bash bench/gpu/build_for_device.sh [repo-root]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=${1:-.}
@@ -8,3 +9,9 @@ cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEER_NATIVE=OFF
 cmake --build build-device --target seer seer_cuda_tests
 mkdir -p "$dest/.devbin"
 cp build-device/src/seer build-device/tests/cuda/seer_cuda_tests "$dest/.devbin/"
+strip "$dest/.devbin/seer" "$dest/.devbin/seer_cuda_tests"
+libs=$(mktemp -d)
+mkdir "$libs/lib"
+ldd build-device/src/seer | awk '/libopenblas|libgfortran|libquadmath/ {print $3}' | xargs -I{} cp -L {} "$libs/lib/"
+tar cJf "$dest/.devbin/libs.tar.xz" -C "$libs" lib
+rm -rf "$libs"

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# One device job: GPU correctness tests, then seer bench beside PyTorch SDPA on the same shapes.
-# Binaries are built on the CPU machine (bench/gpu/build_for_device.sh) and carried in .devbin/.
-# Usage (device tool): bash bench/gpu/run_device.sh [tests] [bench] [peer] [sanitize]
+# One device job, steps chosen by name (bench/gpu/README.md):
+#   tests     GPU correctness tests of every kernel (seer_cuda_tests)
+#   bench     seer bench, d = 128 (32/8 heads) and d = 64 (9/3 heads)
+#   peer      PyTorch SDPA on the same shapes
+#   sanitize  compute-sanitizer memcheck and racecheck over every kernel
+#   model     reassemble the staged built-in model in /tmp/seer (stage_model.sh) and run the GPU
+#             model tests against it
+#   train     seer train-gates on the staged training books -> $OUT
+#   eval      seer eval-sparsity with the shipped gates on the staged dev books -> $OUT/ACCURACY.md
 set -uo pipefail
 steps=${*:-tests bench peer}
 out=${OUT:-/tmp/seer-out}
 mkdir -p "$out"
 has() { [[ " $steps " == *" $1 "* ]]; }
+mkdir -p /tmp/seer && tar xJf .devbin/libs.tar.xz -C /tmp/seer && export LD_LIBRARY_PATH=/tmp/seer/lib
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 if has tests; then
-  ./.devbin/seer_cuda_tests 2>&1 | tee "$out/cuda_tests.log" | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror' | head -60
+  ./.devbin/seer_cuda_tests --gtest_filter=-CudaLlama.* 2>&1 | tee "$out/cuda_tests.log" |
+    grep -E '^\[measured\]|FAILED|PASSED|Failure|rror' | head -60
 fi
 if has bench; then
   ./.devbin/seer bench --json > "$out/bench_gqa128.json"
@@ -25,4 +33,21 @@ if has sanitize; then
     compute-sanitizer --tool $tool --print-limit 5 ./.devbin/seer bench --lengths 300,1000 --q-heads 4 \
       --kv-heads 2 --head-dim 128 --seconds 0.001 --densities 0.3 2>&1 | tail -1
   done
+fi
+if has model || has train || has eval; then
+  [ -f /tmp/seer/model.gguf ] || { cp .xfer3/* /tmp/seer/ && cat /tmp/seer/model.part0? > /tmp/seer/model.gguf; }
+  sha256sum /tmp/seer/model.gguf
+  export SEER_MODEL=/tmp/seer/model.gguf
+fi
+if has model; then
+  ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
+fi
+if has train; then
+  ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train --steps 300 \
+    --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
+  cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
+fi
+if has eval; then
+  ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --data /tmp/seer/dev --windows-per-book 2 \
+    --passkey-trials 100 --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
 fi

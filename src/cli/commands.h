@@ -5,9 +5,14 @@
 namespace seer::cli {
 
 void add_demo_command(CLI::App& app);
+void add_info_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_perplexity_command(CLI::App& app);
 #ifdef SEER_HAVE_CUDA
 void add_bench_command(CLI::App& app);
 void add_bench_model_command(CLI::App& app);
+void add_train_gates_command(CLI::App& app);
+void add_eval_sparsity_command(CLI::App& app);
 #endif
 
 }  // namespace seer::cli

@@ -12,6 +12,12 @@ Sequences::Sequences(std::vector<int64_t> cu_seqlens) : offsets(std::move(cu_seq
                offsets[s - 1], " -> ", offsets[s], ")");
 }
 
+Sequences Sequences::from_lengths(const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
+  return Sequences(std::move(offsets));
+}
+
 BlockLayout::BlockLayout(const Sequences& seqs, int block_size, int n_heads) : block(block_size), heads(n_heads) {
   SEER_CHECK(block > 0, "block size must be positive, got ", block);
   SEER_CHECK(heads > 0, "head count must be positive, got ", heads);

@@ -14,6 +14,7 @@ struct Sequences {
   Sequences() = default;
   explicit Sequences(std::vector<int64_t> cu_seqlens);  // validates: starts at 0, each length >= 1
   static Sequences single(int64_t length) { return Sequences({0, length}); }
+  static Sequences from_lengths(const std::vector<int64_t>& lengths);
 
   int64_t count() const { return int64_t(offsets.size()) - 1; }
   int64_t tokens() const { return offsets.back(); }

@@ -8,6 +8,7 @@
 
 #include "attention/attention_cpu.h"
 #include "cuda/attention_cuda.h"
+#include "cuda/device_tensor.h"
 #include "reference.h"
 
 namespace seer {
@@ -28,48 +29,6 @@ const std::vector<Shape> kShapes = {
     {{2048}, 4, 1, 128},       {{129, 17, 63}, 6, 2, 64},
 };
 
-Sequences make_sequences(const std::vector<int64_t>& lengths) {
-  std::vector<int64_t> offsets{0};
-  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
-  return Sequences(offsets);
-}
-
-// Random values rounded to the device dtype; `host` keeps the rounded values as float for the CPU.
-struct DeviceTensor {
-  std::vector<float> host;
-  DeviceBuffer<uint16_t> device;
-  DeviceTensor(size_t n, DType dtype, float scale) : host(test::random_values<float>(n, scale)) {
-    std::vector<uint16_t> bits(n);
-    for (size_t e = 0; e < n; ++e) {
-      if (dtype == DType::bf16) {
-        bits[e] = bf16(host[e]).bits;
-        host[e] = float(bf16(host[e]));
-      } else {
-        const __half x = __float2half_rn(host[e]);
-        std::memcpy(&bits[e], &x, 2);
-        host[e] = __half2float(x);
-      }
-    }
-    device = DeviceBuffer<uint16_t>::upload(bits);
-  }
-};
-
-std::vector<float> to_float(const std::vector<uint16_t>& bits, DType dtype) {
-  std::vector<float> out(bits.size());
-  for (size_t e = 0; e < bits.size(); ++e) {
-    if (dtype == DType::bf16) {
-      bf16 x;
-      x.bits = bits[e];
-      out[e] = float(x);
-    } else {
-      __half_raw raw;
-      raw.x = bits[e];
-      out[e] = __half2float(__half(raw));
-    }
-  }
-  return out;
-}
-
 template <typename T>
 void poison(DeviceBuffer<T>& buffer) {
   SEER_CUDA_CHECK(cudaMemset(buffer.data(), 0xff, buffer.size() * sizeof(T)));  // NaN in bf16, fp16, fp32
@@ -79,12 +38,12 @@ struct Problem {
   Sequences seqs;
   HeadDims dims;
   DType dtype;
-  DeviceTensor q, k, v;
+  test::DeviceTensor q, k, v;
   cuda::DeviceLayout layout;
   DeviceBuffer<uint16_t> out;
   DeviceBuffer<float> lse;
   Problem(const Shape& s, DType dt)
-      : seqs(make_sequences(s.lengths)),
+      : seqs(Sequences::from_lengths(s.lengths)),
         dims{s.q_heads, s.kv_heads, s.head_dim},
         dtype(dt),
         q(size_t(seqs.tokens() * s.q_heads * s.head_dim), dt, 1.5f),
@@ -99,7 +58,7 @@ struct Problem {
   cuda::AttentionArgs args() {
     return {q.device.data(), k.device.data(), v.device.data(), out.data(), lse.data(), dtype, dims};
   }
-  std::vector<float> out_host() const { return to_float(out.download(), dtype); }
+  std::vector<float> out_host() const { return test::to_float(out.download(), dtype); }
 };
 
 const char* name(DType d) { return d == DType::bf16 ? "bf16" : "fp16"; }

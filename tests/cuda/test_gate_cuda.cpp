@@ -5,6 +5,7 @@
 
 #include "cuda/gate_cuda.h"
 #include "cuda/random_fill.h"
+#include "cuda/device_tensor.h"
 #include "reference.h"
 
 namespace seer {
@@ -33,34 +34,14 @@ const std::vector<GateShape> kShapes = {
     {{20000}, {2, 2, 64}, 64, kLlama3},
 };
 
-Sequences make_sequences(const std::vector<int64_t>& lengths) {
-  std::vector<int64_t> offsets{0};
-  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
-  return Sequences(offsets);
-}
-
-// bf16 device tensor and the same values as float on the host.
-struct Bf16Tensor {
-  std::vector<float> host;
-  DeviceBuffer<uint16_t> device;
-  explicit Bf16Tensor(size_t n) : host(test::random_values<float>(n)) {
-    std::vector<uint16_t> bits(n);
-    for (size_t e = 0; e < n; ++e) {
-      bits[e] = bf16(host[e]).bits;
-      host[e] = float(bf16(host[e]));
-    }
-    device = DeviceBuffer<uint16_t>::upload(bits);
-  }
-};
-
 TEST(CudaGate, ForwardMatchesCpu) {
   double worst = 0;
   for (const GateShape& shape : kShapes) {
-    const Sequences seqs = make_sequences(shape.lengths);
+    const Sequences seqs = Sequences::from_lengths(shape.lengths);
     const GateConfig config{shape.heads, shape.gate_dim, 64};
     const GateWeights<float> weights = GateWeights<float>::random(config, test::rng()(), 0.05);
-    const Bf16Tensor q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim));
-    const Bf16Tensor k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim));
+    const test::DeviceTensor q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
+    const test::DeviceTensor k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
     const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, shape.heads.q_heads);
     const cuda::DeviceGate gate = cuda::DeviceGate::upload(weights, shape.rope, layout.max_blocks);
     cuda::GateWorkspace work = cuda::GateWorkspace::create(layout, config);
@@ -92,7 +73,7 @@ TEST(CudaSelection, MatchesCpuExactly) {
   int cases = 0;
   for (const auto& lengths : std::vector<std::vector<int64_t>>{{8192}, {1, 640, 3000, 64}, {32768}})
     for (bool coarse : {false, true}) {
-      const Sequences seqs = make_sequences(lengths);
+      const Sequences seqs = Sequences::from_lengths(lengths);
       const int heads = lengths.size() == 1 && lengths[0] == 32768 ? 2 : 5;
       const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, heads);
       const std::vector<float> logits = random_logits(layout.host, coarse);

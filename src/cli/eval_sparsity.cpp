@@ -1,0 +1,281 @@
+// `seer eval-sparsity`: perplexity of a model on held-out text with dense attention and with every
+// block-selection method at several densities, the real density measured per forward — the table in
+// bench/ACCURACY.md. Runs on the GPU; every method attends through the same block-sparse kernel, so
+// the methods differ only in which blocks they choose.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/commands.h"
+#include "cuda/llama_cuda.h"
+#include "eval/baseline_masks.h"
+#include "model/gates.h"
+#include "model/llama_loader.h"
+#include "train/token_corpus.h"
+
+namespace seer::cli {
+namespace {
+
+struct EvalOptions {
+  std::string model, gates = "gates/smollm2-135m-instruct.safetensors", out;
+  std::vector<std::string> data{"../shared/corpus/dev"};
+  int64_t context = 8192, windows_per_book = 4;
+  std::vector<double> densities{0.5, 0.3, 0.2, 0.1};
+  std::vector<double> thresholds{5e-2, 2e-2, 1e-2, 5e-3, 2e-3, 1e-3};
+  int64_t passkey_trials = 100, passkey_context = 0;  // 0: the perplexity context
+  double passkey_density = 0.1;
+  bool json = false;
+};
+
+struct Tally {
+  double nll = 0, density = 0;
+  int64_t tokens = 0, forwards = 0;
+  double ppl() const { return std::exp(nll / double(tokens)); }
+  double mean_density() const { return forwards ? density / double(forwards) : 1.0; }
+};
+
+int64_t mask_nnz(const cuda::DeviceMask& mask) {
+  int32_t nnz = 0;
+  SEER_CUDA_CHECK(cudaMemcpy(&nnz, mask.indptr.data() + mask.rows, sizeof nnz, cudaMemcpyDeviceToHost));
+  return nnz;
+}
+
+// Pass-key retrieval: a random 5-digit key stated once at a random depth of about `context` tokens
+// of held-out text, asked for at the end through the chat template; greedy decoding of up to 16
+// tokens (by re-running the prefill, which is cheap for this check), correct when the key appears.
+// SeerAttention keeps the last 2 query blocks dense, its default for prompts that end in a question.
+struct PasskeyResult {
+  int64_t trials = 0, dense_correct = 0, seer_correct = 0, context = 0;
+};
+
+PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer& tokenizer,
+                                const std::vector<int32_t>& filler, int64_t context, int64_t trials,
+                                const std::vector<cuda::DeviceGate>& gates, double density) {
+  std::mt19937_64 rng(2026);
+  PasskeyResult r;
+  r.context = context;
+  const int64_t budget = context - 400;  // room for the instructions, the question and the answer
+  for (int64_t trial = 0; trial < trials; ++trial) {
+    const std::string key = std::to_string(10000 + rng() % 90000);
+    const int64_t start = int64_t(rng() % uint64_t(std::max<int64_t>(1, int64_t(filler.size()) - budget)));
+    const int64_t depth = int64_t(rng() % uint64_t(budget));
+    const std::string before = tokenizer.decode(std::span(filler).subspan(size_t(start), size_t(depth)));
+    const std::string after = tokenizer.decode(std::span(filler).subspan(size_t(start + depth), size_t(budget - depth)));
+    const std::string user = "There is a pass key hidden in this text. Find it and remember it.\n\n" + before +
+                             "\nThe pass key is " + key + ". Remember it. " + key + " is the pass key.\n" + after +
+                             "\n\nWhat is the pass key? Answer with the number only.";
+    const std::vector<int32_t> prompt =
+        tokenizer.encode(tokenizer.apply_chat_template({{"user", user}}, true), false, true);
+    for (const bool sparse : {false, true}) {
+      std::vector<int32_t> tokens = prompt;
+      std::string answer;
+      for (int step = 0; step < 16; ++step) {
+        cuda::LlamaRuntime runtime(model, Sequences::single(int64_t(tokens.size())));
+        cuda::ForwardOptions options;
+        options.mode = sparse ? cuda::AttentionMode::seer : cuda::AttentionMode::dense;
+        options.gates = &gates;
+        options.selection = SelectionOptions{.density = density, .dense_last_blocks = 2};
+        runtime.forward(tokens, options);
+        const std::vector<float> logits = runtime.logits();
+        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        if (next == tokenizer.eos()) break;
+        tokens.push_back(next);
+        answer += tokenizer.decode(std::span(&next, 1));
+      }
+      const bool correct = answer.find(key) != std::string::npos;
+      if (trial < 3)
+        std::fprintf(stderr, "\npass key %s, %s answered '%s'\n", key.c_str(), sparse ? "SeerAttention" : "dense",
+                     answer.c_str());
+      (sparse ? r.seer_correct : r.dense_correct) += correct;
+    }
+    ++r.trials;
+    std::fprintf(stderr, "\rpass key: trial %lld/%lld, dense %lld, SeerAttention %lld", (long long)r.trials,
+                 (long long)trials, (long long)r.dense_correct, (long long)r.seer_correct);
+  }
+  std::fprintf(stderr, "\n");
+  return r;
+}
+
+void run(const EvalOptions& o) {
+  const std::string path = resolve_model_path(o.model);
+  const LlamaWeights weights = load_llama(path);
+  const LlamaConfig& c = weights.config;
+  const Tokenizer tokenizer = load_llama_tokenizer(path);
+  const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
+  const Sequences seqs = Sequences::single(o.context);
+  cuda::LlamaRuntime runtime(model, seqs);
+  const cuda::DeviceLayout& layout = runtime.layout();
+  const BlockLayout& host_layout = layout.host;
+  const int hq = c.q_heads;
+
+  const std::vector<GateWeights<float>> trained = load_gates(o.gates, c);
+  std::vector<cuda::DeviceGate> trained_gates, random_gates;
+  for (int l = 0; l < c.layers; ++l) {
+    trained_gates.push_back(cuda::DeviceGate::upload(trained[size_t(l)], c.rope, layout.max_blocks));
+    random_gates.push_back(cuda::DeviceGate::upload(GateWeights<float>::random(trained[size_t(l)].config, 1000 + l),
+                                                    c.rope, layout.max_blocks));
+  }
+  cuda::GateWorkspace gate_work = cuda::GateWorkspace::create(layout, trained.front().config);
+  cuda::SelectionWorkspace select_work = cuda::SelectionWorkspace::create(layout, hq);
+  cuda::DeviceMask mask = cuda::DeviceMask::with_capacity(layout.total_rows * hq, host_layout.causal_pairs());
+  cuda::DeviceMask uploaded;
+  cuda::DeviceBuffer<float> map(size_t(host_layout.map_elements())), scratch(size_t(layout.scratch_elements));
+  std::vector<bf16> q_host(size_t(o.context * hq * c.head_dim)), k_host(size_t(o.context * c.kv_heads * c.head_dim));
+  std::vector<float> map_host(map.size());
+
+  // Method name -> target (density or threshold) -> tally.
+  std::map<std::string, std::map<double, Tally>> results;
+  Tally dense;
+  const auto windows = [&] {
+    std::vector<std::vector<int32_t>> out;
+    for (const std::string& file : list_text_files(o.data)) {
+      std::ifstream in(file, std::ios::binary);
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::vector<int32_t> ids = tokenizer.encode(text, true);
+      for (int64_t w = 0; w < o.windows_per_book && (w + 1) * o.context <= int64_t(ids.size()); ++w)
+        out.emplace_back(ids.begin() + w * o.context, ids.begin() + (w + 1) * o.context);
+    }
+    return out;
+  }();
+  SEER_CHECK(!windows.empty(), "no text window of ", o.context, " tokens in the evaluation data");
+
+  const auto score = [&](const std::vector<int32_t>& tokens, cuda::ForwardOptions options, Tally& tally) {
+    options.all_logits = true;
+    runtime.forward(tokens, options);
+    const std::vector<float> nll = runtime.next_token_nll(tokens);
+    for (size_t t = 0; t + 1 < nll.size(); ++t) tally.nll += nll[t];
+    tally.tokens += int64_t(nll.size()) - 1;
+  };
+  const auto with_mask = [&](const std::string& name, double target, const std::vector<int32_t>& tokens,
+                             const std::function<const cuda::DeviceMask&(const cuda::LayerCapture&)>& provider) {
+    Tally& tally = results[name][target];
+    cuda::ForwardOptions options;
+    options.mode = cuda::AttentionMode::custom_mask;
+    options.mask_for_layer = [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+      const cuda::DeviceMask& m = provider(cap);
+      tally.density += double(mask_nnz(m)) / double(host_layout.causal_pairs());
+      ++tally.forwards;
+      return m;
+    };
+    score(tokens, options, tally);
+  };
+  const auto gate_provider = [&](const std::vector<cuda::DeviceGate>& gates, SelectionOptions sel) {
+    return [&, sel, all = &gates](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+      cuda::gate_forward(cap.q_pre, cap.k_pre, cuda::DType::bf16, layout, (*all)[size_t(cap.layer)], gate_work,
+                         map.data(), runtime.stream());
+      cuda::select_blocks(map.data(), layout, hq, sel, select_work, mask, runtime.stream());
+      return mask;
+    };
+  };
+  const auto ground_truth = [&](const cuda::LayerCapture& cap) {
+    cuda::ground_truth_forward(cap.attention, layout, map.data(), scratch.data(), runtime.stream());
+  };
+
+  for (size_t w = 0; w < windows.size(); ++w) {
+    const std::vector<int32_t>& tokens = windows[w];
+    std::fprintf(stderr, "\reval-sparsity: window %zu/%zu", w + 1, windows.size());
+    score(tokens, {}, dense);
+    for (const double density : o.densities) {
+      const SelectionOptions top_k{.density = density};
+      with_mask("(a) SeerAttention, trained gate, top-k", density, tokens, gate_provider(trained_gates, top_k));
+      with_mask("(c) oracle top-k of the ground truth", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+        ground_truth(cap);
+        cuda::select_blocks(map.data(), layout, hq, top_k, select_work, mask, runtime.stream());
+        return mask;
+      });
+      with_mask("(d) StreamingLLM: sink + local window", density, tokens, [&](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
+        uploaded = cuda::DeviceMask::upload(streaming_mask(host_layout, density), host_layout);
+        return uploaded;
+      });
+      with_mask("(e) MInference: vertical + slash", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+        ground_truth(cap);
+        SEER_CUDA_CHECK(cudaMemcpyAsync(map_host.data(), map.data(), map.size() * 4, cudaMemcpyDeviceToHost, runtime.stream()));
+        SEER_CUDA_CHECK(cudaStreamSynchronize(runtime.stream()));
+        const int64_t nb = host_layout.blocks[0];
+        std::vector<float> last_rows(size_t(hq * nb));
+        for (int h = 0; h < hq; ++h)
+          std::copy_n(map_host.begin() + (int64_t(h) * nb + nb - 1) * nb, nb, last_rows.begin() + h * nb);
+        uploaded = cuda::DeviceMask::upload(vertical_slash_mask(last_rows, host_layout, density), host_layout);
+        return uploaded;
+      });
+      with_mask("(f) Quest: key min/max bound", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+        SEER_CUDA_CHECK(cudaMemcpyAsync(q_host.data(), cap.attention.q, q_host.size() * 2, cudaMemcpyDeviceToHost, runtime.stream()));
+        SEER_CUDA_CHECK(cudaMemcpyAsync(k_host.data(), cap.attention.k, k_host.size() * 2, cudaMemcpyDeviceToHost, runtime.stream()));
+        SEER_CUDA_CHECK(cudaStreamSynchronize(runtime.stream()));
+        uploaded = cuda::DeviceMask::upload(quest_mask(q_host, k_host, seqs, {hq, c.kv_heads, c.head_dim}, density), host_layout);
+        return uploaded;
+      });
+      with_mask("(g) untrained gate, top-k", density, tokens, gate_provider(random_gates, top_k));
+      with_mask("(a+) trained gate, top-k, sink and diagonal kept", density, tokens,
+                gate_provider(trained_gates, {.density = density, .keep_sink = true, .keep_diagonal = true}));
+    }
+    for (const double threshold : o.thresholds)
+      with_mask("(b) SeerAttention, trained gate, threshold", threshold, tokens,
+                gate_provider(trained_gates, {.method = SelectionOptions::Method::threshold, .threshold = threshold}));
+  }
+  std::fprintf(stderr, "\n");
+
+  PasskeyResult passkey;
+  if (o.passkey_trials > 0) {
+    std::vector<int32_t> filler;
+    for (const auto& w : windows) filler.insert(filler.end(), w.begin() + 1, w.end());  // BOS dropped
+    const int64_t context = o.passkey_context > 0 ? o.passkey_context : o.context;
+    passkey = passkey_retrieval(model, tokenizer, filler, context, o.passkey_trials, trained_gates, o.passkey_density);
+  }
+
+  nlohmann::json report = {{"model", c.name}, {"gates", o.gates}, {"context", o.context},
+                           {"windows", windows.size()}, {"tokens_scored", dense.tokens},
+                           {"dense_ppl", dense.ppl()}, {"methods", nlohmann::json::array()}};
+  for (const auto& [name, by_target] : results)
+    for (const auto& [target, tally] : by_target)
+      report["methods"].push_back({{"method", name}, {"target", target}, {"density", tally.mean_density()},
+                                   {"ppl", tally.ppl()}, {"vs_dense", tally.ppl() / dense.ppl() - 1.0}});
+  report["passkey"] = {{"trials", passkey.trials}, {"dense_correct", passkey.dense_correct},
+                       {"seer_correct", passkey.seer_correct}, {"seer_density", o.passkey_density}};
+  if (o.json) std::cout << report.dump(2) << "\n";
+  std::ostringstream md;
+  md << "| method | target | real density | PPL | vs dense |\n| --- | --- | --- | --- | --- |\n";
+  md << "| dense | | 1.000 | " << dense.ppl() << " | |\n";
+  for (const auto& m : report["methods"]) {
+    char row[256];
+    std::snprintf(row, sizeof row, "| %s | %g | %.3f | %.3f | %+.2f%% |\n", m["method"].get<std::string>().c_str(),
+                  m["target"].get<double>(), m["density"].get<double>(), m["ppl"].get<double>(),
+                  100.0 * m["vs_dense"].get<double>());
+    md << row;
+  }
+  if (passkey.trials > 0)
+    md << "\nPass-key retrieval (" << passkey.trials << " trials, about " << passkey.context
+       << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials << ", SeerAttention top-k at density "
+       << o.passkey_density << " " << passkey.seer_correct << "/" << passkey.trials << ".\n";
+  if (!o.json) std::cout << md.str();
+  if (!o.out.empty()) {
+    std::ofstream out(o.out);
+    out << md.str();
+    SEER_CHECK(out.good(), "cannot write '", o.out, "'");
+  }
+}
+
+}  // namespace
+
+void add_eval_sparsity_command(CLI::App& app) {
+  auto o = std::make_shared<EvalOptions>();
+  CLI::App* cmd = app.add_subcommand("eval-sparsity", "perplexity with every block-selection method (GPU)");
+  cmd->add_option("--model", o->model, "GGUF file or Hugging Face directory (default: the built-in model)");
+  cmd->add_option("--gates", o->gates, "trained gates (safetensors)");
+  cmd->add_option("--data", o->data, "held-out text files or folders")->delimiter(',');
+  cmd->add_option("--context", o->context, "tokens per window")->check(CLI::Range(int64_t(128), int64_t(1) << 20));
+  cmd->add_option("--windows-per-book", o->windows_per_book, "windows taken from the start of each file");
+  cmd->add_option("--densities", o->densities, "target densities")->delimiter(',');
+  cmd->add_option("--thresholds", o->thresholds, "thresholds for the trained gate")->delimiter(',');
+  cmd->add_option("--out", o->out, "write the markdown table here");
+  cmd->add_option("--passkey-trials", o->passkey_trials, "pass-key retrieval trials (0: skip)");
+  cmd->add_option("--passkey-density", o->passkey_density, "SeerAttention density for the pass-key check");
+  cmd->add_option("--passkey-context", o->passkey_context, "pass-key prompt length (default: --context)");
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace seer::cli

@@ -1,0 +1,142 @@
+// `seer train-gates`: SeerAttention gate post-training on the GPU with the LLM frozen.
+//
+// Each step runs the model forward with the ground-truth attention kernel in every layer (the
+// attention output is the exact dense one, so the model's activations are unchanged); per layer the
+// pre-RoPE q/k and the block map come back to the host, where the trainer adds that layer's gate
+// loss and gradient (the gate is tiny: a few MFLOP per layer). AdamW on the gate weights only.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cli/commands.h"
+#include "core/png.h"
+#include "cuda/llama_cuda.h"
+#include "model/llama_loader.h"
+#include "train/gate_trainer.h"
+#include "train/token_corpus.h"
+
+namespace seer::cli {
+namespace {
+
+struct TrainGatesOptions {
+  std::string model;
+  std::vector<std::string> data{"../shared/corpus/train"};
+  int64_t seq_len = 8192, batch = 1;
+  TrainOptions train;
+  int gate_dim = 0;  // 0: the head dimension (the published gates)
+  std::string out = "gates.safetensors";
+  int64_t checkpoint_every = 25;
+  bool resume = false;
+  uint64_t seed = 0;
+};
+
+std::string format_duration(double seconds) {
+  char buf[32];
+  const int s = int(seconds);
+  std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
+  return buf;
+}
+
+void run(const TrainGatesOptions& o) {
+  const std::string path = resolve_model_path(o.model);
+  const LlamaWeights weights = load_llama(path);
+  const LlamaConfig& config = weights.config;
+  const Tokenizer tokenizer = load_llama_tokenizer(path);
+  const TokenCorpus corpus = TokenCorpus::load(o.data, tokenizer, o.seq_len);
+  std::fprintf(stderr, "train-gates: %s, %lld documents, %lld tokens -> %lld sequences of %lld\n",
+               config.name.c_str(), (long long)corpus.documents(), (long long)corpus.tokens(),
+               (long long)corpus.sequences(), (long long)o.seq_len);
+
+  const int gate_dim = o.gate_dim > 0 ? o.gate_dim : config.head_dim;
+  const GateConfig gate_config{{config.q_heads, config.kv_heads, config.head_dim}, gate_dim, 64};
+  std::vector<GateWeights<float>> init;
+  for (int l = 0; l < config.layers; ++l) init.push_back(GateWeights<float>::random(gate_config, o.seed + uint64_t(l)));
+  GateTrainer trainer(std::move(init), o.train);
+  const std::string checkpoint = o.out + ".checkpoint";
+  if (o.resume) {
+    trainer.resume(checkpoint);
+    std::fprintf(stderr, "train-gates: resumed from %s at step %lld\n", checkpoint.c_str(), (long long)trainer.step());
+  }
+  const std::map<std::string, std::string> metadata = {
+      {"base_model", config.name}, {"base_model_file", std::filesystem::path(path).filename().string()},
+      {"seerattn_sparsity_method", "nz_ratio"}, {"training_sequence_length", std::to_string(o.seq_len)},
+      {"training_batch", std::to_string(o.batch)}, {"training_steps", std::to_string(o.train.steps)}};
+
+  const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
+  const Sequences seqs = Sequences::from_lengths(std::vector<int64_t>(size_t(o.batch), o.seq_len));
+  cuda::LlamaRuntime runtime(model, seqs);
+  const Rope rope(config.rope, gate_dim);
+  const int64_t t = seqs.tokens();
+  std::vector<bf16> q_pre(size_t(t * config.q_heads * config.head_dim)), k_pre(size_t(t * config.kv_heads * config.head_dim));
+  std::vector<float> gt(size_t(runtime.layout().host.map_elements()));
+
+  const std::string log_path = o.out + ".csv";
+  std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
+  SEER_CHECK(log.good(), "cannot write '", log_path, "'");
+  if (!o.resume) log << "step,loss,lr,tokens_per_second,seconds\n";
+  std::vector<double> losses;
+
+  cuda::ForwardOptions forward;
+  forward.mode = cuda::AttentionMode::ground_truth;
+  forward.on_layer = [&](const cuda::LayerCapture& c) {
+    const cudaStream_t s = runtime.stream();
+    SEER_CUDA_CHECK(cudaMemcpyAsync(q_pre.data(), c.q_pre, q_pre.size() * 2, cudaMemcpyDeviceToHost, s));
+    SEER_CUDA_CHECK(cudaMemcpyAsync(k_pre.data(), c.k_pre, k_pre.size() * 2, cudaMemcpyDeviceToHost, s));
+    SEER_CUDA_CHECK(cudaMemcpyAsync(gt.data(), c.gt, gt.size() * 4, cudaMemcpyDeviceToHost, s));
+    SEER_CUDA_CHECK(cudaStreamSynchronize(s));
+    trainer.accumulate_layer(c.layer, q_pre, k_pre, gt, seqs, rope);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first = trainer.step();
+  while (trainer.step() < o.train.steps) {
+    const int64_t step = trainer.step();
+    const auto step_start = std::chrono::steady_clock::now();
+    const std::vector<int32_t> tokens = corpus.batch(step, o.batch, o.seed);
+    const double lr = trainer.learning_rate(step);
+    runtime.forward(tokens, forward);
+    const double loss = trainer.finish_step();
+    const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    const double per_step = now / double(trainer.step() - first);
+    losses.push_back(loss);
+    log << step << ',' << loss << ',' << lr << ',' << double(t) / step_s << ',' << now << '\n';
+    std::fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s   ", (long long)trainer.step(),
+                 (long long)o.train.steps, loss, lr, double(t) / step_s,
+                 format_duration(per_step * double(o.train.steps - trainer.step())).c_str());
+    if (trainer.step() % o.checkpoint_every == 0 || trainer.step() == o.train.steps) {
+      log.flush();
+      trainer.save(checkpoint, metadata, true);
+    }
+  }
+  std::fprintf(stderr, "\n");
+  trainer.save(o.out, metadata, false);
+  write_png(o.out + ".loss.png", plot_series(losses));
+  std::printf("train-gates: %lld steps, final loss %.4f, gates in %s (log %s, curve %s.loss.png)\n",
+              (long long)trainer.step(), losses.empty() ? NAN : losses.back(), o.out.c_str(), log_path.c_str(),
+              o.out.c_str());
+}
+
+}  // namespace
+
+void add_train_gates_command(CLI::App& app) {
+  auto o = std::make_shared<TrainGatesOptions>();
+  CLI::App* cmd = app.add_subcommand("train-gates", "train SeerAttention gates by self-distillation (GPU)");
+  cmd->add_option("--model", o->model, "GGUF file or Hugging Face directory (default: the built-in model)");
+  cmd->add_option("--data", o->data, "text files or folders to train on")->delimiter(',');
+  cmd->add_option("--seq-len", o->seq_len, "tokens per training sequence")->check(CLI::Range(int64_t(64), int64_t(1) << 20));
+  cmd->add_option("--batch", o->batch, "sequences per step")->check(CLI::Range(int64_t(1), int64_t(1024)));
+  cmd->add_option("--steps", o->train.steps, "optimizer steps")->check(CLI::PositiveNumber);
+  cmd->add_option("--lr", o->train.lr, "peak learning rate (AdamW)")->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", o->train.warmup, "linear warm-up steps before the cosine decay");
+  cmd->add_option("--weight-decay", o->train.weight_decay, "AdamW weight decay");
+  cmd->add_option("--gate-dim", o->gate_dim, "gate dimension d_g (default: the head dimension)");
+  cmd->add_option("--out", o->out, "output safetensors (also <out>.checkpoint, <out>.csv, <out>.loss.png)");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
+  cmd->add_flag("--resume", o->resume, "continue from <out>.checkpoint");
+  cmd->add_option("--seed", o->seed, "seed for the initialization and the data order");
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace seer::cli
