@@ -26,9 +26,15 @@ const LlamaWeights* model_weights() {
   return weights.get();
 }
 
+// tests/data/model/reference.json of the source tree, or of the current directory (a device machine
+// runs the binary from a copy of the tree elsewhere).
 const nlohmann::json& reference() {
-  static const nlohmann::json j =
-      nlohmann::json::parse(std::ifstream(SEER_SOURCE_DIR "/tests/data/model/reference.json"));
+  static const nlohmann::json j = [] {
+    const std::string in_source = SEER_SOURCE_DIR "/tests/data/model/reference.json";
+    std::ifstream file(std::filesystem::exists(in_source) ? in_source : "tests/data/model/reference.json");
+    SEER_CHECK(file.good(), "tests/data/model/reference.json not found");
+    return nlohmann::json::parse(file);
+  }();
   return j;
 }
 
