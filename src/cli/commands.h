@@ -13,6 +13,7 @@ void add_bench_command(CLI::App& app);
 void add_bench_model_command(CLI::App& app);
 void add_train_gates_command(CLI::App& app);
 void add_eval_sparsity_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
 #endif
 
 }  // namespace seer::cli
