@@ -1,7 +1,8 @@
 // `seer inspect`: the pictures a user looks at to trust the sparsity. For a chosen layer and head,
 // side by side: the gate's block probabilities (softmax over key blocks), the ground truth
 // (row-normalized max-pooled attention), and the blocks top-k selection keeps; plus a
-// layers × heads chart of the density each head gets. Runs the model on the GPU.
+// layers × heads chart of the density each head gets under threshold selection (the gate's own,
+// per-head sparsity). Runs the model on the GPU.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +22,7 @@ struct InspectOptions {
   int64_t tokens = 4096;
   int layer = -1, head = 0;  // layer -1: the middle layer
   double density = 0.1;
+  double chart_threshold = 5e-3;  // top-k gives every head the same density; a threshold does not
 };
 
 // Maps t in [0, 1] to a dark-blue -> teal -> yellow ramp (viridis-like).
@@ -73,6 +75,7 @@ void run(const InspectOptions& o) {
   cuda::DeviceMask mask = cuda::DeviceMask::with_capacity(layout.total_rows * c.q_heads, layout.host.causal_pairs());
   cuda::DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
   const SelectionOptions selection{.density = o.density};
+  const SelectionOptions threshold{.method = SelectionOptions::Method::threshold, .threshold = o.chart_threshold};
   std::vector<double> head_density(size_t(c.layers * c.q_heads));
   std::vector<double> gate_map, gt_map, kept(size_t(nb * nb), NAN);
 
@@ -82,13 +85,16 @@ void run(const InspectOptions& o) {
     const cudaStream_t s = runtime.stream();
     cuda::gate_forward(cap.q_pre, cap.k_pre, cuda::DType::bf16, layout, gates[size_t(cap.layer)], gate_work,
                        logits.data(), s);
+    cuda::select_blocks(logits.data(), layout, c.q_heads, threshold, select_work, mask, s);
+    SEER_CUDA_CHECK(cudaStreamSynchronize(s));
+    const std::vector<int32_t> per_head = mask.indptr.download();
+    for (int h = 0; h < c.q_heads; ++h)
+      head_density[size_t(cap.layer * c.q_heads + h)] =
+          double(per_head[size_t((h + 1) * nb)] - per_head[size_t(h * nb)]) / double(nb * (nb + 1) / 2);
+    if (cap.layer != layer) return;
     cuda::select_blocks(logits.data(), layout, c.q_heads, selection, select_work, mask, s);
     SEER_CUDA_CHECK(cudaStreamSynchronize(s));
     const std::vector<int32_t> indptr = mask.indptr.download();
-    for (int h = 0; h < c.q_heads; ++h)
-      head_density[size_t(cap.layer * c.q_heads + h)] =
-          double(indptr[size_t((h + 1) * nb)] - indptr[size_t(h * nb)]) / double(nb * (nb + 1) / 2);
-    if (cap.layer != layer) return;
     const std::vector<float> l = logits.download();
     std::vector<float> g(l.size());
     SEER_CUDA_CHECK(cudaMemcpy(g.data(), cap.gt, g.size() * 4, cudaMemcpyDeviceToHost));
@@ -138,9 +144,9 @@ void run(const InspectOptions& o) {
               (long long)o.tokens, (long long)nb, o.density);
   std::printf("%s: layer %d head %d — gate probabilities | ground truth | kept blocks (log colour scale 1e-4..1)\n",
               maps_path.c_str(), layer, o.head);
-  std::printf("%s/density.png: layers (rows) x heads (columns), density %.3f (dark) .. %.3f (yellow)\n",
-              o.out_dir.c_str(), lo, hi);
-  std::printf("per-layer density (mean over heads):");
+  std::printf("%s/density.png: layers (rows) x heads (columns), density with threshold %g: %.3f (dark) .. %.3f (yellow)\n",
+              o.out_dir.c_str(), o.chart_threshold, lo, hi);
+  std::printf("per-layer density at threshold %g (mean over heads):", o.chart_threshold);
   for (int l = 0; l < c.layers; ++l) {
     double sum = 0;
     for (int h = 0; h < c.q_heads; ++h) sum += head_density[size_t(l * c.q_heads + h)];
@@ -161,6 +167,8 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("--layer", o->layer, "layer to draw (default: the middle one)");
   cmd->add_option("--head", o->head, "query head to draw");
   cmd->add_option("--density", o->density, "top-k density")->check(CLI::Range(1e-6, 1.0));
+  cmd->add_option("--chart-threshold", o->chart_threshold, "threshold selection for the per-head density chart")
+      ->check(CLI::Range(0.0, 0.999));
   cmd->add_option("--out-dir", o->out_dir, "where the PNGs go");
   cmd->callback([o] { run(*o); });
 }

@@ -1,30 +1,16 @@
 #include "core/png.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 
 #include "core/error.h"
 
+#include <zlib.h>
+
 namespace seer {
 namespace {
-
-uint32_t crc32(const uint8_t* data, size_t n, uint32_t crc = 0) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
 
 void put32(std::vector<uint8_t>& out, uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) out.push_back(uint8_t(v >> s));
@@ -35,7 +21,7 @@ void chunk(std::vector<uint8_t>& out, const char* type, const std::vector<uint8_
   const size_t start = out.size();
   out.insert(out.end(), type, type + 4);
   out.insert(out.end(), data.begin(), data.end());
-  put32(out, crc32(out.data() + start, out.size() - start));
+  put32(out, uint32_t(::crc32(0, out.data() + start, uInt(out.size() - start))));
 }
 
 }  // namespace
@@ -50,7 +36,7 @@ void Image::line(int x0, int y0, int x1, int y1, uint8_t r, uint8_t g, uint8_t b
 
 void write_png(const std::string& path, const Image& image) {
   SEER_CHECK(image.width > 0 && image.height > 0, "cannot write an empty image");
-  // zlib stream of stored (uncompressed) deflate blocks over the filtered scanlines (filter 0).
+  // Filter type 0 on every scanline, then zlib's deflate.
   std::vector<uint8_t> raw;
   raw.reserve(size_t(image.height) * (image.width * 3 + 1));
   for (int y = 0; y < image.height; ++y) {
@@ -58,19 +44,10 @@ void write_png(const std::string& path, const Image& image) {
     raw.insert(raw.end(), image.rgb.begin() + size_t(y) * image.width * 3,
                image.rgb.begin() + size_t(y + 1) * image.width * 3);
   }
-  std::vector<uint8_t> z = {0x78, 0x01};
-  for (size_t pos = 0; pos < raw.size() || pos == 0;) {
-    const size_t n = std::min<size_t>(65535, raw.size() - pos);
-    z.push_back(pos + n == raw.size() ? 1 : 0);
-    z.push_back(uint8_t(n)), z.push_back(uint8_t(n >> 8));
-    z.push_back(uint8_t(~n)), z.push_back(uint8_t(~n >> 8));
-    z.insert(z.end(), raw.begin() + pos, raw.begin() + pos + n);
-    pos += n;
-    if (n == 0) break;
-  }
-  uint32_t a = 1, b = 0;  // Adler-32 of the uncompressed data
-  for (uint8_t c : raw) a = (a + c) % 65521, b = (b + a) % 65521;
-  put32(z, (b << 16) | a);
+  uLongf z_size = compressBound(uLong(raw.size()));
+  std::vector<uint8_t> z(z_size);
+  SEER_CHECK(compress2(z.data(), &z_size, raw.data(), uLong(raw.size()), 9) == Z_OK, "PNG compression failed");
+  z.resize(z_size);
   std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
   std::vector<uint8_t> header;
   put32(header, uint32_t(image.width));

@@ -1,5 +1,4 @@
-// Minimal PNG output (8-bit RGB, uncompressed deflate blocks): loss curves and attention heatmaps
-// without an image library.
+// PNG output (8-bit RGB, deflated by zlib): loss curves and attention heatmaps.
 #pragma once
 #include <cstdint>
 #include <string>
