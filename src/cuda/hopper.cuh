@@ -74,17 +74,6 @@ __device__ __forceinline__ void fence_registers(float (&r)[N]) {
   for (int e = 0; e < N; ++e) asm volatile("" : "+f"(r[e])::"memory");
 }
 
-template <typename T>
-struct WgmmaType;
-template <>
-struct WgmmaType<__nv_bfloat16> {
-  static constexpr const char* name = "bf16";
-};
-template <>
-struct WgmmaType<__half> {
-  static constexpr const char* name = "f16";
-};
-
 #define SEER_R8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                    "+f"(d[i + 6]), "+f"(d[i + 7])
 
