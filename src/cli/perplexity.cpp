@@ -22,18 +22,59 @@
 #include "model/forward_cpu.h"
 #include "model/gates.h"
 #include "model/llama_loader.h"
+#ifdef SEER_HAVE_CUDA
+#include "cuda/llama_cuda.h"
+#endif
 
 namespace seer::cli {
 namespace {
 
 struct PerplexityOptions {
   std::vector<std::string> files;
-  std::string model, attention = "dense", gates;
+  std::string model, attention = "dense", gates, device = "auto";
   int64_t context = 8192, stride = 0, chunk = 2048, max_windows = 0;
   std::optional<bool> bos;  // default: the model's add_bos
   std::optional<double> density, threshold;
   bool json = false;
 };
+
+#ifdef SEER_HAVE_CUDA
+// Scores windows on the GPU (cuda/llama_cuda.h), with the CPU path's window and BOS handling: the
+// runtime is rebuilt only when the window length changes.
+class GpuWindowScorer {
+ public:
+  GpuWindowScorer(const LlamaWeights& weights, std::span<const GateWeights<float>> gates,
+                  const SelectionOptions& selection, int64_t longest)
+      : model_(cuda::DeviceLlama::upload(weights)) {
+    for (const GateWeights<float>& g : gates)
+      gates_.push_back(cuda::DeviceGate::upload(g, weights.config.rope, ceil_div(longest, 64)));
+    options_.mode = gates.empty() ? cuda::AttentionMode::dense : cuda::AttentionMode::seer;
+    options_.gates = &gates_;
+    options_.selection = selection;
+    options_.all_logits = true;
+  }
+  // Adds the NLL of predictions [first, length - 1) of `window`; returns the block density.
+  double score(std::span<const int32_t> window, int64_t first, NllStats& stats) {
+    if (!runtime_ || runtime_->layout().tokens != int64_t(window.size()))
+      runtime_ = std::make_unique<cuda::LlamaRuntime>(model_, Sequences::single(int64_t(window.size())));
+    runtime_->forward(window, options_);
+    const std::vector<float> nll = runtime_->next_token_nll(window);
+    for (size_t t = size_t(first); t + 1 < window.size(); ++t) stats.add(nll[t]);
+    return runtime_->last_density();
+  }
+
+ private:
+  cuda::DeviceLlama model_;
+  std::vector<cuda::DeviceGate> gates_;
+  cuda::ForwardOptions options_;
+  std::unique_ptr<cuda::LlamaRuntime> runtime_;
+};
+
+bool gpu_present() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+#endif
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -115,7 +156,17 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   SEER_CHECK(!jobs.empty(), "nothing to score: the files hold fewer than 2 tokens");
 
-  LlamaCpu model(weights, CpuForwardOptions{.context = longest,
+#ifdef SEER_HAVE_CUDA
+  const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_present());
+  std::unique_ptr<GpuWindowScorer> gpu;
+  if (on_gpu) gpu = std::make_unique<GpuWindowScorer>(weights, gates, selection, longest);
+#else
+  SEER_CHECK(o.device != "cuda", "--device cuda: this build has no CUDA support");
+  const bool on_gpu = false;
+#endif
+  std::optional<LlamaCpu> model;  // the CPU path
+  if (!on_gpu)
+    model.emplace(weights, CpuForwardOptions{.context = longest,
                                             .chunk = o.chunk,
                                             .attention = seer ? AttentionMethod::seer : AttentionMethod::dense,
                                             .gates = gates,
@@ -132,13 +183,20 @@ void run_perplexity(const PerplexityOptions& o) {
     window.assign(text.begin() + job.window.begin, text.begin() + job.window.begin + job.window.length);
     if (bos) window[0] = c.bos;  // as llama-perplexity: BOS takes the first token's place
     NllStats stats;
-    score_window(model, window, job.window.first, stats);
+#ifdef SEER_HAVE_CUDA
+    if (gpu) {
+      density_sum += gpu->score(window, job.window.first, stats);
+    } else
+#endif
+    {
+      score_window(*model, window, job.window.first, stats);
+      density_sum += model->last_density();
+    }
     for (NllStats* s : {&total, &per_file[job.file]}) {
       s->count += stats.count;
       s->sum += stats.sum;
       s->sum_squares += stats.sum_squares;
     }
-    density_sum += model.last_density();
     window_tokens += job.window.length;
     report_progress(n + 1, jobs.size(), seconds_since(start), total);
   }
@@ -150,6 +208,7 @@ void run_perplexity(const PerplexityOptions& o) {
                       {"stride", o.stride},
                       {"bos", bos},
                       {"attention", o.attention},
+                      {"device", on_gpu ? "cuda" : "cpu"},
                       {"windows", jobs.size()},
                       {"scored_tokens", total.count},
                       {"mean_nll", total.mean()},
@@ -176,9 +235,9 @@ void run_perplexity(const PerplexityOptions& o) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  std::printf("%zu windows of up to %lld tokens, %lld scored tokens, %.1f s (%.0f tokens/s, %d threads)%s\n",
+  std::printf("%zu windows of up to %lld tokens, %lld scored tokens, %.1f s (%.0f tokens/s, %s)%s\n",
               jobs.size(), (long long)longest, (long long)total.count, seconds, double(window_tokens) / seconds,
-              omp_get_max_threads(),
+              on_gpu ? "GPU" : (std::to_string(omp_get_max_threads()) + " threads").c_str(),
               seer ? (", mean block density " + std::to_string(density_sum / double(jobs.size()))).c_str() : "");
   std::printf("PPL = %.4f +/- %.5f\n", total.perplexity(), total.perplexity_error());
 }
@@ -187,7 +246,7 @@ void run_perplexity(const PerplexityOptions& o) {
 
 void add_perplexity_command(CLI::App& app) {
   auto options = std::make_shared<PerplexityOptions>();
-  CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of text files (llama.cpp's method) on the CPU");
+  CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of text files (llama.cpp's method)");
   cmd->add_option("files", options->files, "UTF-8 text files")->required()->check(CLI::ExistingFile);
   cmd->add_option("--model", options->model, "GGUF file or Hugging Face directory (default: the built-in model)");
   cmd->add_option("--context", options->context, "window length in tokens")
@@ -210,6 +269,8 @@ void add_perplexity_command(CLI::App& app) {
   auto* threshold =
       cmd->add_option("--threshold", options->threshold, "threshold block selection")->check(CLI::Range(0.0, 1.0));
   density->excludes(threshold);
+  cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_flag("--json", options->json, "print JSON");
   cmd->callback([options] { run_perplexity(*options); });
 }

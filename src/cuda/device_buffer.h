@@ -20,7 +20,9 @@ class DeviceBuffer {
     if (count == 0) return;
     const cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&data_), count * sizeof(T));
     if (status != cudaSuccess) {
-      cudaGetLastError();  // clear the sticky-free error so later calls are unaffected
+      cudaGetLastError();  // clear the (non-sticky) error so later calls are unaffected
+      if (status != cudaErrorMemoryAllocation)
+        fail("cannot allocate GPU memory: ", cudaGetErrorString(status), " (is there a CUDA GPU?)");
       size_t free_bytes = 0, total_bytes = 0;
       cudaMemGetInfo(&free_bytes, &total_bytes);
       fail("out of GPU memory: cannot allocate ", count * sizeof(T) / (1 << 20), " MiB (", free_bytes / (1 << 20),

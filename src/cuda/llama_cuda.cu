@@ -188,6 +188,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
     mask_ = std::make_unique<DeviceMask>(DeviceMask::with_capacity(layout_.total_rows * hq, layout_.host.causal_pairs()));
   }
 
+  layer_nnz_.assign(seer ? size_t(c.layers) : 0, 0);
   SEER_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, stream_));
   embed_tokens(ids_.data(), t, model_.embed.data(), c.hidden, c.vocab, residual_.data(), stream_);
   const AttentionArgs attn_args{q_.data(), k_.data(), v_.data(), attn_.data(), lse_.data(), DType::bf16, {hq, hkv, d}};
@@ -209,6 +210,8 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
         gate_forward(q_pre_.data(), k_pre_.data(), DType::bf16, layout_, (*o.gates)[size_t(l)], *gate_work_,
                      gate_logits_.data(), stream_);
         select_blocks(gate_logits_.data(), layout_, hq, o.selection, *select_work_, *mask_, stream_);
+        SEER_CUDA_CHECK(cudaMemcpyAsync(&layer_nnz_[size_t(l)], mask_->indptr.data() + mask_->rows, sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, stream_));
         block_sparse_forward(attn_args, layout_, *mask_, stream_);
         break;
       case AttentionMode::custom_mask:
@@ -253,6 +256,14 @@ std::vector<float> LlamaRuntime::next_token_nll(std::span<const int32_t> tokens)
   SEER_CUDA_CHECK(cudaMemcpyAsync(nll.data(), nll_.data(), nll.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   SEER_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return nll;
+}
+
+double LlamaRuntime::last_density() const {
+  SEER_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (layer_nnz_.empty()) return 1.0;
+  double sum = 0;
+  for (int32_t nnz : layer_nnz_) sum += double(nnz) / double(layout_.host.causal_pairs());
+  return sum / double(layer_nnz_.size());
 }
 
 std::vector<float> LlamaRuntime::logits() const {

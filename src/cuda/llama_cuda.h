@@ -83,6 +83,9 @@ class LlamaRuntime {
   int64_t logit_rows() const { return logit_rows_; }
   cudaStream_t stream() const { return stream_; }
   const DeviceLayout& layout() const { return layout_; }
+  // SeerAttention: the kept fraction of causal blocks in the last forward, averaged over layers.
+  // Synchronizes.
+  double last_density() const;
   // Device memory this runtime allocated for activations, in bytes.
   int64_t activation_bytes() const { return activation_bytes_; }
 
@@ -103,6 +106,7 @@ class LlamaRuntime {
   std::unique_ptr<GateWorkspace> gate_work_;
   std::unique_ptr<SelectionWorkspace> select_work_;
   std::unique_ptr<DeviceMask> mask_;
+  std::vector<int32_t> layer_nnz_;  // blocks each layer's mask kept (SeerAttention)
 };
 
 }  // namespace seer::cuda
