@@ -107,6 +107,8 @@ def main():
     ap.add_argument("--gguf", default=str(REPO / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--corpus", default=str(REPO.parent / "shared/corpus/dev"))
     ap.add_argument("--out", default=str(REPO / "tests/data/model/reference.json"))
+    ap.add_argument("--passage-tokens", type=int, default=PASSAGE_TOKENS,
+                    help="passage length (8192 for the long-window check in bench/RESULTS.md)")
     args = ap.parse_args()
 
     model = Model(args.gguf)
@@ -130,10 +132,10 @@ def main():
     book = manifest[1].split("\t")[0]
     text = (Path(args.corpus) / book).read_text(encoding="utf-8")
     tokenizer = Tokenizer.from_file(str(REPO / "tests/data/tokenizer/smollm2/tokenizer.json"))
-    chars = 4 * PASSAGE_TOKENS
-    while len(tokenizer.encode(text[:chars]).ids) <= PASSAGE_TOKENS:
+    chars = 4 * args.passage_tokens
+    while len(tokenizer.encode(text[:chars]).ids) <= args.passage_tokens:
         chars *= 2
-    ids = tokenizer.encode(text[:chars]).ids[:PASSAGE_TOKENS]
+    ids = tokenizer.encode(text[:chars]).ids[:args.passage_tokens]
     nll = -np.take_along_axis(log_softmax(model.logits(ids))[:-1], np.array(ids[1:])[:, None], axis=-1)[:, 0]
     result["passage"] = {"book": book, "bytes": len(text[:chars].encode("utf-8")), "ids": ids, "predictions": len(nll),
                          "mean_nll": float(nll.mean()), "ppl": float(np.exp(nll.mean()))}
