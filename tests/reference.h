@@ -27,6 +27,27 @@ std::vector<T> random_values(size_t n, float scale = 1.0f) {
   return out;
 }
 
+// One attention test case: sequence lengths and head geometry.
+struct AttentionShape {
+  std::vector<int64_t> lengths;
+  int q_heads, kv_heads, head_dim;
+};
+
+// A random causal block mask keeping each block with probability `keep`; keep_diagonal ensures
+// every row attends to something (rows may otherwise be empty).
+inline BlockMask random_mask(const BlockLayout& layout, double keep, bool keep_diagonal) {
+  std::bernoulli_distribution coin(keep);
+  BlockMask mask{layout.block, layout.heads, {0}, {}};
+  for (int64_t s = 0; s < layout.sequences(); ++s)
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = 0; i < layout.blocks[size_t(s)]; ++i) {
+        for (int32_t j = 0; j <= i; ++j)
+          if ((keep_diagonal && j == i) || coin(rng())) mask.indices.push_back(j);
+        mask.indptr.push_back(int64_t(mask.indices.size()));
+      }
+  return mask;
+}
+
 inline std::vector<float> poisoned(size_t n) { return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()); }
 
 // Dense causal attention in double, optionally restricted to the blocks a mask keeps.

@@ -10,10 +10,7 @@ namespace {
 using test::poisoned;
 using test::random_values;
 
-struct Shape {
-  std::vector<int64_t> lengths;
-  int q_heads, kv_heads, head_dim;
-};
+using Shape = test::AttentionShape;
 
 // Partial last blocks, one-token and one-block sequences, batches of unequal sequences,
 // GQA groups 1, 3, 4 and 8, head dims 64 and 128.
@@ -39,19 +36,6 @@ struct Inputs {
   std::span<const T> vs() const { return v; }
 };
 
-// A random causal mask; keep_diagonal ensures every row attends to something.
-BlockMask random_mask(const BlockLayout& layout, double keep, bool keep_diagonal) {
-  std::bernoulli_distribution coin(keep);
-  BlockMask mask{layout.block, layout.heads, {0}, {}};
-  for (int64_t s = 0; s < layout.sequences(); ++s)
-    for (int h = 0; h < layout.heads; ++h)
-      for (int64_t i = 0; i < layout.blocks[size_t(s)]; ++i) {
-        for (int32_t j = 0; j <= i; ++j)
-          if ((keep_diagonal && j == i) || coin(test::rng())) mask.indices.push_back(j);
-        mask.indptr.push_back(int64_t(mask.indices.size()));
-      }
-  return mask;
-}
 
 template <typename T>
 class AttentionCpu : public ::testing::Test {};
@@ -113,7 +97,7 @@ TYPED_TEST(AttentionCpu, BlockSparseMatchesMaskedReference) {
     for (bool keep_diagonal : {true, false}) {
       const Inputs<TypeParam> in(shape);
       const BlockLayout layout(in.seqs, 64, in.dims.q_heads);
-      const BlockMask mask = random_mask(layout, 0.4, keep_diagonal);
+      const BlockMask mask = test::random_mask(layout, 0.4, keep_diagonal);
       auto out = poisoned(in.q.size()), lse = poisoned(size_t(in.seqs.tokens() * in.dims.q_heads));
       block_sparse_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, mask, out, lse);
       std::vector<double> ref_out, ref_lse;

@@ -17,10 +17,7 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::DType;
 
-struct Shape {
-  std::vector<int64_t> lengths;
-  int q_heads, kv_heads, head_dim;
-};
+using Shape = test::AttentionShape;
 
 // Odd lengths, one-token and one-block sequences, unequal batches, GQA 1/3/4/8, head dims 64/128.
 const std::vector<Shape> kShapes = {
@@ -106,25 +103,13 @@ TEST_P(CudaAttention, GroundTruthMatchesCpu) {
   std::printf("[measured] ground truth %s: max rel error out %.2e, gt map %.2e\n", name(GetParam()), worst, worst_gt);
 }
 
-BlockMask random_mask(const BlockLayout& layout, double keep) {
-  std::bernoulli_distribution coin(keep);
-  BlockMask mask{layout.block, layout.heads, {0}, {}};
-  for (int64_t s = 0; s < layout.sequences(); ++s)
-    for (int h = 0; h < layout.heads; ++h)
-      for (int64_t i = 0; i < layout.blocks[size_t(s)]; ++i) {
-        for (int32_t j = 0; j <= i; ++j)
-          if (coin(test::rng())) mask.indices.push_back(j);
-        mask.indptr.push_back(int64_t(mask.indices.size()));
-      }
-  return mask;
-}
 
 TEST_P(CudaAttention, BlockSparseMatchesCpu) {
   double worst = 0;
   for (const Shape& shape : kShapes)
     for (double keep : {0.1, 0.5, 1.0}) {
       Problem p(shape, GetParam());
-      const BlockMask mask = keep == 1.0 ? full_causal_mask(p.layout.host) : random_mask(p.layout.host, keep);
+      const BlockMask mask = keep == 1.0 ? full_causal_mask(p.layout.host) : test::random_mask(p.layout.host, keep, false);
       const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, p.layout.host);
       cuda::block_sparse_forward(p.args(), p.layout, dmask, nullptr);
       SEER_CUDA_CHECK(cudaDeviceSynchronize());
