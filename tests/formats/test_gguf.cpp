@@ -12,10 +12,12 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "gguf_builder.h"
+#include "test_support.h"
 
 namespace seer {
 namespace {
 
+using test::expect_error;
 using testing::array_of;
 using testing::array_value;
 using testing::Bytes;
@@ -23,19 +25,6 @@ using testing::GgufBuilder;
 using testing::scalar;
 using testing::string_array;
 using testing::string_value;
-
-// Expects `body` to throw seer::Error whose message contains every one of `parts`.
-template <typename Body>
-void expect_error(Body body, std::initializer_list<std::string_view> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no seer::Error thrown; expected one mentioning '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    for (std::string_view part : parts)
-      EXPECT_NE(std::string_view(e.what()).find(part), std::string_view::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
 
 Bytes f32_bytes(const std::vector<float>& values) {
   Bytes b(values.size() * sizeof(float));

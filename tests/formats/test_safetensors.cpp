@@ -11,46 +11,21 @@
 #include "core/bf16.h"
 #include "core/error.h"
 #include "formats/safetensors.h"
+#include "test_support.h"
 
 namespace seer {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_error;
+using test::TempDir;
 using Bytes = std::vector<uint8_t>;
 
-template <typename Body>
-void expect_error(Body body, std::initializer_list<std::string_view> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no seer::Error thrown; expected one mentioning '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    for (std::string_view part : parts)
-      EXPECT_NE(std::string_view(e.what()).find(part), std::string_view::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
 
 template <typename T>
 std::span<const uint8_t> bytes_of(const std::vector<T>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T)};
 }
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("seer_safetensors_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void write_text(const fs::path& path, std::string_view text) {
   std::ofstream(path, std::ios::binary).write(text.data(), std::streamsize(text.size()));

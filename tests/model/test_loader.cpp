@@ -17,11 +17,13 @@
 #include "model/forward_cpu.h"
 #include "model/gates.h"
 #include "model/llama_loader.h"
+#include "test_support.h"
 
 namespace seer {
 namespace {
 
 namespace fs = std::filesystem;
+using test::TempDir;
 using testing::Bytes;
 
 struct Tiny {
@@ -148,21 +150,6 @@ Bytes to_gguf(const Tiny& t, const std::string& skip = "", const std::string& sw
   return b.build();
 }
 
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ =
-        fs::temp_directory_path() / ("seer_model_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void write_hf(const Tiny& t, const fs::path& dir) {
   std::ofstream(dir / "config.json") << "{\"model_type\": \"" << t.arch << "\", \"hidden_size\": " << t.hidden
