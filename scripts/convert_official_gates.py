@@ -9,10 +9,11 @@ Needs torch (to read the pickle). Usage:
   python3 scripts/convert_official_gates.py attn_gate_weights.pth gates.safetensors [config.json]
 """
 import json
-import struct
 import sys
 
 import torch
+
+from safetensors_io import write_safetensors
 
 DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
 CONFIG_KEYS = ("seerattn_gate_type", "seerattn_gate_block_size", "seerattn_gate_hidden_size",
@@ -24,7 +25,7 @@ def main(src, dst, config_path=None):
     state = torch.load(src, map_location="cpu", weights_only=True)
     if "state_dict" in state:
         state = state["state_dict"]
-    header, blobs, offset = {}, [], 0
+    tensors = []
     for name in sorted(state):
         tensor = state[name].contiguous()
         if "attn_gate" not in name:
@@ -32,26 +33,16 @@ def main(src, dst, config_path=None):
         if tensor.dtype not in DTYPES:
             sys.exit(f"{name}: unsupported dtype {tensor.dtype}")
         raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype == torch.bfloat16 else tensor.numpy().tobytes()
-        header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    if not header:
+        tensors.append((name, DTYPES[tensor.dtype], tensor.shape, raw))
+    if not tensors:
         sys.exit(f"{src}: no attn_gate tensors")
     metadata = {}
     if config_path:
         with open(config_path) as f:
             config = json.load(f)
         metadata = {k: str(config[k]) for k in CONFIG_KEYS if k in config}
-    header["__metadata__"] = metadata
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * ((8 - len(encoded) % 8) % 8)
-    with open(dst, "wb") as f:
-        f.write(struct.pack("<Q", len(encoded)))
-        f.write(encoded)
-        for blob in blobs:
-            f.write(blob)
-    print(f"{dst}: {len(blobs)} tensors")
+    write_safetensors(dst, tensors, metadata)
+    print(f"{dst}: {len(tensors)} tensors")
 
 
 if __name__ == "__main__":

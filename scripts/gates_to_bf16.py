@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from safetensors_io import write_safetensors
+
 
 def main(src, dst):
     with open(src, "rb") as f:
@@ -19,33 +21,22 @@ def main(src, dst):
     header = json.loads(data[8:8 + header_len])
     body = data[8 + header_len:]
     metadata = header.pop("__metadata__", {})
-    out_header, chunks, offset = {}, [], 0
+    tensors = []
     for name in sorted(header, key=lambda n: header[n]["data_offsets"][0]):
         info = header[name]
         if name.startswith("optimizer."):
             continue
         begin, end = info["data_offsets"]
         raw = body[begin:end]
-        if info["dtype"] == "F32":
+        dtype = info["dtype"]
+        if dtype == "F32":
             bits = np.frombuffer(raw, dtype="<u4").astype(np.uint64)
             rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
             nan = (bits & 0x7FFFFFFF) > 0x7F800000
             rounded[nan] = ((bits[nan] >> 16) | 0x40).astype("<u2")
             raw, dtype = rounded.tobytes(), "BF16"
-        else:
-            dtype = info["dtype"]
-        out_header[name] = {"dtype": dtype, "shape": info["shape"], "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    out_header["__metadata__"] = metadata
-    encoded = json.dumps(out_header, separators=(",", ":")).encode()
-    encoded += b" " * ((8 - len(encoded) % 8) % 8)
-    with open(dst, "wb") as f:
-        f.write(struct.pack("<Q", len(encoded)))
-        f.write(encoded)
-        for c in chunks:
-            f.write(c)
-
+        tensors.append((name, dtype, info["shape"], raw))
+    write_safetensors(dst, tensors, metadata)
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
