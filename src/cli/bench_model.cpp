@@ -1,8 +1,11 @@
 // `seer bench-model`: time to first token of the whole model on the GPU at long prompt lengths,
-// dense against SeerAttention (random gates: timing only), with peak GPU memory. The default model
+// dense against SeerAttention (random gates: timing only), with peak GPU memory; then decode
+// tokens/s at batch 1 after a long prompt (each step returns its logits to the host, as generation does). The default model
 // is a Llama-3-8B-shaped one with random bf16 weights made on the GPU (nothing downloaded).
 // bench/gpu/hf_peer.py times HF transformers on the same shape in the same job.
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -37,6 +40,7 @@ struct BenchModelOptions {
   std::vector<int64_t> lengths{8192, 32768, 131072};
   double density = 0.1;
   int repeats = 3;
+  int64_t decode_context = 32768, decode_tokens = 64;
   bool json = false;
 };
 
@@ -90,6 +94,33 @@ void run(const BenchModelOptions& o) {
                                    {"gpu_memory_gib", used_gib() - base_gib}, {"finite_logits", finite}});
     }
   }
+  if (o.decode_tokens > 0) {
+    cuda::DeviceKvCache cache = cuda::DeviceKvCache::create(config, o.decode_context + o.decode_tokens + 4);
+    std::vector<int32_t> prompt(static_cast<size_t>(o.decode_context));
+    std::mt19937 rng(11);
+    for (int32_t& t : prompt) t = int32_t(rng() % uint32_t(config.vocab));
+    {
+      cuda::LlamaRuntime runtime(model, Sequences::single(o.decode_context));
+      cuda::ForwardOptions options;
+      options.kv_cache = &cache;
+      runtime.forward(prompt, options);
+      runtime.logits();  // synchronizes: the cache is complete
+    }
+    cuda::LlamaDecoder decoder(model, cache);
+    for (int w = 0; w < 4; ++w) decoder.step(prompt[size_t(w)]);  // warm-up
+    const auto begin = std::chrono::steady_clock::now();
+    bool finite = true;
+    for (int64_t i = 0; i < o.decode_tokens; ++i) {
+      const std::span<const float> logits = decoder.step(prompt[size_t(i)]);
+      finite = finite && std::isfinite(logits[0]);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    report["decode"] = {{"context", o.decode_context}, {"tokens", o.decode_tokens},
+                        {"tokens_per_s", double(o.decode_tokens) / seconds},
+                        {"ms_per_token", 1e3 * seconds / double(o.decode_tokens)},
+                        {"kv_cache_gib", double(cache.bytes()) / double(1 << 30)},
+                        {"gpu_memory_gib", used_gib() - base_gib}, {"finite_logits", finite}};
+  }
   if (o.json) {
     std::cout << report.dump(2) << "\n";
     return;
@@ -105,6 +136,14 @@ void run(const BenchModelOptions& o) {
                 r["attention"].get<std::string>().c_str(), r["density"].get<double>(), ms,
                 r["gpu_memory_gib"].get<double>(), dense_ms / ms, r["finite_logits"].get<bool>() ? "" : "  NON-FINITE");
   }
+  if (report.contains("decode")) {
+    const auto& d = report["decode"];
+    std::printf("decode at batch 1 after %lld tokens: %.1f tokens/s (%.2f ms/token over %lld tokens), KV cache %.1f GiB, "
+                "GPU %.1f GiB%s\n",
+                (long long)d["context"].get<int64_t>(), d["tokens_per_s"].get<double>(), d["ms_per_token"].get<double>(),
+                (long long)d["tokens"].get<int64_t>(), d["kv_cache_gib"].get<double>(), d["gpu_memory_gib"].get<double>(),
+                d["finite_logits"].get<bool>() ? "" : "  NON-FINITE");
+  }
 }
 
 }  // namespace
@@ -115,6 +154,10 @@ void add_bench_model_command(CLI::App& app) {
   cmd->add_option("--lengths", o->lengths, "prompt lengths")->delimiter(',');
   cmd->add_option("--density", o->density, "SeerAttention block density")->check(CLI::Range(1e-6, 1.0));
   cmd->add_option("--repeats", o->repeats, "timed runs per point (median)")->check(CLI::Range(1, 100));
+  cmd->add_option("--decode-context", o->decode_context, "prompt length before the timed decode steps")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--decode-tokens", o->decode_tokens, "timed decode steps; 0 skips decode")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] { run(*o); });
 }

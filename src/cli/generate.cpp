@@ -1,27 +1,98 @@
-// `seer generate`: text continuation or a chat reply on the CPU, streamed token by token.
+// `seer generate`: text continuation or a chat reply, streamed token by token, on the CPU or the
+// GPU (a prefill of the prompt into the KV cache, then one decode step per token).
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/device_choice.h"
 #include "core/error.h"
 #include "model/forward_cpu.h"
 #include "model/gates.h"
 #include "model/llama_loader.h"
 #include "model/sampling.h"
+#ifdef SEER_HAVE_CUDA
+#include "cuda/llama_cuda.h"
+#endif
 
 namespace seer::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, prompt, chat, attention = "dense", gates;
+  std::string model, prompt, chat, attention = "dense", gates, device = "auto";
   double density = 0.1;
   int max_tokens = 128;
   SamplingOptions sampling{.temperature = 0.8, .top_k = 40, .top_p = 0.95, .seed = 0};
   bool seed_given = false;
 };
+
+// The model behind generation: the prompt's prefill, then one token per decode; each returns the
+// next-token logits of its last token.
+class Generator {
+ public:
+  virtual ~Generator() = default;
+  virtual std::span<const float> prefill(std::span<const int32_t> prompt) = 0;
+  virtual std::span<const float> decode(int32_t token) = 0;
+  virtual int64_t position() const = 0;  // tokens in the KV cache
+  virtual int64_t capacity() const = 0;
+};
+
+class CpuGenerator final : public Generator {
+ public:
+  CpuGenerator(const LlamaWeights& weights, const CpuForwardOptions& options) : model_(weights, options) {}
+  std::span<const float> prefill(std::span<const int32_t> prompt) override { return model_.prefill(prompt); }
+  std::span<const float> decode(int32_t token) override { return model_.decode(token); }
+  int64_t position() const override { return model_.position(); }
+  int64_t capacity() const override { return model_.capacity(); }
+
+ private:
+  LlamaCpu model_;
+};
+
+#ifdef SEER_HAVE_CUDA
+// The prefill's runtime lives only for the prefill; the KV cache and the decoder stay.
+class GpuGenerator final : public Generator {
+ public:
+  GpuGenerator(const LlamaWeights& weights, std::span<const GateWeights<float>> gates,
+               const SelectionOptions& selection, int64_t capacity)
+      : model_(cuda::DeviceLlama::upload(weights)),
+        cache_(cuda::DeviceKvCache::create(weights.config, capacity)),
+        gate_weights_(gates.begin(), gates.end()) {
+    options_.mode = gates.empty() ? cuda::AttentionMode::dense : cuda::AttentionMode::seer;
+    options_.selection = selection;
+    options_.kv_cache = &cache_;
+  }
+  std::span<const float> prefill(std::span<const int32_t> prompt) override {
+    const int64_t n = int64_t(prompt.size());
+    gates_.clear();
+    for (const GateWeights<float>& g : gate_weights_)
+      gates_.push_back(cuda::DeviceGate::upload(g, model_.config.rope, ceil_div(n, cuda::kBlock)));
+    options_.gates = &gates_;
+    {
+      cuda::LlamaRuntime runtime(model_, Sequences::single(n));
+      runtime.forward(prompt, options_);
+      prefill_logits_ = runtime.logits();  // synchronizes: the cache is complete
+    }
+    decoder_ = std::make_unique<cuda::LlamaDecoder>(model_, cache_);
+    return prefill_logits_;
+  }
+  std::span<const float> decode(int32_t token) override { return decoder_->step(token); }
+  int64_t position() const override { return cache_.length; }
+  int64_t capacity() const override { return cache_.capacity; }
+
+ private:
+  cuda::DeviceLlama model_;
+  cuda::DeviceKvCache cache_;
+  std::vector<GateWeights<float>> gate_weights_;
+  std::vector<cuda::DeviceGate> gates_;
+  cuda::ForwardOptions options_;
+  std::unique_ptr<cuda::LlamaDecoder> decoder_;
+  std::vector<float> prefill_logits_;
+};
+#endif
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -48,16 +119,21 @@ void run_generate(GenerateOptions o) {
   SEER_CHECK(int64_t(prompt.size()) < c.max_positions, "the prompt has ", prompt.size(),
              " tokens; the model's context is ", c.max_positions);
   const int64_t capacity = std::min<int64_t>(c.max_positions, int64_t(prompt.size()) + o.max_tokens);
-  CpuForwardOptions forward_options;
-  forward_options.context = capacity;
   std::vector<GateWeights<float>> gates;
-  if (o.attention == "seer") {  // SeerAttention prefill; the last 2 query blocks (the question) stay dense
-    gates = load_gates(resolve_gates_path(o.gates, path), c);
-    forward_options.attention = AttentionMethod::seer;
-    forward_options.gates = gates;
-    forward_options.selection = SelectionOptions{.density = o.density, .dense_last_blocks = 2};
-  }
-  LlamaCpu model(weights, forward_options);
+  // SeerAttention prefill; the last 2 query blocks (the question) stay dense.
+  const SelectionOptions selection{.density = o.density, .dense_last_blocks = 2};
+  if (o.attention == "seer") gates = load_gates(resolve_gates_path(o.gates, path), c);
+  const bool on_gpu = use_gpu(o.device);
+  std::unique_ptr<Generator> model;
+#ifdef SEER_HAVE_CUDA
+  if (on_gpu) model = std::make_unique<GpuGenerator>(weights, gates, selection, capacity);
+#endif
+  if (!model)
+    model = std::make_unique<CpuGenerator>(
+        weights, CpuForwardOptions{.context = capacity,
+                                   .attention = gates.empty() ? AttentionMethod::dense : AttentionMethod::seer,
+                                   .gates = gates,
+                                   .selection = selection});
   Sampler sampler(o.sampling, c.vocab);
 
   if (o.chat.empty()) {
@@ -65,7 +141,7 @@ void run_generate(GenerateOptions o) {
     std::fflush(stdout);
   }
   const auto prefill_start = std::chrono::steady_clock::now();
-  std::span<const float> logits = model.prefill(prompt);
+  std::span<const float> logits = model->prefill(prompt);
   const double prefill_seconds = seconds_since(prefill_start);
 
   const auto decode_start = std::chrono::steady_clock::now();
@@ -86,33 +162,34 @@ void run_generate(GenerateOptions o) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
     if (++generated == o.max_tokens) break;
-    if (model.position() == model.capacity()) {
+    if (model->position() == model->capacity()) {
       stop = "context full";
       break;
     }
-    logits = model.decode(id);
+    logits = model->decode(id);
   }
   const double decode_seconds = seconds_since(decode_start);
   std::printf("\n");
   std::fprintf(stderr,
                "[prompt %zu tokens in %.2f s (%.1f tokens/s); generated %d tokens in %.2f s (%.1f tokens/s); "
-               "stop: %s; seed %llu]\n",
+               "stop: %s; seed %llu; %s]\n",
                prompt.size(), prefill_seconds, double(prompt.size()) / prefill_seconds, generated, decode_seconds,
                generated > 0 ? double(generated) / decode_seconds : 0.0, stop.c_str(),
-               (unsigned long long)o.sampling.seed);
+               (unsigned long long)o.sampling.seed, on_gpu ? "GPU" : "CPU");
 }
 
 }  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
-  CLI::App* cmd = app.add_subcommand("generate", "generate text on the CPU, streaming it");
+  CLI::App* cmd = app.add_subcommand("generate", "generate text, streaming it");
   cmd->add_option("--model", options->model, "GGUF file or Hugging Face directory (default: the built-in model)");
   auto* prompt = cmd->add_option("--prompt", options->prompt, "text to continue");
   auto* chat = cmd->add_option("--chat", options->chat, "a user message, answered through the chat template");
   prompt->excludes(chat);
   cmd->add_option("--attn", options->attention, "prefill attention: dense or seer (SeerAttention)")
       ->check(CLI::IsMember({"dense", "seer"}));
+  cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)");
   cmd->add_option("--gates", options->gates, "gate weights (default: the shipped gates of the built-in model)");
   cmd->add_option("--density", options->density, "SeerAttention top-k block density")->check(CLI::Range(1e-6, 1.0));
   cmd->add_option("--max-tokens", options->max_tokens, "tokens to generate at most")->check(CLI::Range(1, 1 << 20));

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/device_choice.h"
 #include "core/error.h"
 #include "model/forward_cpu.h"
 #include "model/gates.h"
@@ -69,11 +70,6 @@ class GpuWindowScorer {
   cuda::ForwardOptions options_;
   std::unique_ptr<cuda::LlamaRuntime> runtime_;
 };
-
-bool gpu_present() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
 #endif
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -156,13 +152,10 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   SEER_CHECK(!jobs.empty(), "nothing to score: the files hold fewer than 2 tokens");
 
+  const bool on_gpu = use_gpu(o.device);
 #ifdef SEER_HAVE_CUDA
-  const bool on_gpu = o.device == "cuda" || (o.device == "auto" && gpu_present());
   std::unique_ptr<GpuWindowScorer> gpu;
   if (on_gpu) gpu = std::make_unique<GpuWindowScorer>(weights, gates, selection, longest);
-#else
-  SEER_CHECK(o.device != "cuda", "--device cuda: this build has no CUDA support");
-  const bool on_gpu = false;
 #endif
   std::optional<LlamaCpu> model;  // the CPU path
   if (!on_gpu)

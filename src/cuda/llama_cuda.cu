@@ -39,6 +39,38 @@ DeviceBuffer<__nv_bfloat16> random_bf16(size_t n, uint64_t seed, float stddev) {
   return buffer;
 }
 
+// y[rows, out] = x[rows, in] · w[out, in]^T. Row-major y is column-major y^T = w · x^T, so cuBLAS
+// sees A = w (stored as its transpose), B = x. With accumulate_fp32, y is fp32 and y += result;
+// with fp32_out alone, y is fp32 and overwritten; else y is bf16.
+void gemm(cublasHandle_t cublas, const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int64_t rows, int out,
+          int in, bool accumulate_fp32, bool fp32_out = false) {
+  const float alpha = 1.0f, beta = accumulate_fp32 ? 1.0f : 0.0f;
+  SEER_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, int(rows), in, &alpha, w, CUDA_R_16BF, in, x,
+                                 CUDA_R_16BF, in, &beta, y, accumulate_fp32 || fp32_out ? CUDA_R_32F : CUDA_R_16BF,
+                                 out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// RoPE cos/sin for positions [0, count), [count][d/2], computed in double on the host (float angles
+// lose accuracy at 100k+), the attention scaling folded in.
+DeviceBuffer<float2> rope_table(const LlamaConfig& c, int64_t count) {
+  const Rope rope(c.rope, c.head_dim);
+  const size_t half = size_t(c.head_dim) / 2;
+  std::vector<float2> table(size_t(count) * half);
+  for (int64_t p = 0; p < count; ++p)
+    for (size_t x = 0; x < half; ++x) {
+      const double angle = double(p) * rope.inv_freq()[x];
+      table[size_t(p) * half + x] = make_float2(float(std::cos(angle) * rope.attention_scaling()),
+                                                float(std::sin(angle) * rope.attention_scaling()));
+    }
+  return DeviceBuffer<float2>::upload(table);
+}
+
+void check_context(const LlamaConfig& c, int64_t tokens) {
+  SEER_CHECK(c.rope.scaling != RopeConfig::Scaling::none || c.max_positions <= 0 || tokens <= c.max_positions,
+             "a sequence of ", tokens, " tokens exceeds the model's ", c.max_positions,
+             " positions and the model has no RoPE scaling");
+}
+
 }  // namespace
 
 DeviceLlama DeviceLlama::upload(const LlamaWeights& w) {
@@ -93,49 +125,58 @@ int64_t DeviceLlama::parameter_count() const {
   return n;
 }
 
-LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs)
+DeviceKvCache DeviceKvCache::create(const LlamaConfig& c, int64_t capacity) {
+  check_supported(c);
+  SEER_CHECK(capacity > 0, "KV cache capacity must be positive, got ", capacity);
+  check_context(c, capacity);
+  DeviceKvCache cache;
+  cache.capacity = capacity;
+  const size_t n = size_t(capacity) * c.kv_heads * c.head_dim;
+  for (int l = 0; l < c.layers; ++l) {
+    cache.k.emplace_back(n);
+    cache.v.emplace_back(n);
+  }
+  return cache;
+}
+
+int64_t DeviceKvCache::bytes() const {
+  int64_t n = 0;
+  for (size_t l = 0; l < k.size(); ++l) n += int64_t(k[l].size() + v[l].size()) * 2;
+  return n;
+}
+
+LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int64_t chunk_tokens)
     : model_(model), seqs_(seqs), layout_(DeviceLayout::create(seqs, model.config.q_heads)) {
+  SEER_CHECK(chunk_tokens > 0, "prefill chunk must be positive, got ", chunk_tokens);
+  chunk_ = std::min(chunk_tokens, std::max<int64_t>(seqs.tokens(), 1));
   const LlamaConfig& c = model.config;
   const size_t t = size_t(seqs.tokens()), hidden = size_t(c.hidden), d = size_t(c.head_dim);
+  const size_t chunk = size_t(chunk_);
   int64_t longest = 0;
-  std::vector<int32_t> positions(t), last_rows;
+  std::vector<int32_t> positions(t);
   for (int64_t s = 0; s < seqs.count(); ++s) {
     longest = std::max(longest, seqs.length(s));
     for (int64_t p = 0; p < seqs.length(s); ++p) positions[size_t(seqs.start(s) + p)] = int32_t(p);
-    last_rows.push_back(int32_t(seqs.start(s) + seqs.length(s) - 1));
   }
-  SEER_CHECK(c.rope.scaling != RopeConfig::Scaling::none || c.max_positions <= 0 || longest <= c.max_positions,
-             "a sequence of ", longest, " tokens exceeds the model's ", c.max_positions,
-             " positions and the model has no RoPE scaling");
+  check_context(c, longest);
   SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   SEER_CUBLAS_CHECK(cublasCreate(&cublas_));
   SEER_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
 
-  // RoPE cos/sin per position, computed in double on the host (float angles lose accuracy at 100k+).
-  const Rope rope(c.rope, c.head_dim);
-  const size_t half = d / 2;
-  std::vector<float2> table(size_t(longest) * half);
-  for (int64_t p = 0; p < longest; ++p)
-    for (size_t x = 0; x < half; ++x) {
-      const double angle = double(p) * rope.inv_freq()[x];
-      table[size_t(p) * half + x] = make_float2(float(std::cos(angle) * rope.attention_scaling()),
-                                                float(std::sin(angle) * rope.attention_scaling()));
-    }
-  rope_ = DeviceBuffer<float2>::upload(table);
+  rope_ = rope_table(c, longest);
   positions_ = DeviceBuffer<int32_t>::upload(positions);
-  last_rows_ = DeviceBuffer<int32_t>::upload(last_rows);
   ids_ = DeviceBuffer<int32_t>(t);
   targets_ = DeviceBuffer<int32_t>(t);
   residual_ = DeviceBuffer<float>(t * hidden);
-  normed_ = DeviceBuffer<__nv_bfloat16>(t * hidden);
-  qkv_ = DeviceBuffer<__nv_bfloat16>(t * (c.q_heads + 2 * c.kv_heads) * d);
+  normed_ = DeviceBuffer<__nv_bfloat16>(chunk * hidden);
+  qkv_ = DeviceBuffer<__nv_bfloat16>(chunk * (c.q_heads + 2 * c.kv_heads) * d);
   q_ = DeviceBuffer<__nv_bfloat16>(t * c.q_heads * d);
   k_ = DeviceBuffer<__nv_bfloat16>(t * c.kv_heads * d);
   v_ = DeviceBuffer<__nv_bfloat16>(t * c.kv_heads * d);
   attn_ = DeviceBuffer<__nv_bfloat16>(t * c.q_heads * d);
   lse_ = DeviceBuffer<float>(t * c.q_heads);
-  gate_up_ = DeviceBuffer<__nv_bfloat16>(t * 2 * size_t(c.intermediate));
-  mlp_ = DeviceBuffer<__nv_bfloat16>(t * size_t(c.intermediate));
+  gate_up_ = DeviceBuffer<__nv_bfloat16>(chunk * 2 * size_t(c.intermediate));
+  mlp_ = DeviceBuffer<__nv_bfloat16>(chunk * size_t(c.intermediate));
   last_normed_ = DeviceBuffer<__nv_bfloat16>(size_t(seqs.count()) * hidden);
   activation_bytes_ = int64_t(residual_.size() * 4 + normed_.size() * 2 + qkv_.size() * 2 + q_.size() * 2 +
                               k_.size() * 4 + attn_.size() * 2 + lse_.size() * 4 + gate_up_.size() * 2 +
@@ -145,16 +186,6 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs)
 LlamaRuntime::~LlamaRuntime() {
   if (cublas_) cublasDestroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
-}
-
-// y[rows, out] = x[rows, in] · w[out, in]^T. Row-major y is column-major y^T = w · x^T, so cuBLAS
-// sees A = w (stored as its transpose), B = x. With accumulate_fp32, y is fp32 and y += result.
-void LlamaRuntime::gemm(const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int64_t rows, int out, int in,
-                        bool accumulate_fp32) {
-  const float alpha = 1.0f, beta = accumulate_fp32 ? 1.0f : 0.0f;
-  SEER_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, int(rows), in, &alpha, w, CUDA_R_16BF, in, x,
-                                 CUDA_R_16BF, in, &beta, y, accumulate_fp32 ? CUDA_R_32F : CUDA_R_16BF, out,
-                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions& o) {
@@ -170,6 +201,12 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
     SEER_CHECK(o.gates && int(o.gates->size()) == c.layers, "SeerAttention needs one gate per layer (",
                c.layers, "), got ", o.gates ? o.gates->size() : 0);
     o.selection.validate();
+  }
+  if (o.kv_cache) {
+    SEER_CHECK(seqs_.count() == 1, "a KV cache holds one sequence; this runtime has ", seqs_.count());
+    SEER_CHECK(int(o.kv_cache->k.size()) == c.layers && t <= o.kv_cache->capacity, "a prompt of ", t,
+               " tokens does not fit a KV cache of ", o.kv_cache->capacity, " positions and ",
+               o.kv_cache->k.size(), " layers");
   }
   const bool keep_pre = capture || seer || custom;
   if (keep_pre && !q_pre_.size()) {  // first use of a gate-related mode: allocate its buffers
@@ -187,17 +224,27 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
     select_work_ = std::make_unique<SelectionWorkspace>(SelectionWorkspace::create(layout_, hq));
     mask_ = std::make_unique<DeviceMask>(DeviceMask::with_capacity(layout_.total_rows * hq, layout_.host.causal_pairs()));
   }
+  logit_rows_ = o.all_logits ? t : seqs_.count();
+  if (logits_.size() < size_t(logit_rows_) * c.vocab) logits_ = DeviceBuffer<float>(size_t(logit_rows_) * c.vocab);
 
   layer_nnz_.assign(seer ? size_t(c.layers) : 0, 0);
   SEER_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, stream_));
   embed_tokens(ids_.data(), t, model_.embed.data(), c.hidden, c.vocab, residual_.data(), stream_);
-  const AttentionArgs attn_args{q_.data(), k_.data(), v_.data(), attn_.data(), lse_.data(), DType::bf16, {hq, hkv, d}};
+  const int qkv_width = (hq + 2 * hkv) * d;
   for (int l = 0; l < c.layers; ++l) {
     const DeviceLlama::Layer& w = model_.layers[size_t(l)];
-    rms_norm(residual_.data(), w.attn_norm.data(), t, c.hidden, float(c.rms_eps), normed_.data(), stream_);
-    gemm(w.wqkv.data(), normed_.data(), qkv_.data(), t, (hq + 2 * hkv) * d, c.hidden, false);
-    split_qkv_rope(qkv_.data(), t, positions_.data(), hq, hkv, d, rope_.data(), q_.data(), k_.data(), v_.data(),
-                   keep_pre ? q_pre_.data() : nullptr, keep_pre ? k_pre_.data() : nullptr, stream_);
+    __nv_bfloat16* k = o.kv_cache ? o.kv_cache->k[size_t(l)].data() : k_.data();
+    __nv_bfloat16* v = o.kv_cache ? o.kv_cache->v[size_t(l)].data() : v_.data();
+    for (int64_t c0 = 0; c0 < t; c0 += chunk_) {
+      const int64_t n = std::min(chunk_, t - c0);
+      rms_norm(residual_.data() + c0 * c.hidden, w.attn_norm.data(), n, c.hidden, float(c.rms_eps), normed_.data(),
+               stream_);
+      gemm(cublas_, w.wqkv.data(), normed_.data(), qkv_.data(), n, qkv_width, c.hidden, false);
+      split_qkv_rope(qkv_.data(), n, positions_.data() + c0, hq, hkv, d, rope_.data(), q_.data() + c0 * hq * d,
+                     k + c0 * hkv * d, v + c0 * hkv * d, keep_pre ? q_pre_.data() + c0 * hq * d : nullptr,
+                     keep_pre ? k_pre_.data() + c0 * hkv * d : nullptr, stream_);
+    }
+    const AttentionArgs attn_args{q_.data(), k, v, attn_.data(), lse_.data(), DType::bf16, {hq, hkv, d}};
     switch (o.mode) {
       case AttentionMode::dense:
         dense_forward(attn_args, layout_, stream_);
@@ -219,27 +266,95 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
                              o.mask_for_layer({l, q_pre_.data(), k_pre_.data(), nullptr, attn_args, &layout_}), stream_);
         break;
     }
-    gemm(w.wo.data(), attn_.data(), residual_.data(), t, c.hidden, hq * d, true);
-    rms_norm(residual_.data(), w.ffn_norm.data(), t, c.hidden, float(c.rms_eps), normed_.data(), stream_);
-    gemm(w.w_gate_up.data(), normed_.data(), gate_up_.data(), t, 2 * c.intermediate, c.hidden, false);
-    swiglu(gate_up_.data(), t, c.intermediate, mlp_.data(), stream_);
-    gemm(w.w_down.data(), mlp_.data(), residual_.data(), t, c.hidden, c.intermediate, true);
+    for (int64_t c0 = 0; c0 < t; c0 += chunk_) {
+      const int64_t n = std::min(chunk_, t - c0);
+      float* residual = residual_.data() + c0 * c.hidden;
+      gemm(cublas_, w.wo.data(), attn_.data() + c0 * hq * d, residual, n, c.hidden, hq * d, true);
+      rms_norm(residual, w.ffn_norm.data(), n, c.hidden, float(c.rms_eps), normed_.data(), stream_);
+      gemm(cublas_, w.w_gate_up.data(), normed_.data(), gate_up_.data(), n, 2 * c.intermediate, c.hidden, false);
+      swiglu(gate_up_.data(), n, c.intermediate, mlp_.data(), stream_);
+      gemm(cublas_, w.w_down.data(), mlp_.data(), residual, n, c.hidden, c.intermediate, true);
+    }
   }
-  rms_norm(residual_.data(), model_.final_norm.data(), t, c.hidden, float(c.rms_eps), normed_.data(), stream_);
-  logit_rows_ = o.all_logits ? t : seqs_.count();
-  if (logits_.size() < size_t(logit_rows_) * c.vocab) logits_ = DeviceBuffer<float>(size_t(logit_rows_) * c.vocab);
-  const __nv_bfloat16* rows = normed_.data();
-  if (!o.all_logits) {  // gather each sequence's last row
+  if (o.kv_cache) o.kv_cache->length = t;
+  if (o.all_logits) {
+    for (int64_t c0 = 0; c0 < t; c0 += chunk_) {
+      const int64_t n = std::min(chunk_, t - c0);
+      rms_norm(residual_.data() + c0 * c.hidden, model_.final_norm.data(), n, c.hidden, float(c.rms_eps),
+               normed_.data(), stream_);
+      gemm(cublas_, model_.output_matrix(), normed_.data(), logits_.data() + c0 * c.vocab, n, c.vocab, c.hidden,
+           false, true);
+    }
+  } else {  // each sequence's last row only
     for (int64_t s = 0; s < seqs_.count(); ++s)
-      SEER_CUDA_CHECK(cudaMemcpyAsync(last_normed_.data() + s * c.hidden,
-                                      normed_.data() + (seqs_.start(s) + seqs_.length(s) - 1) * c.hidden,
-                                      size_t(c.hidden) * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream_));
-    rows = last_normed_.data();
+      rms_norm(residual_.data() + (seqs_.start(s) + seqs_.length(s) - 1) * c.hidden, model_.final_norm.data(), 1,
+               c.hidden, float(c.rms_eps), last_normed_.data() + s * c.hidden, stream_);
+    gemm(cublas_, model_.output_matrix(), last_normed_.data(), logits_.data(), seqs_.count(), c.vocab, c.hidden,
+         false, true);
   }
-  const float alpha = 1.0f, beta = 0.0f;
-  SEER_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, c.vocab, int(logit_rows_), c.hidden, &alpha,
-                                 model_.output_matrix(), CUDA_R_16BF, c.hidden, rows, CUDA_R_16BF, c.hidden, &beta,
-                                 logits_.data(), CUDA_R_32F, c.vocab, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache)
+    : model_(model),
+      cache_(cache),
+      attention_work_(DecodeWorkspace::create({model.config.q_heads, model.config.kv_heads, model.config.head_dim},
+                                              cache.capacity)) {
+  const LlamaConfig& c = model.config;
+  SEER_CHECK(int(cache.k.size()) == c.layers, "a KV cache of ", cache.k.size(), " layers for a model of ", c.layers);
+  SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  SEER_CUBLAS_CHECK(cublasCreate(&cublas_));
+  SEER_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  const size_t d = size_t(c.head_dim);
+  rope_ = rope_table(c, cache.capacity);
+  token_position_ = DeviceBuffer<int32_t>(2);
+  residual_ = DeviceBuffer<float>(size_t(c.hidden));
+  logits_ = DeviceBuffer<float>(size_t(c.vocab));
+  normed_ = DeviceBuffer<__nv_bfloat16>(size_t(c.hidden));
+  qkv_ = DeviceBuffer<__nv_bfloat16>(size_t(c.q_heads + 2 * c.kv_heads) * d);
+  q_ = DeviceBuffer<__nv_bfloat16>(size_t(c.q_heads) * d);
+  attn_ = DeviceBuffer<__nv_bfloat16>(size_t(c.q_heads) * d);
+  gate_up_ = DeviceBuffer<__nv_bfloat16>(2 * size_t(c.intermediate));
+  mlp_ = DeviceBuffer<__nv_bfloat16>(size_t(c.intermediate));
+  host_logits_.resize(size_t(c.vocab));
+}
+
+LlamaDecoder::~LlamaDecoder() {
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::span<const float> LlamaDecoder::step(int32_t token) {
+  const LlamaConfig& c = model_.config;
+  SEER_CHECK(token >= 0 && token < c.vocab, "token id ", token, " outside the vocabulary of ", c.vocab);
+  SEER_CHECK(cache_.length < cache_.capacity, "the KV cache is full (", cache_.capacity, " positions)");
+  const int d = c.head_dim, hq = c.q_heads, hkv = c.kv_heads;
+  const int64_t position = cache_.length;
+  const int32_t token_position[2] = {token, int32_t(position)};  // pageable: copied before the call returns
+  SEER_CUDA_CHECK(cudaMemcpyAsync(token_position_.data(), token_position, sizeof token_position,
+                                  cudaMemcpyHostToDevice, stream_));
+  embed_tokens(token_position_.data(), 1, model_.embed.data(), c.hidden, c.vocab, residual_.data(), stream_);
+  for (int l = 0; l < c.layers; ++l) {
+    const DeviceLlama::Layer& w = model_.layers[size_t(l)];
+    __nv_bfloat16* k = cache_.k[size_t(l)].data();
+    __nv_bfloat16* v = cache_.v[size_t(l)].data();
+    rms_norm(residual_.data(), w.attn_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
+    gemm(cublas_, w.wqkv.data(), normed_.data(), qkv_.data(), 1, (hq + 2 * hkv) * d, c.hidden, false);
+    split_qkv_rope(qkv_.data(), 1, token_position_.data() + 1, hq, hkv, d, rope_.data(), q_.data(),
+                   k + position * hkv * d, v + position * hkv * d, nullptr, nullptr, stream_);
+    decode_attention(q_.data(), k, v, position + 1, attn_.data(), attention_work_, stream_);
+    gemm(cublas_, w.wo.data(), attn_.data(), residual_.data(), 1, c.hidden, hq * d, true);
+    rms_norm(residual_.data(), w.ffn_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
+    gemm(cublas_, w.w_gate_up.data(), normed_.data(), gate_up_.data(), 1, 2 * c.intermediate, c.hidden, false);
+    swiglu(gate_up_.data(), 1, c.intermediate, mlp_.data(), stream_);
+    gemm(cublas_, w.w_down.data(), mlp_.data(), residual_.data(), 1, c.hidden, c.intermediate, true);
+  }
+  rms_norm(residual_.data(), model_.final_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
+  gemm(cublas_, model_.output_matrix(), normed_.data(), logits_.data(), 1, c.vocab, c.hidden, false, true);
+  SEER_CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_.data(), host_logits_.size() * sizeof(float),
+                                  cudaMemcpyDeviceToHost, stream_));
+  SEER_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cache_.length = position + 1;
+  return host_logits_;
 }
 
 std::vector<float> LlamaRuntime::next_token_nll(std::span<const int32_t> tokens) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cuda/attention_cuda.h"
+#include "cuda/decode_attention.h"
 #include "cuda/gate_cuda.h"
 #include "model/llama.h"
 
@@ -40,6 +41,17 @@ struct DeviceLlama {
   int64_t parameter_count() const;
 };
 
+// The keys (RoPE applied) and values of one sequence for every layer, each [capacity, H_kv, d]
+// bf16: filled by a prefill (ForwardOptions::kv_cache), extended one token at a time by LlamaDecoder.
+struct DeviceKvCache {
+  int64_t capacity = 0;
+  int64_t length = 0;  // positions [0, length) hold keys and values
+  std::vector<DeviceBuffer<__nv_bfloat16>> k, v;
+
+  static DeviceKvCache create(const LlamaConfig& config, int64_t capacity);
+  int64_t bytes() const;
+};
+
 // dense: exact attention. ground_truth: exact attention through the ground-truth kernel, the block
 // map handed to on_layer (gate training). seer: gate -> selection -> block-sparse. custom_mask:
 // block-sparse on the mask that mask_for_layer returns (baselines and oracles in evaluation).
@@ -64,11 +76,20 @@ struct ForwardOptions {
   std::function<void(const LayerCapture&)> on_layer;                       // ground_truth
   std::function<const DeviceMask&(const LayerCapture&)> mask_for_layer;    // custom_mask
   bool all_logits = false;  // logits of every position, else the last of each sequence
+  // One sequence only: its keys and values of every layer go to the cache (positions 0..T), which
+  // then holds the prompt for LlamaDecoder.
+  DeviceKvCache* kv_cache = nullptr;
 };
+
+// Token-wise work (projections, MLP, logits) runs over at most this many tokens at a time, so a
+// 128k prompt needs activations for 8k tokens of the MLP rather than for all of them; attention
+// still sees the whole prompt at once. GEMMs of 8k rows already run at full speed.
+constexpr int64_t kPrefillChunkTokens = 8192;
 
 class LlamaRuntime {
  public:
-  LlamaRuntime(const DeviceLlama& model, const Sequences& seqs);
+  // chunk_tokens: tokens per chunk of the token-wise work (kPrefillChunkTokens).
+  LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int64_t chunk_tokens = kPrefillChunkTokens);
   ~LlamaRuntime();
   LlamaRuntime(const LlamaRuntime&) = delete;
   LlamaRuntime& operator=(const LlamaRuntime&) = delete;
@@ -90,15 +111,13 @@ class LlamaRuntime {
   int64_t activation_bytes() const { return activation_bytes_; }
 
  private:
-  void gemm(const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int64_t rows, int out, int in, bool accumulate_fp32);
-
   const DeviceLlama& model_;
   Sequences seqs_;
   DeviceLayout layout_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
-  int64_t logit_rows_ = 0, activation_bytes_ = 0;
-  DeviceBuffer<int32_t> ids_, positions_, targets_, last_rows_;
+  int64_t chunk_ = 0, logit_rows_ = 0, activation_bytes_ = 0;
+  DeviceBuffer<int32_t> ids_, positions_, targets_;
   DeviceBuffer<float2> rope_;
   DeviceBuffer<float> residual_, logits_, nll_, gt_, gt_scratch_, gate_logits_;
   DeviceBuffer<__nv_bfloat16> normed_, qkv_, q_, k_, v_, q_pre_, k_pre_, attn_, gate_up_, mlp_, last_normed_;
@@ -107,6 +126,34 @@ class LlamaRuntime {
   std::unique_ptr<SelectionWorkspace> select_work_;
   std::unique_ptr<DeviceMask> mask_;
   std::vector<int32_t> layer_nnz_;  // blocks each layer's mask kept (SeerAttention)
+};
+
+// Generation after a prefill: appends one token per step at position cache.length, attends through
+// decode_attention (dense: released gates are prefill-only, as in the paper) and returns the new
+// token's next-token logits. Every buffer is allocated here; a step allocates nothing.
+class LlamaDecoder {
+ public:
+  // The cache must be complete (its prefill's stream synchronized, e.g. by LlamaRuntime::logits()).
+  LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache);
+  ~LlamaDecoder();
+  LlamaDecoder(const LlamaDecoder&) = delete;
+  LlamaDecoder& operator=(const LlamaDecoder&) = delete;
+
+  // Throws when the cache is full. Synchronizes (the logits come back to the host).
+  std::span<const float> step(int32_t token);
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  const DeviceLlama& model_;
+  DeviceKvCache& cache_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  DecodeWorkspace attention_work_;
+  DeviceBuffer<float2> rope_;
+  DeviceBuffer<int32_t> token_position_;  // [2]: the step's token id and its position
+  DeviceBuffer<float> residual_, logits_;
+  DeviceBuffer<__nv_bfloat16> normed_, qkv_, q_, attn_, gate_up_, mlp_;
+  std::vector<float> host_logits_;
 };
 
 }  // namespace seer::cuda

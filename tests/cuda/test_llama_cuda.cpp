@@ -103,6 +103,75 @@ TEST(CudaLlama, PassagePerplexityMatchesNumpy) {
   for (size_t t = 0; t + 1 < nll.size(); ++t) EXPECT_NEAR(sparse_nll[t], nll[t], 1e-3) << "position " << t;
 }
 
+double max_abs_diff(std::span<const float> a, std::span<const float> b) {
+  double worst = 0;
+  for (size_t e = 0; e < a.size(); ++e) worst = std::max(worst, double(std::abs(a[e] - b[e])));
+  return worst;
+}
+
+// Token-wise work in chunks of 37 and 100 tokens (chunk edges inside and across sequences) gives
+// the logits of one pass; only cuBLAS's choice of kernels for other row counts may differ.
+TEST(CudaLlama, ChunkedPrefillMatchesOnePass) {
+  SEER_REQUIRE_MODEL(weights);
+  const cuda::DeviceLlama model = cuda::DeviceLlama::upload(*weights);
+  const std::vector<int32_t> passage = reference()["passage"]["ids"].get<std::vector<int32_t>>();
+  const Sequences seqs = Sequences::from_lengths({int64_t(passage.size()) - 50, 50});
+  cuda::ForwardOptions options;
+  options.all_logits = true;
+  cuda::LlamaRuntime whole(model, seqs, 1 << 20);
+  whole.forward(passage, options);
+  const std::vector<float> want = whole.logits();
+  for (const int64_t chunk : {37, 100}) {
+    cuda::LlamaRuntime chunked(model, seqs, chunk);
+    chunked.forward(passage, options);
+    const double diff = max_abs_diff(chunked.logits(), want);
+    std::printf("[measured] prefill in chunks of %lld tokens vs one pass: max |logit diff| %.2e\n", (long long)chunk,
+                diff);
+    EXPECT_LT(diff, 0.05);
+  }
+}
+
+// Prefill of a prefix into the KV cache, then the rest of the passage one token per decode step:
+// each step's logits against the full forward's at that position (teacher forcing), which checks
+// the cache, the positions, the decode attention and the one-row GEMMs together.
+TEST(CudaLlama, DecodeMatchesFullForward) {
+  SEER_REQUIRE_MODEL(weights);
+  const cuda::DeviceLlama model = cuda::DeviceLlama::upload(*weights);
+  const std::vector<int32_t> passage = reference()["passage"]["ids"].get<std::vector<int32_t>>();
+  const size_t vocab = size_t(weights->config.vocab);
+  cuda::LlamaRuntime full(model, Sequences::single(int64_t(passage.size())));
+  cuda::ForwardOptions options;
+  options.all_logits = true;
+  full.forward(passage, options);
+  const std::vector<float> want = full.logits();
+
+  const int64_t prefix = 70, capacity = int64_t(passage.size());
+  cuda::DeviceKvCache cache = cuda::DeviceKvCache::create(weights->config, capacity);
+  cuda::LlamaRuntime prefill(model, Sequences::single(prefix));
+  cuda::ForwardOptions cached;
+  cached.kv_cache = &cache;
+  prefill.forward(std::span(passage).first(size_t(prefix)), cached);
+  const std::vector<float> last = prefill.logits();
+  double worst = max_abs_diff(last, std::span(want).subspan(size_t(prefix - 1) * vocab, vocab));
+  EXPECT_EQ(cache.length, prefix);
+  cuda::LlamaDecoder decoder(model, cache);
+  int top1_agree = 0;
+  for (int64_t pos = prefix; pos < capacity; ++pos) {
+    const std::span<const float> logits = decoder.step(passage[size_t(pos)]);
+    const std::span<const float> expected = std::span(want).subspan(size_t(pos) * vocab, vocab);
+    worst = std::max(worst, max_abs_diff(logits, expected));
+    top1_agree += std::max_element(logits.begin(), logits.end()) - logits.begin() ==
+                  std::max_element(expected.begin(), expected.end()) - expected.begin();
+  }
+  EXPECT_EQ(cache.length, capacity);
+  EXPECT_THROW(decoder.step(1), Error);  // the cache is full
+  const int64_t steps = capacity - prefix;
+  std::printf("[measured] decode vs full forward over %lld steps: max |logit diff| %.4f, top-1 agreement %d/%lld\n",
+              (long long)steps, worst, top1_agree, (long long)steps);
+  EXPECT_LT(worst, 0.5);  // bf16 activations, another summation order in attention and one-row GEMMs
+  EXPECT_GE(top1_agree, steps * 95 / 100);
+}
+
 TEST(CudaLlama, RejectsWhatItCannotRun) {
   SEER_REQUIRE_MODEL(weights);
   LlamaWeights biased = *weights;
@@ -115,6 +184,11 @@ TEST(CudaLlama, RejectsWhatItCannotRun) {
   ids[5] = weights->config.vocab;  // out of the vocabulary
   EXPECT_THROW(runtime.forward(ids, {}), Error);
   EXPECT_THROW(runtime.forward(std::vector<int32_t>(99, 1), {}), Error);
+  cuda::DeviceKvCache small = cuda::DeviceKvCache::create(weights->config, 50);
+  cuda::ForwardOptions too_long;
+  too_long.kv_cache = &small;
+  EXPECT_THROW(runtime.forward(std::vector<int32_t>(100, 1), too_long), Error);
+  EXPECT_THROW(cuda::DeviceKvCache::create(weights->config, weights->config.max_positions + 1), Error);
 }
 
 }  // namespace
