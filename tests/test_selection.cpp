@@ -1,6 +1,7 @@
 // Block selection: top-k counts and order, thresholds, forced blocks, CSR validity, density.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "gate/selection.h"
@@ -82,12 +83,13 @@ TEST(Selection, ForcedBlocks) {
   const BlockLayout layout(Sequences::single(64 * 30), 64, 1);
   const auto logits = random_logits(layout);
   const BlockMask mask =
-      select_blocks(logits, layout, {.density = 0.05, .dense_last_blocks = 2, .keep_sink = true, .keep_diagonal = true});
+      select_blocks(logits, layout, {.density = 0.05, .dense_last_blocks = 2, .keep_sink = true, .local_blocks = 3});
   ASSERT_NO_THROW(validate_block_mask(mask, layout));
   for (int64_t i = 0; i < 30; ++i) {
     const auto kept = row_of(mask, i);
     EXPECT_EQ(kept.front(), 0);
-    EXPECT_EQ(kept.back(), i);
+    for (int64_t j = std::max<int64_t>(0, i - 2); j <= i; ++j)  // the 3 local blocks
+      EXPECT_NE(std::find(kept.begin(), kept.end(), int32_t(j)), kept.end()) << "row " << i << " block " << j;
     if (i >= 28) {
       EXPECT_EQ(int64_t(kept.size()), i + 1);
     }
@@ -98,6 +100,7 @@ TEST(Selection, RejectsBadOptions) {
   const BlockLayout layout(Sequences::single(200), 64, 1);
   const auto logits = random_logits(layout);
   EXPECT_THROW(select_blocks(logits, layout, {.density = 0.0}), Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.local_blocks = -1}), Error);
   EXPECT_THROW(select_blocks(logits, layout, {.density = 1.5}), Error);
   EXPECT_THROW(select_blocks(logits, layout, {.density = -0.1}), Error);
   EXPECT_THROW(select_blocks(logits, layout, {.method = SelectionOptions::Method::threshold, .threshold = 1.0}),

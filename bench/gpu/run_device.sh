@@ -36,6 +36,7 @@ if has sanitize; then
 fi
 if has model || has train || has eval; then
   [ -f /tmp/seer/model.gguf ] || { cp .xfer3/* /tmp/seer/ && cat /tmp/seer/model.part0? > /tmp/seer/model.gguf; }
+  [ -d /tmp/seer/train ] || tar xJf /tmp/seer/train.tar.xz -C /tmp/seer
   sha256sum /tmp/seer/model.gguf
   export SEER_MODEL=/tmp/seer/model.gguf
 fi
@@ -43,7 +44,7 @@ if has model; then
   ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
 fi
 if has train; then
-  ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train --steps 300 \
+  ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 300} \
     --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi

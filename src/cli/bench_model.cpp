@@ -1,6 +1,8 @@
 // `seer bench-model`: time to first token of the whole model on the GPU at long prompt lengths,
 // dense against SeerAttention (random gates: timing only), with peak GPU memory; then decode
-// tokens/s at batch 1 after a long prompt (each step returns its logits to the host, as generation does). The default model
+// tokens/s at batch 1 after a long prompt (each step returns its logits to the host, as generation
+// does); then gate-training tokens/s (train/gpu_gate_step.h: ground-truth forward, gate loss and
+// gradient on the GPU, AdamW on the host). The default model
 // is a Llama-3-8B-shaped one with random bf16 weights made on the GPU (nothing downloaded).
 // bench/gpu/hf_peer.py times HF transformers on the same shape in the same job.
 #include <algorithm>
@@ -14,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "cuda/llama_cuda.h"
+#include "train/gpu_gate_step.h"
 
 namespace seer::cli {
 namespace {
@@ -41,6 +44,7 @@ struct BenchModelOptions {
   double density = 0.1;
   int repeats = 3;
   int64_t decode_context = 32768, decode_tokens = 64;
+  int64_t train_seq_len = 8192, train_steps = 5;
   bool json = false;
 };
 
@@ -121,6 +125,26 @@ void run(const BenchModelOptions& o) {
                         {"kv_cache_gib", double(cache.bytes()) / double(1 << 30)},
                         {"gpu_memory_gib", used_gib() - base_gib}, {"finite_logits", finite}};
   }
+  if (o.train_steps > 0) {
+    cuda::LlamaRuntime runtime(model, Sequences::single(o.train_seq_len));
+    std::vector<GateWeights<float>> init;
+    for (int l = 0; l < config.layers; ++l) init.push_back(GateWeights<float>::random(gate_config, uint64_t(l)));
+    GateTrainer trainer(std::move(init), TrainOptions{.steps = o.train_steps + 1, .warmup = 0});
+    GpuGateStep step(trainer, config, runtime);
+    std::vector<int32_t> tokens(static_cast<size_t>(o.train_seq_len));
+    std::mt19937 rng(13);
+    for (int32_t& t : tokens) t = int32_t(rng() % uint32_t(config.vocab));
+    step.run(tokens);  // warm-up
+    const auto begin = std::chrono::steady_clock::now();
+    double loss = 0;
+    for (int64_t i = 0; i < o.train_steps; ++i) loss = step.run(tokens);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    report["train"] = {{"sequence_length", o.train_seq_len}, {"steps", o.train_steps},
+                       {"tokens_per_s", double(o.train_seq_len * o.train_steps) / seconds},
+                       {"ms_per_step", 1e3 * seconds / double(o.train_steps)}, {"loss", loss},
+                       {"gate_parameters", int64_t(config.layers) * gate_config.wk_size()},
+                       {"gpu_memory_gib", used_gib() - base_gib}};
+  }
   if (o.json) {
     std::cout << report.dump(2) << "\n";
     return;
@@ -144,6 +168,15 @@ void run(const BenchModelOptions& o) {
                 (long long)d["tokens"].get<int64_t>(), d["kv_cache_gib"].get<double>(), d["gpu_memory_gib"].get<double>(),
                 d["finite_logits"].get<bool>() ? "" : "  NON-FINITE");
   }
+  if (report.contains("train")) {
+    const auto& d = report["train"];
+    std::printf("gate training, batch 1 x %lld tokens: %.0f tokens/s (%.1f ms/step over %lld steps, %lld gate "
+                "parameters, loss %.3f), GPU %.1f GiB\n",
+                (long long)d["sequence_length"].get<int64_t>(), d["tokens_per_s"].get<double>(),
+                d["ms_per_step"].get<double>(), (long long)d["steps"].get<int64_t>(),
+                (long long)d["gate_parameters"].get<int64_t>(), d["loss"].get<double>(),
+                d["gpu_memory_gib"].get<double>());
+  }
 }
 
 }  // namespace
@@ -157,6 +190,10 @@ void add_bench_model_command(CLI::App& app) {
   cmd->add_option("--decode-context", o->decode_context, "prompt length before the timed decode steps")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("--decode-tokens", o->decode_tokens, "timed decode steps; 0 skips decode")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  cmd->add_option("--train-seq-len", o->train_seq_len, "tokens per gate-training step")
+      ->check(CLI::Range(int64_t(64), int64_t(1) << 20));
+  cmd->add_option("--train-steps", o->train_steps, "timed gate-training steps; 0 skips training")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] { run(*o); });

@@ -27,6 +27,10 @@ struct EvalOptions {
   std::vector<double> thresholds{5e-2, 2e-2, 1e-2, 5e-3, 2e-3, 1e-3};
   int64_t passkey_trials = 100, passkey_context = 0;  // 0: the perplexity context
   double passkey_density = 0.1;
+  // (a+): top-k plus forced blocks, the attention sink and local blocks up to the diagonal.
+  bool plus_sink = true;
+  int plus_local_blocks = 1;
+  std::vector<std::string> methods{"a", "a+", "b", "c", "d", "e", "f", "g"};
   bool json = false;
 };
 
@@ -48,15 +52,18 @@ int64_t mask_nnz(const cuda::DeviceMask& mask) {
 // tokens (by re-running the prefill, which is cheap for this check), correct when the key appears.
 // SeerAttention keeps the last 2 query blocks dense, its default for prompts that end in a question.
 struct PasskeyResult {
-  int64_t trials = 0, dense_correct = 0, seer_correct = 0, context = 0;
+  int64_t trials = 0, dense_correct = 0, context = 0;
+  std::vector<int64_t> seer_correct;  // per selection
 };
 
 PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer& tokenizer,
                                 const std::vector<int32_t>& filler, int64_t context, int64_t trials,
-                                const std::vector<cuda::DeviceGate>& gates, double density) {
+                                const std::vector<cuda::DeviceGate>& gates,
+                                const std::vector<SelectionOptions>& selections) {
   std::mt19937_64 rng(2026);
   PasskeyResult r;
   r.context = context;
+  r.seer_correct.assign(selections.size(), 0);
   const int64_t budget = context - 400;  // room for the instructions, the question and the answer
   for (int64_t trial = 0; trial < trials; ++trial) {
     const std::string key = std::to_string(10000 + rng() % 90000);
@@ -69,31 +76,41 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
                              "\n\nWhat is the pass key? Answer with the number only.";
     const std::vector<int32_t> prompt =
         tokenizer.encode(tokenizer.apply_chat_template({{"user", user}}, true), false, true);
-    for (const bool sparse : {false, true}) {
-      std::vector<int32_t> tokens = prompt;
-      std::string answer;
-      for (int step = 0; step < 16; ++step) {
-        cuda::LlamaRuntime runtime(model, Sequences::single(int64_t(tokens.size())));
+    for (size_t method = 0; method <= selections.size(); ++method) {  // 0: dense, then each selection
+      const bool sparse = method > 0;
+      // Prefill into the KV cache (SeerAttention or dense), then greedy decode steps (dense, as the
+      // paper's prefill-only gates).
+      cuda::DeviceKvCache cache = cuda::DeviceKvCache::create(model.config, int64_t(prompt.size()) + 16);
+      std::vector<float> logits;
+      {
+        cuda::LlamaRuntime runtime(model, Sequences::single(int64_t(prompt.size())));
         cuda::ForwardOptions options;
         options.mode = sparse ? cuda::AttentionMode::seer : cuda::AttentionMode::dense;
         options.gates = &gates;
-        options.selection = SelectionOptions{.density = density, .dense_last_blocks = 2};
-        runtime.forward(tokens, options);
-        const std::vector<float> logits = runtime.logits();
+        if (sparse) options.selection = selections[method - 1];
+        options.kv_cache = &cache;
+        runtime.forward(prompt, options);
+        logits = runtime.logits();
+      }
+      cuda::LlamaDecoder decoder(model, cache);
+      std::string answer;
+      for (int step = 0; step < 16; ++step) {
         const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
         if (next == tokenizer.eos()) break;
-        tokens.push_back(next);
         answer += tokenizer.decode(std::span(&next, 1));
+        const std::span<const float> step_logits = decoder.step(next);
+        logits.assign(step_logits.begin(), step_logits.end());
       }
       const bool correct = answer.find(key) != std::string::npos;
       if (trial < 3)
-        std::fprintf(stderr, "\npass key %s, %s answered '%s'\n", key.c_str(), sparse ? "SeerAttention" : "dense",
-                     answer.c_str());
-      (sparse ? r.seer_correct : r.dense_correct) += correct;
+        std::fprintf(stderr, "\npass key %s, %s answered '%s'\n", key.c_str(),
+                     sparse ? ("SeerAttention " + std::to_string(method)).c_str() : "dense", answer.c_str());
+      (sparse ? r.seer_correct[method - 1] : r.dense_correct) += correct;
     }
     ++r.trials;
-    std::fprintf(stderr, "\rpass key: trial %lld/%lld, dense %lld, SeerAttention %lld", (long long)r.trials,
-                 (long long)trials, (long long)r.dense_correct, (long long)r.seer_correct);
+    std::fprintf(stderr, "\rpass key: trial %lld/%lld, dense %lld, SeerAttention", (long long)r.trials,
+                 (long long)trials, (long long)r.dense_correct);
+    for (int64_t n : r.seer_correct) std::fprintf(stderr, " %lld", (long long)n);
   }
   std::fprintf(stderr, "\n");
   return r;
@@ -174,23 +191,38 @@ void run(const EvalOptions& o) {
     cuda::ground_truth_forward(cap.attention, layout, map.data(), scratch.data(), runtime.stream());
   };
 
+  const auto wanted = [&](const char* code) {
+    return std::find(o.methods.begin(), o.methods.end(), code) != o.methods.end();
+  };
+  const SelectionOptions plus{.keep_sink = o.plus_sink, .local_blocks = o.plus_local_blocks};
+  const std::string plus_name = "(a+) trained gate, top-k" + std::string(o.plus_sink ? ", sink" : "") + ", " +
+                                std::to_string(o.plus_local_blocks) + " local block(s) kept";
   for (size_t w = 0; w < windows.size(); ++w) {
     const std::vector<int32_t>& tokens = windows[w];
     std::fprintf(stderr, "\reval-sparsity: window %zu/%zu", w + 1, windows.size());
     score(tokens, {}, dense);
     for (const double density : o.densities) {
       const SelectionOptions top_k{.density = density};
-      with_mask("(a) SeerAttention, trained gate, top-k", density, tokens, gate_provider(trained_gates, top_k));
-      with_mask("(c) oracle top-k of the ground truth", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+      if (wanted("a"))
+        with_mask("(a) SeerAttention, trained gate, top-k", density, tokens, gate_provider(trained_gates, top_k));
+      if (wanted("a+")) {
+        SelectionOptions sel = plus;
+        sel.density = density;
+        with_mask(plus_name, density, tokens, gate_provider(trained_gates, sel));
+      }
+      if (wanted("c"))
+        with_mask("(c) oracle top-k of the ground truth", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
         ground_truth(cap);
         cuda::select_blocks(map.data(), layout, hq, top_k, select_work, mask, runtime.stream());
         return mask;
       });
-      with_mask("(d) StreamingLLM: sink + local window", density, tokens, [&](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
+      if (wanted("d"))
+        with_mask("(d) StreamingLLM: sink + local window", density, tokens, [&](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
         uploaded = cuda::DeviceMask::upload(streaming_mask(host_layout, density), host_layout);
         return uploaded;
       });
-      with_mask("(e) MInference: vertical + slash", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+      if (wanted("e"))
+        with_mask("(e) MInference: vertical + slash", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
         ground_truth(cap);
         SEER_CUDA_CHECK(cudaMemcpyAsync(map_host.data(), map.data(), map.size() * 4, cudaMemcpyDeviceToHost, runtime.stream()));
         SEER_CUDA_CHECK(cudaStreamSynchronize(runtime.stream()));
@@ -201,18 +233,18 @@ void run(const EvalOptions& o) {
         uploaded = cuda::DeviceMask::upload(vertical_slash_mask(last_rows, host_layout, density), host_layout);
         return uploaded;
       });
-      with_mask("(f) Quest: key min/max bound", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+      if (wanted("f"))
+        with_mask("(f) Quest: key min/max bound", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
         SEER_CUDA_CHECK(cudaMemcpyAsync(q_host.data(), cap.attention.q, q_host.size() * 2, cudaMemcpyDeviceToHost, runtime.stream()));
         SEER_CUDA_CHECK(cudaMemcpyAsync(k_host.data(), cap.attention.k, k_host.size() * 2, cudaMemcpyDeviceToHost, runtime.stream()));
         SEER_CUDA_CHECK(cudaStreamSynchronize(runtime.stream()));
         uploaded = cuda::DeviceMask::upload(quest_mask(q_host, k_host, seqs, {hq, c.kv_heads, c.head_dim}, density), host_layout);
         return uploaded;
       });
-      with_mask("(g) untrained gate, top-k", density, tokens, gate_provider(random_gates, top_k));
-      with_mask("(a+) trained gate, top-k, sink and diagonal kept", density, tokens,
-                gate_provider(trained_gates, {.density = density, .keep_sink = true, .keep_diagonal = true}));
+      if (wanted("g"))
+        with_mask("(g) untrained gate, top-k", density, tokens, gate_provider(random_gates, top_k));
     }
-    for (const double threshold : o.thresholds)
+    for (const double threshold : wanted("b") ? o.thresholds : std::vector<double>{})
       with_mask("(b) SeerAttention, trained gate, threshold", threshold, tokens,
                 gate_provider(trained_gates, {.method = SelectionOptions::Method::threshold, .threshold = threshold}));
   }
@@ -223,7 +255,11 @@ void run(const EvalOptions& o) {
     std::vector<int32_t> filler;
     for (const auto& w : windows) filler.insert(filler.end(), w.begin() + 1, w.end());  // BOS dropped
     const int64_t context = o.passkey_context > 0 ? o.passkey_context : o.context;
-    passkey = passkey_retrieval(model, tokenizer, filler, context, o.passkey_trials, trained_gates, o.passkey_density);
+    // The question is in the last 2 query blocks: SeerAttention keeps them dense.
+    SelectionOptions a{.density = o.passkey_density, .dense_last_blocks = 2}, a_plus = plus;
+    a_plus.density = o.passkey_density;
+    a_plus.dense_last_blocks = 2;
+    passkey = passkey_retrieval(model, tokenizer, filler, context, o.passkey_trials, trained_gates, {a, a_plus});
   }
 
   nlohmann::json report = {{"model", c.name}, {"gates", o.gates}, {"context", o.context},
@@ -235,6 +271,7 @@ void run(const EvalOptions& o) {
                                    {"ppl", tally.ppl()}, {"vs_dense", tally.ppl() / dense.ppl() - 1.0}});
   report["passkey"] = {{"trials", passkey.trials}, {"dense_correct", passkey.dense_correct},
                        {"seer_correct", passkey.seer_correct}, {"seer_density", o.passkey_density}};
+  report["plus"] = {{"sink", o.plus_sink}, {"local_blocks", o.plus_local_blocks}};
   if (o.json) std::cout << report.dump(2) << "\n";
   std::ostringstream md;
   md << "| method | target | real density | PPL | vs dense |\n| --- | --- | --- | --- | --- |\n";
@@ -248,8 +285,9 @@ void run(const EvalOptions& o) {
   }
   if (passkey.trials > 0)
     md << "\nPass-key retrieval (" << passkey.trials << " trials, about " << passkey.context
-       << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials << ", SeerAttention top-k at density "
-       << o.passkey_density << " " << passkey.seer_correct << "/" << passkey.trials << ".\n";
+       << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials << "; at density "
+       << o.passkey_density << ", (a) SeerAttention top-k " << passkey.seer_correct[0] << "/" << passkey.trials
+       << ", " << plus_name << " " << passkey.seer_correct[1] << "/" << passkey.trials << ".\n";
   if (!o.json) std::cout << md.str();
   if (!o.out.empty()) {
     std::ofstream out(o.out);
@@ -274,6 +312,12 @@ void add_eval_sparsity_command(CLI::App& app) {
   cmd->add_option("--passkey-trials", o->passkey_trials, "pass-key retrieval trials (0: skip)");
   cmd->add_option("--passkey-density", o->passkey_density, "SeerAttention density for the pass-key check");
   cmd->add_option("--passkey-context", o->passkey_context, "pass-key prompt length (default: --context)");
+  cmd->add_option("--plus-sink", o->plus_sink, "(a+): keep the sink block (true/false)");
+  cmd->add_option("--plus-local-blocks", o->plus_local_blocks, "(a+): local key blocks kept up to the diagonal")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--methods", o->methods, "methods to run, among a, a+, b, c, d, e, f, g (default: all)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"a", "a+", "b", "c", "d", "e", "f", "g"}));
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] { run(*o); });
 }

@@ -36,6 +36,8 @@ struct PerplexityOptions {
   int64_t context = 8192, stride = 0, chunk = 2048, max_windows = 0;
   std::optional<bool> bos;  // default: the model's add_bos
   std::optional<double> density, threshold;
+  bool sink = false;
+  int local_blocks = 0;
   bool json = false;
 };
 
@@ -112,8 +114,8 @@ void report_progress(size_t done, size_t total, double elapsed, const NllStats& 
 
 void run_perplexity(const PerplexityOptions& o) {
   const bool seer = o.attention == "seer";
-  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold),
-             "--gates, --density and --threshold apply to --attn seer only");
+  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold && !o.sink && o.local_blocks == 0),
+             "--gates, --density, --threshold, --sink and --local-blocks apply to --attn seer only");
   const std::string path = resolve_model_path(o.model);
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaWeights weights = load_llama(path);
@@ -132,6 +134,8 @@ void run_perplexity(const PerplexityOptions& o) {
     } else if (o.density) {
       selection.density = *o.density;
     }
+    selection.keep_sink = o.sink;
+    selection.local_blocks = o.local_blocks;
   }
   const double load_seconds = seconds_since(load_start);
 
@@ -218,6 +222,8 @@ void run_perplexity(const PerplexityOptions& o) {
       j["threshold"] = *o.threshold;
     else
       j["density"] = selection.density;
+    j["sink"] = o.sink;
+    j["local_blocks"] = o.local_blocks;
   }
   for (size_t f = 0; f < o.files.size(); ++f)
     j["files"].push_back({{"path", o.files[f]},
@@ -262,6 +268,10 @@ void add_perplexity_command(CLI::App& app) {
   auto* threshold =
       cmd->add_option("--threshold", options->threshold, "threshold block selection")->check(CLI::Range(0.0, 1.0));
   density->excludes(threshold);
+  cmd->add_flag("--sink", options->sink, "SeerAttention: always keep the first key block (the attention sink)");
+  cmd->add_option("--local-blocks", options->local_blocks,
+                  "SeerAttention: always keep this many key blocks up to the diagonal")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_flag("--json", options->json, "print JSON");

@@ -1,9 +1,8 @@
 // `seer train-gates`: SeerAttention gate post-training on the GPU with the LLM frozen.
 //
-// Each step runs the model forward with the ground-truth attention kernel in every layer (the
-// attention output is the exact dense one, so the model's activations are unchanged); per layer the
-// pre-RoPE q/k and the block map come back to the host, where the trainer adds that layer's gate
-// loss and gradient (the gate is tiny: a few MFLOP per layer). AdamW on the gate weights only.
+// Each step (train/gpu_gate_step.h) runs the model forward with the ground-truth attention kernel in
+// every layer and the gate's loss and gradient on the device; AdamW on the gate weights only, on
+// the host.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +14,7 @@
 #include "cuda/llama_cuda.h"
 #include "model/llama_loader.h"
 #include "train/gate_trainer.h"
+#include "train/gpu_gate_step.h"
 #include "train/token_corpus.h"
 
 namespace seer::cli {
@@ -67,10 +67,8 @@ void run(const TrainGatesOptions& o) {
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
   const Sequences seqs = Sequences::from_lengths(std::vector<int64_t>(size_t(o.batch), o.seq_len));
   cuda::LlamaRuntime runtime(model, seqs);
-  const Rope rope(config.rope, gate_dim);
+  GpuGateStep gpu_step(trainer, config, runtime);
   const int64_t t = seqs.tokens();
-  std::vector<bf16> q_pre(size_t(t * config.q_heads * config.head_dim)), k_pre(size_t(t * config.kv_heads * config.head_dim));
-  std::vector<float> gt(size_t(runtime.layout().host.map_elements()));
 
   const std::string log_path = o.out + ".csv";
   std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
@@ -78,16 +76,6 @@ void run(const TrainGatesOptions& o) {
   if (!o.resume) log << "step,loss,lr,tokens_per_second,seconds\n";
   std::vector<double> losses;
 
-  cuda::ForwardOptions forward;
-  forward.mode = cuda::AttentionMode::ground_truth;
-  forward.on_layer = [&](const cuda::LayerCapture& c) {
-    const cudaStream_t s = runtime.stream();
-    SEER_CUDA_CHECK(cudaMemcpyAsync(q_pre.data(), c.q_pre, q_pre.size() * 2, cudaMemcpyDeviceToHost, s));
-    SEER_CUDA_CHECK(cudaMemcpyAsync(k_pre.data(), c.k_pre, k_pre.size() * 2, cudaMemcpyDeviceToHost, s));
-    SEER_CUDA_CHECK(cudaMemcpyAsync(gt.data(), c.gt, gt.size() * 4, cudaMemcpyDeviceToHost, s));
-    SEER_CUDA_CHECK(cudaStreamSynchronize(s));
-    trainer.accumulate_layer(c.layer, q_pre, k_pre, gt, seqs, rope);
-  };
   const auto start = std::chrono::steady_clock::now();
   const int64_t first = trainer.step();
   while (trainer.step() < o.train.steps) {
@@ -95,8 +83,7 @@ void run(const TrainGatesOptions& o) {
     const auto step_start = std::chrono::steady_clock::now();
     const std::vector<int32_t> tokens = corpus.batch(step, o.batch, o.seed);
     const double lr = trainer.learning_rate(step);
-    runtime.forward(tokens, forward);
-    const double loss = trainer.finish_step();
+    const double loss = gpu_step.run(tokens);
     const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double per_step = now / double(trainer.step() - first);

@@ -164,7 +164,7 @@ struct SelectArgs {
   int64_t total_rows;  // mask rows = block rows x H_q
   int method;          // 0 top-k, 1 threshold
   double density, threshold;
-  int dense_last, keep_sink, keep_diagonal;
+  int dense_last, keep_sink, local_blocks;
   int4* row_cut;
   int32_t* counts;
   const int32_t* indptr;
@@ -286,7 +286,7 @@ __global__ void select_kernel(const SelectArgs a) {
     const int j = j0 + lane;
     bool keep = false, tie = false;
     if (j < n) {
-      if (dense_row || (a.keep_sink && j == 0) || (a.keep_diagonal && j == r.i)) keep = true;
+      if (dense_row || (a.keep_sink && j == 0) || j > r.i - a.local_blocks) keep = true;
       if (a.method == 0) {
         const uint32_t key = order_key(r.values[j]);
         keep |= key > uint32_t(cut.x);
@@ -426,7 +426,7 @@ void select_blocks(const float* logits, const DeviceLayout& layout, int q_heads,
                options.threshold,
                options.dense_last_blocks,
                int(options.keep_sink),
-               int(options.keep_diagonal),
+               options.local_blocks,
                work.row_cut.data(),
                work.counts.data(),
                mask.indptr.data(),

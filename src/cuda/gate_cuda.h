@@ -35,6 +35,27 @@ struct GateWorkspace {
 void gate_forward(const void* q_pre, const void* k_pre, DType dtype, const DeviceLayout& layout,
                   const DeviceGate& gate, GateWorkspace& work, float* logits, cudaStream_t stream);
 
+// ---- training (src/cuda/gate_backward.cu; the CPU gate_kl_loss and gate_backward are the reference)
+
+// Buffers of one gate_loss_backward call for a given layout (allocated once, reused by every layer).
+struct GateGradWorkspace {
+  DeviceBuffer<float> dlogits;           // the layout's map
+  DeviceBuffer<float> dq_gate, dk_gate;  // [H_q, rows, d_g], back through RoPE (before the rotation)
+  double elements = 0;                   // kept map elements: the KL's averaging count
+  double skip_fraction = 0;
+  static GateGradWorkspace create(const DeviceLayout& layout, const GateConfig& config, double skip_fraction);
+};
+
+// From the logits of gate_forward (whose workspace `work` still holds that call's pooled and rotated
+// vectors) and the ground-truth map gt: adds KL(gt ‖ softmax(logits)) averaged over the kept
+// elements (the first skip_fraction of each sequence's block rows left out) to *kl (a device
+// double), and writes loss_scale · dKL/dW_k into dwk [H_q, 3d, d_g] (and dW_q into dwq [H_q, d, d_g]
+// when the gate has W_q; dwq may be null otherwise). The gradient is of this call only: it is
+// written, not accumulated.
+void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,
+                        const GateWorkspace& work, float loss_scale, GateGradWorkspace& grad_work, double* kl,
+                        float* dwk, float* dwq, cudaStream_t stream);
+
 struct SelectionWorkspace {
   DeviceBuffer<int4> row_cut;     // per mask row: (cut key, ties kept, extra block, count)
   DeviceBuffer<int32_t> counts;   // rows + 1

@@ -16,6 +16,7 @@ void SelectionOptions::validate() const {
   else
     SEER_CHECK(threshold >= 0.0 && threshold < 1.0, "threshold must be in [0, 1), got ", threshold);
   SEER_CHECK(dense_last_blocks >= 0, "dense_last_blocks must be >= 0, got ", dense_last_blocks);
+  SEER_CHECK(local_blocks >= 0, "local_blocks must be >= 0, got ", local_blocks);
 }
 
 int64_t top_k_blocks(double density, int64_t nb) {
@@ -61,7 +62,8 @@ BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout
               if (j == best || prob[size_t(j)] / sum > options.threshold) kept.push_back(j);
           }
           if (options.keep_sink) kept.push_back(0);
-          if (options.keep_diagonal) kept.push_back(int32_t(i));
+          for (int64_t j = std::max<int64_t>(0, i - options.local_blocks + 1); j <= i && options.local_blocks > 0; ++j)
+            kept.push_back(int32_t(j));
           std::sort(kept.begin(), kept.end());
           kept.erase(std::unique(kept.begin(), kept.end()), kept.end());
         }

@@ -16,8 +16,8 @@ struct SelectionOptions {
   // threshold: keep blocks whose softmax probability over j <= i exceeds it (and always the row's best).
   double threshold = 2e-3;
   int dense_last_blocks = 0;   // the last N query blocks of each sequence keep every causal block
-  bool keep_sink = false;      // always keep key block 0
-  bool keep_diagonal = false;  // always keep key block i
+  bool keep_sink = false;  // always keep key block 0 (the attention sink)
+  int local_blocks = 0;    // always keep key blocks i - local_blocks + 1 .. i (1: the diagonal block)
 
   void validate() const;
 };

@@ -57,6 +57,18 @@ double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std
   return kl;
 }
 
+void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float> dwk, std::span<const float> dwq) {
+  SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
+  SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
+  GateWeights<float>& g = grads_[size_t(layer)];
+  check_size(dwk, "gate W_k gradient", int64_t(g.wk.size()));
+  check_size(dwq, "gate W_q gradient", int64_t(g.wq.size()));
+  for (size_t e = 0; e < dwk.size(); ++e) g.wk[e] += dwk[e];
+  for (size_t e = 0; e < dwq.size(); ++e) g.wq[e] += dwq[e];
+  layer_done_[size_t(layer)] = true;
+  step_loss_ += options_.loss_scale * kl;
+}
+
 double GateTrainer::learning_rate(int64_t step) const {
   if (step < options_.warmup) return options_.lr * double(step + 1) / double(options_.warmup);
   const double span = double(std::max<int64_t>(1, options_.steps - options_.warmup));
@@ -71,6 +83,7 @@ double GateTrainer::finish_step() {
   const double t = double(step_ + 1);
   const double correction1 = 1.0 - std::pow(options_.beta1, t), correction2 = 1.0 - std::pow(options_.beta2, t);
   const auto update = [&](std::vector<float>& w, std::vector<float>& g, std::vector<float>& m, std::vector<float>& v) {
+#pragma omp parallel for schedule(static)  // element-wise: the same result on any thread count
     for (size_t e = 0; e < w.size(); ++e) {
       m[e] = float(options_.beta1 * m[e] + (1 - options_.beta1) * g[e]);
       v[e] = float(options_.beta2 * v[e] + (1 - options_.beta2) * double(g[e]) * g[e]);

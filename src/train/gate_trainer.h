@@ -39,11 +39,15 @@ class GateTrainer {
   // KL (unscaled). Layers may be given in any order; each once per step.
   double accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
                           std::span<const float> gt, const Sequences& seqs, const Rope& rope);
+  // Adds layer `layer`'s gradient computed elsewhere (the GPU: cuda::gate_loss_backward, which
+  // already includes the loss scale) and its KL (unscaled). Sizes must match the weights'.
+  void add_layer_gradient(int layer, double kl, std::span<const float> dwk, std::span<const float> dwq);
   // AdamW update with this step's learning rate; returns the step's loss (scale × Σ layer KL).
   double finish_step();
 
   double learning_rate(int64_t step) const;  // for the 0-based step index
   int64_t step() const { return step_; }
+  const TrainOptions& options() const { return options_; }
   const std::vector<GateWeights<float>>& weights() const { return weights_; }
 
   // Published layout (model.layers.{i}.self_attn.attn_gate.mask_linear_k.weight [H_q, 3d, d_g],

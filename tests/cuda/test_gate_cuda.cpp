@@ -61,6 +61,78 @@ TEST(CudaGate, ForwardMatchesCpu) {
   std::printf("[measured] gate forward: max |error| / max |logit| = %.2e\n", worst);
 }
 
+// A random ground-truth map: non-negative, rows normalized over j <= i, some exact zeros.
+std::vector<float> random_ground_truth(const BlockLayout& layout) {
+  std::vector<float> gt = test::random_values<float>(size_t(layout.map_elements()), 1.0f);
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)];
+    for (int64_t row = 0; row < layout.heads * nb; ++row) {
+      float* r = gt.data() + layout.map_offset[size_t(s)] + row * nb;
+      const int64_t i = row % nb;
+      double sum = 0;
+      for (int64_t j = 0; j < nb; ++j) {
+        r[j] = j <= i && r[j] > -0.5f ? std::exp(2.0f * r[j]) : 0.0f;
+        sum += r[j];
+      }
+      for (int64_t j = 0; j < nb; ++j) r[j] = sum > 0 ? float(r[j] / sum) : 0.0f;
+    }
+  }
+  return gt;
+}
+
+// Loss and weight gradient of the GPU gate against the CPU operators in double, on the same
+// bf16-rounded inputs; the gradient buffers poisoned first.
+TEST(CudaGate, LossAndGradientMatchCpu) {
+  double worst_loss = 0, worst_grad = 0;
+  for (const GateShape& shape : kShapes) {
+    const Sequences seqs = Sequences::from_lengths(shape.lengths);
+    const GateConfig config{shape.heads, shape.gate_dim, 64};
+    const GateWeights<float> weights = GateWeights<float>::random(config, test::rng()(), 0.05);
+    const test::DeviceTensor q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
+    const test::DeviceTensor k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
+    const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, shape.heads.q_heads);
+    const std::vector<float> gt = random_ground_truth(layout.host);
+    const DeviceBuffer<float> dgt = DeviceBuffer<float>::upload(gt);
+    const cuda::DeviceGate gate = cuda::DeviceGate::upload(weights, shape.rope, layout.max_blocks);
+    cuda::GateWorkspace work = cuda::GateWorkspace::create(layout, config);
+    cuda::GateGradWorkspace grad_work = cuda::GateGradWorkspace::create(layout, config, 0.25);
+    DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
+    DeviceBuffer<float> dwk(size_t(config.wk_size())), dwq(size_t(config.wq_size()));
+    DeviceBuffer<double> kl(1);
+    SEER_CUDA_CHECK(cudaMemset(dwk.data(), 0xff, dwk.size() * sizeof(float)));
+    if (dwq.size()) SEER_CUDA_CHECK(cudaMemset(dwq.data(), 0xff, dwq.size() * sizeof(float)));
+    SEER_CUDA_CHECK(cudaMemset(kl.data(), 0, sizeof(double)));
+    const float loss_scale = 10.0f;
+    cuda::gate_forward(q.device.data(), k.device.data(), cuda::DType::bf16, layout, gate, work, logits.data(), nullptr);
+    cuda::gate_loss_backward(logits.data(), dgt.data(), layout, gate, work, loss_scale, grad_work, kl.data(), dwk.data(),
+                             dwq.data(), nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+
+    // The reference in double: forward, loss with its gradient, backward.
+    const auto to_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    GateWeights<double> wd{config, to_double(weights.wk), to_double(weights.wq)};
+    const std::vector<double> qd = to_double(q.host), kd = to_double(k.host), gtd = to_double(gt);
+    const Rope rope(shape.rope, shape.gate_dim);
+    std::vector<double> zd(gt.size()), dzd(gt.size());
+    gate_forward<double, double>(qd, kd, seqs, wd, rope, zd);
+    const double want_kl = gate_kl_loss<double>(zd, gtd, layout.host, 0.25, dzd);
+    for (double& g : dzd) g *= loss_scale;
+    GateWeights<double> grad = GateWeights<double>::zeros(config);
+    gate_backward<double, double>(qd, kd, seqs, wd, rope, dzd, grad);
+
+    const double loss_err = std::abs(kl.download()[0] - want_kl) / want_kl;
+    const double wk_err = test::relative_error(dwk.download(), grad.wk);
+    const double wq_err = config.has_q_proj() ? test::relative_error(dwq.download(), grad.wq) : 0.0;
+    EXPECT_LT(loss_err, 1e-4) << seqs.tokens() << " tokens, d " << shape.heads.head_dim;
+    EXPECT_LT(wk_err, 1e-3) << seqs.tokens() << " tokens, d " << shape.heads.head_dim;
+    EXPECT_LT(wq_err, 1e-3) << seqs.tokens() << " tokens, d_g " << shape.gate_dim;
+    worst_loss = std::max(worst_loss, loss_err);
+    worst_grad = std::max({worst_grad, wk_err, wq_err});
+  }
+  std::printf("[measured] gate loss/backward vs CPU double: max rel error loss %.2e, dW %.2e\n", worst_loss,
+              worst_grad);
+}
+
 // Random logits, optionally coarse so that many values tie at the cut.
 std::vector<float> random_logits(const BlockLayout& layout, bool coarse) {
   auto logits = test::random_values<float>(size_t(layout.map_elements()), 2.0f);
@@ -87,7 +159,7 @@ TEST(CudaSelection, MatchesCpuExactly) {
           {.density = 0.1},
           {.density = 0.3},
           {.density = 1.0},
-          {.density = 0.1, .dense_last_blocks = 2, .keep_sink = true, .keep_diagonal = true},
+          {.density = 0.1, .dense_last_blocks = 2, .keep_sink = true, .local_blocks = 3},
           {.method = M::threshold, .threshold = 1e-3},
           {.method = M::threshold, .threshold = 2e-2, .keep_sink = true},
           {.method = M::threshold, .threshold = 0.3, .dense_last_blocks = 1},

@@ -1,0 +1,180 @@
+// Gate distillation loss and gradient on the GPU, the math of gate_kl_loss and gate_backward
+// (src/gate/attn_gate.cpp) in float:
+//   per kept row (s, h, i): q = softmax_j<=i(z), KL += sum_j gt_j (log gt_j - log q_j) / elements,
+//                           dz_j = scale_loss (q_j sum(gt) - gt_j) / elements
+//   dq_r[h, i] = sum_j<=i dz[h, i, j] k_r[h, j] / sqrt(d_g),  dk_r[h, j] = sum_i>=j dz[h, i, j] q_r[h, i] / sqrt(d_g)
+//   back through RoPE (its transpose), then dW_k[h] = k_pool[:, h / g]^T dk,  dW_q[h] = q_pool[:, h]^T dq.
+#include <cmath>
+
+#include "cuda/gate_cuda.h"
+
+namespace seer::cuda {
+namespace {
+
+constexpr int kWeightRowsPerBlock = 16;  // input channels of W per thread block in the weight gradient
+
+// (sequence, head, block row) of global map row `row` (block rows x H_q, sequence-major as the map).
+struct MapRow {
+  int s, h, i, nb;
+  int64_t offset;  // of the row's first element in the map
+};
+__device__ MapRow map_row(const int32_t* seq_len, const int32_t* row_offset, const int64_t* map_offset,
+                          int sequences, int hq, int64_t row) {
+  int s = 0;
+  while (s + 1 < sequences && int64_t(row_offset[s + 1]) * hq <= row) ++s;
+  const int nb = (seq_len[s] + 63) / 64;
+  const int64_t local = row - int64_t(row_offset[s]) * hq;
+  const int h = int(local / nb), i = int(local % nb);
+  return {s, h, i, nb, map_offset[s] + local * nb};
+}
+
+// One warp per map row: the row's KL term and dz (zero for skipped rows and above the diagonal).
+__global__ void kl_rows_kernel(const float* logits, const float* gt, const int32_t* seq_len, const int32_t* row_offset,
+                               const int64_t* map_offset, int sequences, int hq, int64_t rows, double skip_fraction,
+                               double elements, float loss_scale, float* dlogits, double* kl) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;
+  const int lane = threadIdx.x % 32;
+  const MapRow r = map_row(seq_len, row_offset, map_offset, sequences, hq, row);
+  const float* z = logits + r.offset;
+  const float* target = gt + r.offset;
+  float* dz = dlogits + r.offset;
+  const int skip = int(int64_t(double(r.nb) * skip_fraction));  // as the CPU: int64_t(nb * skip_fraction)
+  if (r.i < skip) {
+    for (int j = lane; j < r.nb; j += 32) dz[j] = 0.f;
+    return;
+  }
+  float m = -INFINITY;
+  for (int j = lane; j <= r.i; j += 32) m = fmaxf(m, z[j]);
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  float sum = 0.f, gt_sum = 0.f;
+  for (int j = lane; j <= r.i; j += 32) {
+    sum += expf(z[j] - m);
+    gt_sum += target[j];
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    gt_sum += __shfl_xor_sync(0xffffffffu, gt_sum, off);
+  }
+  const float log_sum = m + logf(sum);
+  float term = 0.f;
+  const float inv_elements = float(1.0 / elements);
+  for (int j = lane; j < r.nb; j += 32) {
+    if (j > r.i) {
+      dz[j] = 0.f;
+      continue;
+    }
+    const float log_q = z[j] - log_sum, p = target[j];
+    if (p > 0.f) term += p * (logf(p) - log_q);
+    dz[j] = loss_scale * (expf(log_q) * gt_sum - p) * inv_elements;
+  }
+  for (int off = 16; off > 0; off /= 2) term += __shfl_xor_sync(0xffffffffu, term, off);
+  if (lane == 0) atomicAdd(kl, double(term) / elements);
+}
+
+// grid (block rows, H_q), one thread per RoPE pair (x, x + d_g/2): block b's dk (its map column) and
+// dq (its map row), rotated back by RoPE at position 64 b.
+__global__ void dgate_kernel(const float* dlogits, const float* q_gate, const float* k_gate, const float2* rope,
+                             const int32_t* seq_len, const int32_t* row_offset, const int64_t* map_offset,
+                             int sequences, int64_t rows, int dg, float scale, bool with_dq, float* dq_gate,
+                             float* dk_gate) {
+  const int64_t row = blockIdx.x;
+  const int h = blockIdx.y, half = dg / 2, x = threadIdx.x;
+  if (x >= half) return;
+  int s = 0;
+  while (s + 1 < sequences && row_offset[s + 1] <= row) ++s;
+  const int nb = (seq_len[s] + 63) / 64, b = int(row - row_offset[s]);
+  const float* map = dlogits + map_offset[s] + int64_t(h) * nb * nb;
+  const int64_t base = int64_t(h) * rows + row_offset[s];  // [H_q, rows, d_g] row of block 0
+  float dk_lo = 0.f, dk_hi = 0.f, dq_lo = 0.f, dq_hi = 0.f;
+  for (int i = b; i < nb; ++i) {
+    const float g = map[int64_t(i) * nb + b];
+    dk_lo += g * q_gate[(base + i) * dg + x];
+    dk_hi += g * q_gate[(base + i) * dg + x + half];
+  }
+  if (with_dq)
+    for (int j = 0; j <= b; ++j) {
+      const float g = map[int64_t(b) * nb + j];
+      dq_lo += g * k_gate[(base + j) * dg + x];
+      dq_hi += g * k_gate[(base + j) * dg + x + half];
+    }
+  // RoPE rotated (lo, hi) to (lo c - hi s, hi c + lo s); its transpose maps (a, b) to (a c + b s, b c - a s).
+  const float2 cs = rope[int64_t(b) * half + x];
+  float* dk = dk_gate + (base + b) * dg;
+  dk[x] = scale * (dk_lo * cs.x + dk_hi * cs.y);
+  dk[x + half] = scale * (dk_hi * cs.x - dk_lo * cs.y);
+  if (with_dq) {
+    float* dq = dq_gate + (base + b) * dg;
+    dq[x] = scale * (dq_lo * cs.x + dq_hi * cs.y);
+    dq[x + half] = scale * (dq_hi * cs.x - dq_lo * cs.y);
+  }
+}
+
+// dW[h, c, x] = sum over block rows r of input[r, head(h), c] * dgate[h, r, x]; grid (H_q, channel
+// groups of 16), threads over x. input is [rows, in_heads, in_dim] (k_pool: in_heads = H_kv,
+// in_dim = 3d, head(h) = h / g; q_pool: H_q, d, h).
+__global__ void dweight_kernel(const float* input, int in_heads, int in_dim, int group, const float* dgate,
+                               int64_t rows, int dg, float* dw) {
+  const int h = blockIdx.x, c0 = blockIdx.y * kWeightRowsPerBlock, head = h / group;
+  const int channels = min(kWeightRowsPerBlock, in_dim - c0);
+  for (int x = threadIdx.x; x < dg; x += blockDim.x) {
+    float acc[kWeightRowsPerBlock] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float g = dgate[(int64_t(h) * rows + r) * dg + x];
+      const float* in = input + (r * in_heads + head) * in_dim + c0;  // the same address in every thread
+#pragma unroll
+      for (int c = 0; c < kWeightRowsPerBlock; ++c)
+        if (c < channels) acc[c] += in[c] * g;
+    }
+    for (int c = 0; c < channels; ++c) dw[(int64_t(h) * in_dim + c0 + c) * dg + x] = acc[c];
+  }
+}
+
+}  // namespace
+
+GateGradWorkspace GateGradWorkspace::create(const DeviceLayout& layout, const GateConfig& c, double skip_fraction) {
+  SEER_CHECK(skip_fraction >= 0.0 && skip_fraction < 1.0, "skip fraction must be in [0, 1), got ", skip_fraction);
+  const size_t rows = size_t(layout.total_rows);
+  GateGradWorkspace w{DeviceBuffer<float>(size_t(layout.host.map_elements())),
+                      DeviceBuffer<float>(c.has_q_proj() ? rows * c.heads.q_heads * c.gate_dim : 0),
+                      DeviceBuffer<float>(rows * c.heads.q_heads * c.gate_dim), 0.0, skip_fraction};
+  for (int64_t nb : layout.host.blocks)  // as gate_kl_loss counts them
+    w.elements += double(c.heads.q_heads) * double(nb - int64_t(nb * skip_fraction)) * double(nb);
+  return w;
+}
+
+void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,
+                        const GateWorkspace& work, float loss_scale, GateGradWorkspace& gw, double* kl, float* dwk,
+                        float* dwq, cudaStream_t stream) {
+  const GateConfig& c = gate.config;
+  SEER_CHECK(logits && gt && kl && dwk && (dwq || !c.has_q_proj()), "gate backward: null pointer");
+  SEER_CHECK(gw.dlogits.size() == size_t(layout.host.map_elements()) &&
+                 gw.dk_gate.size() == size_t(layout.total_rows) * c.heads.q_heads * c.gate_dim,
+             "gate backward: workspace was built for another layout");
+  SEER_CHECK(work.q_gate.size() == gw.dk_gate.size(), "gate backward: gate workspace was built for another layout");
+  if (layout.total_rows == 0 || gw.elements == 0) return;
+  const int hq = c.heads.q_heads, d = c.heads.head_dim, dg = c.gate_dim;
+  const int64_t map_rows = layout.total_rows * hq;
+  kl_rows_kernel<<<unsigned((map_rows + 7) / 8), 256, 0, stream>>>(
+      logits, gt, layout.seq_len.data(), layout.seq_row_offset.data(), layout.seq_map_offset.data(), layout.sequences,
+      hq, map_rows, gw.skip_fraction, gw.elements, loss_scale, gw.dlogits.data(), kl);
+  SEER_CUDA_CHECK_LAUNCH();
+  const int pair_threads = ((dg / 2 + 31) / 32) * 32;
+  dgate_kernel<<<dim3(unsigned(layout.total_rows), unsigned(hq)), pair_threads, 0, stream>>>(
+      gw.dlogits.data(), work.q_gate.data(), work.k_gate.data(), gate.rope.data(), layout.seq_len.data(),
+      layout.seq_row_offset.data(), layout.seq_map_offset.data(), layout.sequences, layout.total_rows, dg,
+      float(1.0 / std::sqrt(double(dg))), c.has_q_proj(), gw.dq_gate.data(), gw.dk_gate.data());
+  SEER_CUDA_CHECK_LAUNCH();
+  const unsigned threads = unsigned(std::min(dg, 256));
+  dweight_kernel<<<dim3(unsigned(hq), unsigned((3 * d + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock)), threads, 0,
+                   stream>>>(work.k_pool.data(), c.heads.kv_heads, 3 * d, c.heads.group(), gw.dk_gate.data(),
+                             layout.total_rows, dg, dwk);
+  SEER_CUDA_CHECK_LAUNCH();
+  if (c.has_q_proj()) {
+    dweight_kernel<<<dim3(unsigned(hq), unsigned((d + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock)), threads, 0,
+                     stream>>>(work.q_pool.data(), hq, d, 1, gw.dq_gate.data(), layout.total_rows, dg, dwq);
+    SEER_CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace seer::cuda
