@@ -6,7 +6,8 @@
 #   sanitize  compute-sanitizer memcheck and racecheck over every kernel
 #   model     reassemble the staged built-in model in /tmp/seer (stage_model.sh) and run the GPU
 #             model tests against it
-#   train     seer train-gates on the staged training books -> $OUT
+#   train     seer train-gates on the staged training books -> $OUT (SEER_TRAIN_ARGS overrides
+#             the schedule: the shipped gates' is the default)
 #   eval      seer eval-sparsity with the shipped gates on the staged dev books -> $OUT/ACCURACY.md
 set -uo pipefail
 steps=${*:-tests bench peer}
@@ -44,11 +45,11 @@ if has model; then
   ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
 fi
 if has train; then
-  ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 300} \
+  ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 1500 --batch 2 --checkpoint-every 100} \
     --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi
 if has eval; then
   ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --data /tmp/seer/dev --windows-per-book 2 \
-    --passkey-trials 100 --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
+    --thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 --passkey-trials 100 --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
 fi

@@ -4,6 +4,12 @@
 
 namespace seer::cli {
 
+// SeerAttention's block selection in seer's commands unless flags say otherwise: the gate's top-k
+// plus the attention-sink block and the 3 key blocks up to the diagonal — (a+) in
+// bench/ACCURACY.md, better than plain top-k at every density for about 1% more blocks.
+inline constexpr bool kDefaultKeepSink = true;
+inline constexpr int kDefaultLocalBlocks = 3;
+
 void add_demo_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_generate_command(CLI::App& app);

@@ -28,9 +28,10 @@ struct EvalOptions {
   int64_t passkey_trials = 100, passkey_context = 0;  // 0: the perplexity context
   double passkey_density = 0.1;
   // (a+): top-k plus forced blocks, the attention sink and local blocks up to the diagonal.
-  bool plus_sink = true;
-  int plus_local_blocks = 1;
-  std::vector<std::string> methods{"a", "a+", "b", "c", "d", "e", "f", "g"};
+  bool plus_sink = kDefaultKeepSink;
+  int plus_local_blocks = kDefaultLocalBlocks;
+  std::vector<int> plus_dense_layers;  // (a+): layers left dense
+  std::vector<std::string> methods{"a", "a+", "b", "b+", "c", "d", "e", "f", "g"};
   bool json = false;
 };
 
@@ -41,9 +42,11 @@ struct Tally {
   double mean_density() const { return forwards ? density / double(forwards) : 1.0; }
 };
 
-int64_t mask_nnz(const cuda::DeviceMask& mask) {
+// Blocks the mask keeps, once `stream` (the runtime's, which fills the mask) has written it.
+int64_t mask_nnz(const cuda::DeviceMask& mask, cudaStream_t stream) {
   int32_t nnz = 0;
-  SEER_CUDA_CHECK(cudaMemcpy(&nnz, mask.indptr.data() + mask.rows, sizeof nnz, cudaMemcpyDeviceToHost));
+  SEER_CUDA_CHECK(cudaMemcpyAsync(&nnz, mask.indptr.data() + mask.rows, sizeof nnz, cudaMemcpyDeviceToHost, stream));
+  SEER_CUDA_CHECK(cudaStreamSynchronize(stream));
   return nnz;
 }
 
@@ -173,17 +176,20 @@ void run(const EvalOptions& o) {
     options.mode = cuda::AttentionMode::custom_mask;
     options.mask_for_layer = [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
       const cuda::DeviceMask& m = provider(cap);
-      tally.density += double(mask_nnz(m)) / double(host_layout.causal_pairs());
+      tally.density += double(mask_nnz(m, runtime.stream())) / double(host_layout.causal_pairs());
       ++tally.forwards;
       return m;
     };
     score(tokens, options, tally);
   };
-  const auto gate_provider = [&](const std::vector<cuda::DeviceGate>& gates, SelectionOptions sel) {
-    return [&, sel, all = &gates](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+  const auto gate_provider = [&](const std::vector<cuda::DeviceGate>& gates, SelectionOptions sel,
+                                  std::vector<int> dense_layers = {}) {
+    return [&, sel, dense_layers, all = &gates](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
       cuda::gate_forward(cap.q_pre, cap.k_pre, cuda::DType::bf16, layout, (*all)[size_t(cap.layer)], gate_work,
                          map.data(), runtime.stream());
-      cuda::select_blocks(map.data(), layout, hq, sel, select_work, mask, runtime.stream());
+      SelectionOptions layer_sel = sel;
+      if (std::find(dense_layers.begin(), dense_layers.end(), cap.layer) != dense_layers.end()) layer_sel.density = 1.0;
+      cuda::select_blocks(map.data(), layout, hq, layer_sel, select_work, mask, runtime.stream());
       return mask;
     };
   };
@@ -195,8 +201,15 @@ void run(const EvalOptions& o) {
     return std::find(o.methods.begin(), o.methods.end(), code) != o.methods.end();
   };
   const SelectionOptions plus{.keep_sink = o.plus_sink, .local_blocks = o.plus_local_blocks};
-  const std::string plus_name = "(a+) trained gate, top-k" + std::string(o.plus_sink ? ", sink" : "") + ", " +
-                                std::to_string(o.plus_local_blocks) + " local block(s) kept";
+  // The forced blocks of (a+) and (b+), for their names.
+  std::string plus_suffix = std::string(o.plus_sink ? ", sink" : "") + ", " + std::to_string(o.plus_local_blocks) +
+                            " local block(s) kept";
+  if (!o.plus_dense_layers.empty()) {
+    plus_suffix += ", layers";
+    for (int l : o.plus_dense_layers) plus_suffix += " " + std::to_string(l);
+    plus_suffix += " dense";
+  }
+  const std::string plus_name = "(a+) trained gate, top-k" + plus_suffix;
   for (size_t w = 0; w < windows.size(); ++w) {
     const std::vector<int32_t>& tokens = windows[w];
     std::fprintf(stderr, "\reval-sparsity: window %zu/%zu", w + 1, windows.size());
@@ -208,7 +221,7 @@ void run(const EvalOptions& o) {
       if (wanted("a+")) {
         SelectionOptions sel = plus;
         sel.density = density;
-        with_mask(plus_name, density, tokens, gate_provider(trained_gates, sel));
+        with_mask(plus_name, density, tokens, gate_provider(trained_gates, sel, o.plus_dense_layers));
       }
       if (wanted("c"))
         with_mask("(c) oracle top-k of the ground truth", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
@@ -244,9 +257,15 @@ void run(const EvalOptions& o) {
       if (wanted("g"))
         with_mask("(g) untrained gate, top-k", density, tokens, gate_provider(random_gates, top_k));
     }
-    for (const double threshold : wanted("b") ? o.thresholds : std::vector<double>{})
-      with_mask("(b) SeerAttention, trained gate, threshold", threshold, tokens,
-                gate_provider(trained_gates, {.method = SelectionOptions::Method::threshold, .threshold = threshold}));
+    for (const double threshold : o.thresholds) {
+      SelectionOptions sel{.method = SelectionOptions::Method::threshold, .threshold = threshold};
+      if (wanted("b")) with_mask("(b) SeerAttention, trained gate, threshold", threshold, tokens, gate_provider(trained_gates, sel));
+      sel.keep_sink = plus.keep_sink;
+      sel.local_blocks = plus.local_blocks;
+      if (wanted("b+"))
+        with_mask("(b+) trained gate, threshold" + plus_suffix, threshold, tokens,
+                  gate_provider(trained_gates, sel, o.plus_dense_layers));
+    }
   }
   std::fprintf(stderr, "\n");
 
@@ -315,9 +334,11 @@ void add_eval_sparsity_command(CLI::App& app) {
   cmd->add_option("--plus-sink", o->plus_sink, "(a+): keep the sink block (true/false)");
   cmd->add_option("--plus-local-blocks", o->plus_local_blocks, "(a+): local key blocks kept up to the diagonal")
       ->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--methods", o->methods, "methods to run, among a, a+, b, c, d, e, f, g (default: all)")
+  cmd->add_option("--plus-dense-layers", o->plus_dense_layers, "(a+): layers left dense (comma-separated)")
+      ->delimiter(',');
+  cmd->add_option("--methods", o->methods, "methods to run, among a, a+, b, b+, c, d, e, f, g (default: all)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"a", "a+", "b", "c", "d", "e", "f", "g"}));
+      ->check(CLI::IsMember({"a", "a+", "b", "b+", "c", "d", "e", "f", "g"}));
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] { run(*o); });
 }

@@ -24,6 +24,8 @@ namespace {
 struct GenerateOptions {
   std::string model, prompt, chat, attention = "dense", gates, device = "auto";
   double density = 0.1;
+  bool sink = kDefaultKeepSink;
+  int local_blocks = kDefaultLocalBlocks;
   int max_tokens = 128;
   SamplingOptions sampling{.temperature = 0.8, .top_k = 40, .top_p = 0.95, .seed = 0};
   bool seed_given = false;
@@ -121,7 +123,8 @@ void run_generate(GenerateOptions o) {
   const int64_t capacity = std::min<int64_t>(c.max_positions, int64_t(prompt.size()) + o.max_tokens);
   std::vector<GateWeights<float>> gates;
   // SeerAttention prefill; the last 2 query blocks (the question) stay dense.
-  const SelectionOptions selection{.density = o.density, .dense_last_blocks = 2};
+  const SelectionOptions selection{
+      .density = o.density, .dense_last_blocks = 2, .keep_sink = o.sink, .local_blocks = o.local_blocks};
   if (o.attention == "seer") gates = load_gates(resolve_gates_path(o.gates, path), c);
   const bool on_gpu = use_gpu(o.device);
   std::unique_ptr<Generator> model;
@@ -192,6 +195,11 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)");
   cmd->add_option("--gates", options->gates, "gate weights (default: the shipped gates of the built-in model)");
   cmd->add_option("--density", options->density, "SeerAttention top-k block density")->check(CLI::Range(1e-6, 1.0));
+  cmd->add_flag("--sink,!--no-sink", options->sink,
+                "SeerAttention: always keep the first key block, the attention sink (default: on)");
+  cmd->add_option("--local-blocks", options->local_blocks,
+                  "SeerAttention: always keep this many key blocks up to the diagonal (default: 3)")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--max-tokens", options->max_tokens, "tokens to generate at most")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temperature", options->sampling.temperature, "sampling temperature; 0 is greedy")
       ->check(CLI::Range(0.0, 100.0));

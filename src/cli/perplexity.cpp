@@ -36,8 +36,8 @@ struct PerplexityOptions {
   int64_t context = 8192, stride = 0, chunk = 2048, max_windows = 0;
   std::optional<bool> bos;  // default: the model's add_bos
   std::optional<double> density, threshold;
-  bool sink = false;
-  int local_blocks = 0;
+  std::optional<bool> sink;
+  std::optional<int> local_blocks;
   bool json = false;
 };
 
@@ -114,7 +114,7 @@ void report_progress(size_t done, size_t total, double elapsed, const NllStats& 
 
 void run_perplexity(const PerplexityOptions& o) {
   const bool seer = o.attention == "seer";
-  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold && !o.sink && o.local_blocks == 0),
+  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold && !o.sink && !o.local_blocks),
              "--gates, --density, --threshold, --sink and --local-blocks apply to --attn seer only");
   const std::string path = resolve_model_path(o.model);
   const auto load_start = std::chrono::steady_clock::now();
@@ -134,8 +134,8 @@ void run_perplexity(const PerplexityOptions& o) {
     } else if (o.density) {
       selection.density = *o.density;
     }
-    selection.keep_sink = o.sink;
-    selection.local_blocks = o.local_blocks;
+    selection.keep_sink = o.sink.value_or(kDefaultKeepSink);
+    selection.local_blocks = o.local_blocks.value_or(kDefaultLocalBlocks);
   }
   const double load_seconds = seconds_since(load_start);
 
@@ -222,8 +222,8 @@ void run_perplexity(const PerplexityOptions& o) {
       j["threshold"] = *o.threshold;
     else
       j["density"] = selection.density;
-    j["sink"] = o.sink;
-    j["local_blocks"] = o.local_blocks;
+    j["sink"] = selection.keep_sink;
+    j["local_blocks"] = selection.local_blocks;
   }
   for (size_t f = 0; f < o.files.size(); ++f)
     j["files"].push_back({{"path", o.files[f]},
@@ -268,9 +268,12 @@ void add_perplexity_command(CLI::App& app) {
   auto* threshold =
       cmd->add_option("--threshold", options->threshold, "threshold block selection")->check(CLI::Range(0.0, 1.0));
   density->excludes(threshold);
-  cmd->add_flag("--sink", options->sink, "SeerAttention: always keep the first key block (the attention sink)");
-  cmd->add_option("--local-blocks", options->local_blocks,
-                  "SeerAttention: always keep this many key blocks up to the diagonal")
+  cmd->add_flag_function(
+      "--sink,!--no-sink", [options](int64_t count) { options->sink = count > 0; },
+      "SeerAttention: always keep the first key block, the attention sink (default: on)");
+  cmd->add_option_function<int>(
+         "--local-blocks", [options](int n) { options->local_blocks = n; },
+         "SeerAttention: always keep this many key blocks up to the diagonal (default: 3)")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

