@@ -4,13 +4,15 @@
 //
 // q [H_q, d] (RoPE applied), k_cache and v_cache [capacity, H_kv, d], all bf16; the query attends to
 // cache positions [0, length). out [H_q, d] bf16. Head dims 64 and 128, query heads per KV head
-// (the GQA group) at most 8.
+// (the GQA group) at most 8. The length is read on the device and the grid is sized for
+// max_length, so one captured launch (a CUDA graph of a decode step) serves every length up to it.
 //
 // Decode is memory-bound: every key and value is read once per step. One thread block takes a
-// (KV head, key range) item and scores the group's query heads together against each 64-key tile
-// staged in shared memory, so GQA reads each key once; the ranges are sized so that the grid fills
-// the GPU several times over at any length. Each item keeps a partial softmax (row max, sum,
-// unnormalized output) in fp32; a second kernel merges a head's partials by their maxima.
+// (KV head, key range) item; its warps stream 16-key tiles through shared memory (cp.async) and
+// score the GQA group's query heads together on tensor cores (mma.sync, the heads as the rows of a
+// 16-row tile), so each key is read once per group. Ranges are sized so that the grid fills the GPU
+// several times over at any length. Each item keeps a partial softmax (row max, sum, unnormalized
+// output) in fp32; a second kernel merges a head's partials by their maxima.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -36,7 +38,8 @@ struct DecodeWorkspace {
 // for several waves over the GPU's SMs, each range a multiple of 64 keys.
 int decode_splits(const HeadDims& dims, int64_t length, int max_splits);
 
-void decode_attention(const void* q, const void* k_cache, const void* v_cache, int64_t length, void* out,
-                      DecodeWorkspace& workspace, cudaStream_t stream);
+// length: a device int32 in [1, max_length].
+void decode_attention(const void* q, const void* k_cache, const void* v_cache, const int32_t* length,
+                      int64_t max_length, void* out, DecodeWorkspace& workspace, cudaStream_t stream);
 
 }  // namespace seer::cuda

@@ -21,6 +21,8 @@ void check_supported(const LlamaConfig& c) {
   SEER_CHECK(!c.qkv_bias, "the CUDA backend does not support q/k/v biases (", c.architecture, ") yet");
   SEER_CHECK(c.head_dim == 64 || c.head_dim == 128, "the CUDA backend supports head dims 64 and 128, the model has ",
              c.head_dim);
+  SEER_CHECK(c.hidden % 4 == 0 && c.hidden <= 16384, "the CUDA backend supports hidden sizes that are multiples of 4 "
+             "up to 16384, the model has ", c.hidden);
 }
 
 DeviceBuffer<__nv_bfloat16> upload_bf16(std::initializer_list<const std::vector<float>*> parts) {
@@ -242,7 +244,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
       gemm(cublas_, w.wqkv.data(), normed_.data(), qkv_.data(), n, qkv_width, c.hidden, false);
       split_qkv_rope(qkv_.data(), n, positions_.data() + c0, hq, hkv, d, rope_.data(), q_.data() + c0 * hq * d,
                      k + c0 * hkv * d, v + c0 * hkv * d, keep_pre ? q_pre_.data() + c0 * hq * d : nullptr,
-                     keep_pre ? k_pre_.data() + c0 * hkv * d : nullptr, stream_);
+                     keep_pre ? k_pre_.data() + c0 * hkv * d : nullptr, false, stream_);
     }
     const AttentionArgs attn_args{q_.data(), k, v, attn_.data(), lse_.data(), DType::bf16, {hq, hkv, d}};
     switch (o.mode) {
@@ -306,7 +308,9 @@ LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache)
   SEER_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   const size_t d = size_t(c.head_dim);
   rope_ = rope_table(c, cache.capacity);
-  token_position_ = DeviceBuffer<int32_t>(2);
+  step_ids_ = DeviceBuffer<int32_t>(3);
+  cublas_workspace_ = DeviceBuffer<unsigned char>(size_t(32) << 20);
+  SEER_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), cublas_workspace_.size()));
   residual_ = DeviceBuffer<float>(size_t(c.hidden));
   logits_ = DeviceBuffer<float>(size_t(c.vocab));
   normed_ = DeviceBuffer<__nv_bfloat16>(size_t(c.hidden));
@@ -319,29 +323,24 @@ LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache)
 }
 
 LlamaDecoder::~LlamaDecoder() {
+  if (graph_) cudaGraphExecDestroy(graph_);
   if (cublas_) cublasDestroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-std::span<const float> LlamaDecoder::step(int32_t token) {
+void LlamaDecoder::record_step() {
   const LlamaConfig& c = model_.config;
-  SEER_CHECK(token >= 0 && token < c.vocab, "token id ", token, " outside the vocabulary of ", c.vocab);
-  SEER_CHECK(cache_.length < cache_.capacity, "the KV cache is full (", cache_.capacity, " positions)");
   const int d = c.head_dim, hq = c.q_heads, hkv = c.kv_heads;
-  const int64_t position = cache_.length;
-  const int32_t token_position[2] = {token, int32_t(position)};  // pageable: copied before the call returns
-  SEER_CUDA_CHECK(cudaMemcpyAsync(token_position_.data(), token_position, sizeof token_position,
-                                  cudaMemcpyHostToDevice, stream_));
-  embed_tokens(token_position_.data(), 1, model_.embed.data(), c.hidden, c.vocab, residual_.data(), stream_);
+  embed_tokens(step_ids_.data(), 1, model_.embed.data(), c.hidden, c.vocab, residual_.data(), stream_);
   for (int l = 0; l < c.layers; ++l) {
     const DeviceLlama::Layer& w = model_.layers[size_t(l)];
     __nv_bfloat16* k = cache_.k[size_t(l)].data();
     __nv_bfloat16* v = cache_.v[size_t(l)].data();
     rms_norm(residual_.data(), w.attn_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
     gemm(cublas_, w.wqkv.data(), normed_.data(), qkv_.data(), 1, (hq + 2 * hkv) * d, c.hidden, false);
-    split_qkv_rope(qkv_.data(), 1, token_position_.data() + 1, hq, hkv, d, rope_.data(), q_.data(),
-                   k + position * hkv * d, v + position * hkv * d, nullptr, nullptr, stream_);
-    decode_attention(q_.data(), k, v, position + 1, attn_.data(), attention_work_, stream_);
+    split_qkv_rope(qkv_.data(), 1, step_ids_.data() + 1, hq, hkv, d, rope_.data(), q_.data(), k, v, nullptr, nullptr,
+                   true, stream_);
+    decode_attention(q_.data(), k, v, step_ids_.data() + 2, cache_.capacity, attn_.data(), attention_work_, stream_);
     gemm(cublas_, w.wo.data(), attn_.data(), residual_.data(), 1, c.hidden, hq * d, true);
     rms_norm(residual_.data(), w.ffn_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
     gemm(cublas_, w.w_gate_up.data(), normed_.data(), gate_up_.data(), 1, 2 * c.intermediate, c.hidden, false);
@@ -350,6 +349,31 @@ std::span<const float> LlamaDecoder::step(int32_t token) {
   }
   rms_norm(residual_.data(), model_.final_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
   gemm(cublas_, model_.output_matrix(), normed_.data(), logits_.data(), 1, c.vocab, c.hidden, false, true);
+}
+
+std::span<const float> LlamaDecoder::step(int32_t token) {
+  const LlamaConfig& c = model_.config;
+  SEER_CHECK(token >= 0 && token < c.vocab, "token id ", token, " outside the vocabulary of ", c.vocab);
+  SEER_CHECK(cache_.length < cache_.capacity, "the KV cache is full (", cache_.capacity, " positions)");
+  const int64_t position = cache_.length;
+  const int32_t ids[3] = {token, int32_t(position), int32_t(position + 1)};  // pageable: copied before return
+  SEER_CUDA_CHECK(cudaMemcpyAsync(step_ids_.data(), ids, sizeof ids, cudaMemcpyHostToDevice, stream_));
+  if (!graph_) {
+    SEER_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      record_step();
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    SEER_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    const cudaError_t status = cudaGraphInstantiate(&graph_, graph, 0);
+    cudaGraphDestroy(graph);
+    SEER_CUDA_CHECK(status);
+  }
+  SEER_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
   SEER_CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_.data(), host_logits_.size() * sizeof(float),
                                   cudaMemcpyDeviceToHost, stream_));
   SEER_CUDA_CHECK(cudaStreamSynchronize(stream_));

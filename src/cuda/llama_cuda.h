@@ -130,7 +130,10 @@ class LlamaRuntime {
 
 // Generation after a prefill: appends one token per step at position cache.length, attends through
 // decode_attention (dense: released gates are prefill-only, as in the paper) and returns the new
-// token's next-token logits. Every buffer is allocated here; a step allocates nothing.
+// token's next-token logits. Every buffer is allocated here; a step allocates nothing. The step's
+// ~15 kernels per layer are captured once as a CUDA graph (they read the token, its position and the
+// attended length from the device) and replayed: at batch 1 their launch cost is comparable to the
+// step's memory traffic.
 class LlamaDecoder {
  public:
   // The cache must be complete (its prefill's stream synchronized, e.g. by LlamaRuntime::logits()).
@@ -150,7 +153,11 @@ class LlamaDecoder {
   cublasHandle_t cublas_ = nullptr;
   DecodeWorkspace attention_work_;
   DeviceBuffer<float2> rope_;
-  DeviceBuffer<int32_t> token_position_;  // [2]: the step's token id and its position
+  DeviceBuffer<int32_t> step_ids_;  // [3]: the step's token id, its position, the attended length
+  DeviceBuffer<unsigned char> cublas_workspace_;  // cuBLAS must not allocate while a graph is captured
+  cudaGraphExec_t graph_ = nullptr;
+
+  void record_step();  // the kernels of one step, on stream_
   DeviceBuffer<float> residual_, logits_;
   DeviceBuffer<__nv_bfloat16> normed_, qkv_, q_, attn_, gate_up_, mlp_;
   std::vector<float> host_logits_;

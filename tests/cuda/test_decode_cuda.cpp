@@ -35,8 +35,10 @@ TEST(CudaDecode, MatchesCpuDecode) {
     cuda::DeviceBuffer<uint16_t> out(q.host.size());
     SEER_CUDA_CHECK(cudaMemset(out.data(), 0xff, out.size() * sizeof(uint16_t)));  // NaN
     cuda::DecodeWorkspace workspace = cuda::DecodeWorkspace::create(dims, s.capacity);
-    cuda::decode_attention(q.device.data(), k.device.data(), v.device.data(), s.length, out.data(), workspace,
-                           nullptr);
+    const cuda::DeviceBuffer<int32_t> length = cuda::DeviceBuffer<int32_t>::upload(std::vector{int32_t(s.length)});
+    // The grid is sized for the capacity, the length read on the device (as a captured decode step).
+    cuda::decode_attention(q.device.data(), k.device.data(), v.device.data(), length.data(), s.capacity, out.data(),
+                           workspace, nullptr);
     SEER_CUDA_CHECK(cudaDeviceSynchronize());
 
     CachedAttention cpu(dims, s.capacity);
@@ -57,7 +59,12 @@ TEST(CudaDecode, RejectsBadShapes) {
   EXPECT_THROW(cuda::DecodeWorkspace::create({8, 8, 64}, 0), Error);
   cuda::DecodeWorkspace w = cuda::DecodeWorkspace::create({8, 8, 64}, 100);
   cuda::DeviceBuffer<uint16_t> buffer(8 * 64 * 100);
-  EXPECT_THROW(cuda::decode_attention(buffer.data(), buffer.data(), buffer.data(), 0, buffer.data(), w, nullptr),
+  const cuda::DeviceBuffer<int32_t> length = cuda::DeviceBuffer<int32_t>::upload(std::vector{int32_t(50)});
+  EXPECT_THROW(cuda::decode_attention(buffer.data(), buffer.data(), buffer.data(), length.data(), 0, buffer.data(), w,
+                                      nullptr),
+               Error);  // no length fits
+  EXPECT_THROW(cuda::decode_attention(buffer.data(), buffer.data(), buffer.data(), nullptr, 100, buffer.data(), w,
+                                      nullptr),
                Error);
 }
 
