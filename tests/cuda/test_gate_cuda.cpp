@@ -34,17 +34,31 @@ const std::vector<GateShape> kShapes = {
     {{20000}, {2, 2, 64}, 64, kLlama3},
 };
 
+// A gate on fresh random weights and bf16 pre-RoPE q/k of one shape, on the host and the device.
+struct GateProblem {
+  Sequences seqs;
+  GateConfig config;
+  GateWeights<float> weights;
+  test::DeviceTensor q, k;
+  cuda::DeviceLayout layout;
+  cuda::DeviceGate gate;
+  cuda::GateWorkspace work;
+  explicit GateProblem(const GateShape& shape)
+      : seqs(Sequences::from_lengths(shape.lengths)),
+        config{shape.heads, shape.gate_dim, 64},
+        weights(GateWeights<float>::random(config, test::rng()(), 0.05)),
+        q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f),
+        k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f),
+        layout(cuda::DeviceLayout::create(seqs, shape.heads.q_heads)),
+        gate(cuda::DeviceGate::upload(weights, shape.rope, layout.max_blocks)),
+        work(cuda::GateWorkspace::create(layout, config)) {}
+};
+
 TEST(CudaGate, ForwardMatchesCpu) {
   double worst = 0;
   for (const GateShape& shape : kShapes) {
-    const Sequences seqs = Sequences::from_lengths(shape.lengths);
-    const GateConfig config{shape.heads, shape.gate_dim, 64};
-    const GateWeights<float> weights = GateWeights<float>::random(config, test::rng()(), 0.05);
-    const test::DeviceTensor q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
-    const test::DeviceTensor k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
-    const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, shape.heads.q_heads);
-    const cuda::DeviceGate gate = cuda::DeviceGate::upload(weights, shape.rope, layout.max_blocks);
-    cuda::GateWorkspace work = cuda::GateWorkspace::create(layout, config);
+    GateProblem g(shape);
+    auto& [seqs, config, weights, q, k, layout, gate, work] = g;
     DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
     SEER_CUDA_CHECK(cudaMemset(logits.data(), 0xff, logits.size() * sizeof(float)));
     cuda::gate_forward(q.device.data(), k.device.data(), cuda::DType::bf16, layout, gate, work, logits.data(), nullptr);
@@ -85,16 +99,10 @@ std::vector<float> random_ground_truth(const BlockLayout& layout) {
 TEST(CudaGate, LossAndGradientMatchCpu) {
   double worst_loss = 0, worst_grad = 0;
   for (const GateShape& shape : kShapes) {
-    const Sequences seqs = Sequences::from_lengths(shape.lengths);
-    const GateConfig config{shape.heads, shape.gate_dim, 64};
-    const GateWeights<float> weights = GateWeights<float>::random(config, test::rng()(), 0.05);
-    const test::DeviceTensor q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
-    const test::DeviceTensor k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f);
-    const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, shape.heads.q_heads);
+    GateProblem g(shape);
+    auto& [seqs, config, weights, q, k, layout, gate, work] = g;
     const std::vector<float> gt = random_ground_truth(layout.host);
     const DeviceBuffer<float> dgt = DeviceBuffer<float>::upload(gt);
-    const cuda::DeviceGate gate = cuda::DeviceGate::upload(weights, shape.rope, layout.max_blocks);
-    cuda::GateWorkspace work = cuda::GateWorkspace::create(layout, config);
     cuda::GateGradWorkspace grad_work = cuda::GateGradWorkspace::create(layout, config, 0.25);
     DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
     DeviceBuffer<float> dwk(size_t(config.wk_size())), dwq(size_t(config.wq_size()));
