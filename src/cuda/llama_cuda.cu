@@ -67,6 +67,15 @@ DeviceBuffer<float2> rope_table(const LlamaConfig& c, int64_t count) {
   return DeviceBuffer<float2>::upload(table);
 }
 
+// The cache was made for this model's shape (layers, KV heads, head dim).
+void check_cache(const DeviceKvCache& cache, const LlamaConfig& c) {
+  const size_t per_layer = size_t(cache.capacity) * c.kv_heads * c.head_dim;
+  SEER_CHECK(int(cache.k.size()) == c.layers && int(cache.v.size()) == c.layers &&
+                 (cache.k.empty() || (cache.k[0].size() == per_layer && cache.v[0].size() == per_layer)),
+             "the KV cache was made for another model shape (", cache.k.size(), " layers; this model: ", c.layers,
+             " layers, ", c.kv_heads, " KV heads of dimension ", c.head_dim, ")");
+}
+
 void check_context(const LlamaConfig& c, int64_t tokens) {
   SEER_CHECK(c.rope.scaling != RopeConfig::Scaling::none || c.max_positions <= 0 || tokens <= c.max_positions,
              "a sequence of ", tokens, " tokens exceeds the model's ", c.max_positions,
@@ -206,9 +215,9 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
   }
   if (o.kv_cache) {
     SEER_CHECK(seqs_.count() == 1, "a KV cache holds one sequence; this runtime has ", seqs_.count());
-    SEER_CHECK(int(o.kv_cache->k.size()) == c.layers && t <= o.kv_cache->capacity, "a prompt of ", t,
-               " tokens does not fit a KV cache of ", o.kv_cache->capacity, " positions and ",
-               o.kv_cache->k.size(), " layers");
+    check_cache(*o.kv_cache, c);
+    SEER_CHECK(t <= o.kv_cache->capacity, "a prompt of ", t, " tokens does not fit a KV cache of ",
+               o.kv_cache->capacity, " positions");
   }
   const bool keep_pre = capture || seer || custom;
   if (keep_pre && !q_pre_.size()) {  // first use of a gate-related mode: allocate its buffers
@@ -302,7 +311,7 @@ LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache)
       attention_work_(DecodeWorkspace::create({model.config.q_heads, model.config.kv_heads, model.config.head_dim},
                                               cache.capacity)) {
   const LlamaConfig& c = model.config;
-  SEER_CHECK(int(cache.k.size()) == c.layers, "a KV cache of ", cache.k.size(), " layers for a model of ", c.layers);
+  check_cache(cache, c);
   SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   SEER_CUBLAS_CHECK(cublasCreate(&cublas_));
   SEER_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
