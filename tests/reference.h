@@ -109,8 +109,9 @@ double relative_error(const std::vector<X>& x, const std::vector<R>& ref) {
 }
 
 // Max |x - ref| over finite entries; a mismatch in finiteness (NaN, or inf against finite) is +inf.
-template <typename X, typename R>
-double max_abs_error(const std::vector<X>& x, const std::vector<R>& ref) {
+// x and ref: vectors or spans of numbers.
+template <typename Xs, typename Rs>
+double max_abs_error(const Xs& x, const Rs& ref) {
   double worst = 0;
   for (size_t n = 0; n < x.size(); ++n) {
     const double a = double(x[n]), b = double(ref[n]);

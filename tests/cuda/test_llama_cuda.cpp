@@ -12,6 +12,7 @@
 
 #include "cuda/llama_cuda.h"
 #include "model/llama_loader.h"
+#include "reference.h"
 
 namespace seer {
 namespace {
@@ -103,12 +104,6 @@ TEST(CudaLlama, PassagePerplexityMatchesNumpy) {
   for (size_t t = 0; t + 1 < nll.size(); ++t) EXPECT_NEAR(sparse_nll[t], nll[t], 1e-3) << "position " << t;
 }
 
-double max_abs_diff(std::span<const float> a, std::span<const float> b) {
-  double worst = 0;
-  for (size_t e = 0; e < a.size(); ++e) worst = std::max(worst, double(std::abs(a[e] - b[e])));
-  return worst;
-}
-
 // Token-wise work in chunks of 37 and 100 tokens (chunk edges inside and across sequences) gives
 // the logits of one pass; only cuBLAS's choice of kernels for other row counts may differ.
 TEST(CudaLlama, ChunkedPrefillMatchesOnePass) {
@@ -124,7 +119,7 @@ TEST(CudaLlama, ChunkedPrefillMatchesOnePass) {
   for (const int64_t chunk : {37, 100}) {
     cuda::LlamaRuntime chunked(model, seqs, chunk);
     chunked.forward(passage, options);
-    const double diff = max_abs_diff(chunked.logits(), want);
+    const double diff = test::max_abs_error(chunked.logits(), want);
     std::printf("[measured] prefill in chunks of %lld tokens vs one pass: max |logit diff| %.2e\n", (long long)chunk,
                 diff);
     EXPECT_LT(diff, 0.05);
@@ -152,14 +147,14 @@ TEST(CudaLlama, DecodeMatchesFullForward) {
   cached.kv_cache = &cache;
   prefill.forward(std::span(passage).first(size_t(prefix)), cached);
   const std::vector<float> last = prefill.logits();
-  double worst = max_abs_diff(last, std::span(want).subspan(size_t(prefix - 1) * vocab, vocab));
+  double worst = test::max_abs_error(last, std::span(want).subspan(size_t(prefix - 1) * vocab, vocab));
   EXPECT_EQ(cache.length, prefix);
   cuda::LlamaDecoder decoder(model, cache);
   int top1_agree = 0;
   for (int64_t pos = prefix; pos < capacity; ++pos) {
     const std::span<const float> logits = decoder.step(passage[size_t(pos)]);
     const std::span<const float> expected = std::span(want).subspan(size_t(pos) * vocab, vocab);
-    worst = std::max(worst, max_abs_diff(logits, expected));
+    worst = std::max(worst, test::max_abs_error(logits, expected));
     top1_agree += std::max_element(logits.begin(), logits.end()) - logits.begin() ==
                   std::max_element(expected.begin(), expected.end()) - expected.begin();
   }
