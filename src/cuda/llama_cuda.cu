@@ -76,6 +76,18 @@ void check_cache(const DeviceKvCache& cache, const LlamaConfig& c) {
              " layers, ", c.kv_heads, " KV heads of dimension ", c.head_dim, ")");
 }
 
+// The rest of a layer after attention, for `rows` tokens: residual += attn · W_oᵀ, then
+// residual += SwiGLU MLP of RMSNorm(residual). normed, gate_up and mlp are scratch for those rows.
+void attention_output_and_mlp(cublasHandle_t cublas, const DeviceLlama::Layer& w, const LlamaConfig& c,
+                              const __nv_bfloat16* attn, float* residual, int64_t rows, __nv_bfloat16* normed,
+                              __nv_bfloat16* gate_up, __nv_bfloat16* mlp, cudaStream_t stream) {
+  gemm(cublas, w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, true);
+  rms_norm(residual, w.ffn_norm.data(), rows, c.hidden, float(c.rms_eps), normed, stream);
+  gemm(cublas, w.w_gate_up.data(), normed, gate_up, rows, 2 * c.intermediate, c.hidden, false);
+  swiglu(gate_up, rows, c.intermediate, mlp, stream);
+  gemm(cublas, w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, true);
+}
+
 void check_context(const LlamaConfig& c, int64_t tokens) {
   SEER_CHECK(c.rope.scaling != RopeConfig::Scaling::none || c.max_positions <= 0 || tokens <= c.max_positions,
              "a sequence of ", tokens, " tokens exceeds the model's ", c.max_positions,
@@ -277,15 +289,9 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
                              o.mask_for_layer({l, q_pre_.data(), k_pre_.data(), nullptr, attn_args, &layout_}), stream_);
         break;
     }
-    for (int64_t c0 = 0; c0 < t; c0 += chunk_) {
-      const int64_t n = std::min(chunk_, t - c0);
-      float* residual = residual_.data() + c0 * c.hidden;
-      gemm(cublas_, w.wo.data(), attn_.data() + c0 * hq * d, residual, n, c.hidden, hq * d, true);
-      rms_norm(residual, w.ffn_norm.data(), n, c.hidden, float(c.rms_eps), normed_.data(), stream_);
-      gemm(cublas_, w.w_gate_up.data(), normed_.data(), gate_up_.data(), n, 2 * c.intermediate, c.hidden, false);
-      swiglu(gate_up_.data(), n, c.intermediate, mlp_.data(), stream_);
-      gemm(cublas_, w.w_down.data(), mlp_.data(), residual, n, c.hidden, c.intermediate, true);
-    }
+    for (int64_t c0 = 0; c0 < t; c0 += chunk_)
+      attention_output_and_mlp(cublas_, w, c, attn_.data() + c0 * hq * d, residual_.data() + c0 * c.hidden,
+                               std::min(chunk_, t - c0), normed_.data(), gate_up_.data(), mlp_.data(), stream_);
   }
   if (o.kv_cache) o.kv_cache->length = t;
   if (o.all_logits) {
@@ -350,11 +356,8 @@ void LlamaDecoder::record_step() {
     split_qkv_rope(qkv_.data(), 1, step_ids_.data() + 1, hq, hkv, d, rope_.data(), q_.data(), k, v, nullptr, nullptr,
                    true, stream_);
     decode_attention(q_.data(), k, v, step_ids_.data() + 2, cache_.capacity, attn_.data(), attention_work_, stream_);
-    gemm(cublas_, w.wo.data(), attn_.data(), residual_.data(), 1, c.hidden, hq * d, true);
-    rms_norm(residual_.data(), w.ffn_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
-    gemm(cublas_, w.w_gate_up.data(), normed_.data(), gate_up_.data(), 1, 2 * c.intermediate, c.hidden, false);
-    swiglu(gate_up_.data(), 1, c.intermediate, mlp_.data(), stream_);
-    gemm(cublas_, w.w_down.data(), mlp_.data(), residual_.data(), 1, c.hidden, c.intermediate, true);
+    attention_output_and_mlp(cublas_, w, c, attn_.data(), residual_.data(), 1, normed_.data(), gate_up_.data(),
+                             mlp_.data(), stream_);
   }
   rms_norm(residual_.data(), model_.final_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
   gemm(cublas_, model_.output_matrix(), normed_.data(), logits_.data(), 1, c.vocab, c.hidden, false, true);
