@@ -44,16 +44,15 @@ GateTrainer::GateTrainer(std::vector<GateWeights<float>> init, const TrainOption
 double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
                                      std::span<const float> gt, const Sequences& seqs, const Rope& rope) {
   SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
-  SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
   const GateWeights<float>& w = weights_[size_t(layer)];
   const BlockLayout layout(seqs, w.config.block, w.config.heads.q_heads);
   std::vector<float> logits(size_t(layout.map_elements())), dlogits(logits.size());
   gate_forward<float, bf16>(q_pre, k_pre, seqs, w, rope, logits);
   const double kl = gate_kl_loss<float>(logits, gt, layout, options_.skip_fraction, dlogits);
   for (float& g : dlogits) g *= float(options_.loss_scale);
-  gate_backward<float, bf16>(q_pre, k_pre, seqs, w, rope, dlogits, grads_[size_t(layer)]);
-  layer_done_[size_t(layer)] = true;
-  step_loss_ += options_.loss_scale * kl;
+  GateWeights<float> grad = GateWeights<float>::zeros(w.config);
+  gate_backward<float, bf16>(q_pre, k_pre, seqs, w, rope, dlogits, grad);
+  add_layer_gradient(layer, kl, grad.wk, grad.wq);
   return kl;
 }
 
