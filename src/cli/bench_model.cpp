@@ -48,6 +48,13 @@ struct BenchModelOptions {
   bool json = false;
 };
 
+std::vector<int32_t> random_tokens(int64_t n, int32_t vocab, uint32_t seed) {
+  std::vector<int32_t> tokens(static_cast<size_t>(n));
+  std::mt19937 rng(seed);
+  for (int32_t& t : tokens) t = int32_t(rng() % uint32_t(vocab));
+  return tokens;
+}
+
 double used_gib() {
   size_t free_bytes = 0, total = 0;
   SEER_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
@@ -65,9 +72,7 @@ void run(const BenchModelOptions& o) {
   SEER_CUDA_CHECK(cudaEventCreate(&start));
   SEER_CUDA_CHECK(cudaEventCreate(&stop));
   for (const int64_t n : o.lengths) {
-    std::vector<int32_t> tokens(static_cast<size_t>(n));
-    std::mt19937 rng(7);
-    for (int32_t& t : tokens) t = int32_t(rng() % uint32_t(config.vocab));
+    const std::vector<int32_t> tokens = random_tokens(n, config.vocab, 7);
     const Sequences seqs = Sequences::single(n);
     std::vector<cuda::DeviceGate> gates;
     for (int l = 0; l < config.layers; ++l)
@@ -100,9 +105,7 @@ void run(const BenchModelOptions& o) {
   }
   if (o.decode_tokens > 0) {
     cuda::DeviceKvCache cache = cuda::DeviceKvCache::create(config, o.decode_context + o.decode_tokens + 4);
-    std::vector<int32_t> prompt(static_cast<size_t>(o.decode_context));
-    std::mt19937 rng(11);
-    for (int32_t& t : prompt) t = int32_t(rng() % uint32_t(config.vocab));
+    const std::vector<int32_t> prompt = random_tokens(o.decode_context, config.vocab, 11);
     {
       cuda::LlamaRuntime runtime(model, Sequences::single(o.decode_context));
       cuda::ForwardOptions options;
@@ -131,9 +134,7 @@ void run(const BenchModelOptions& o) {
     for (int l = 0; l < config.layers; ++l) init.push_back(GateWeights<float>::random(gate_config, uint64_t(l)));
     GateTrainer trainer(std::move(init), TrainOptions{.steps = o.train_steps + 1, .warmup = 0});
     GpuGateStep step(trainer, config, runtime);
-    std::vector<int32_t> tokens(static_cast<size_t>(o.train_seq_len));
-    std::mt19937 rng(13);
-    for (int32_t& t : tokens) t = int32_t(rng() % uint32_t(config.vocab));
+    const std::vector<int32_t> tokens = random_tokens(o.train_seq_len, config.vocab, 13);
     step.run(tokens);  // warm-up
     const auto begin = std::chrono::steady_clock::now();
     double loss = 0;
