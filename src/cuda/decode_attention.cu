@@ -93,8 +93,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodePara
       const int row = c / kChunks, chunk = c % kChunks;
       const bool valid = key0 + row < end;
       const int64_t off = (valid ? key0 + row : begin) * row_stride + int64_t(kv_head) * D + chunk * 8;
-      cp_async_16(shared_address(stage_tile(stage, 0) + swizzled<D>(row, chunk)), p.k + off, valid ? 16 : 0);
-      cp_async_16(shared_address(stage_tile(stage, 1) + swizzled<D>(row, chunk)), p.v + off, valid ? 16 : 0);
+      cp_async_16(smem_u32(stage_tile(stage, 0) + swizzled<D>(row, chunk)), p.k + off, valid ? 16 : 0);
+      cp_async_16(smem_u32(stage_tile(stage, 1) + swizzled<D>(row, chunk)), p.v + off, valid ? 16 : 0);
     }
   };
 
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodePara
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t kf[4];
-      ldmatrix_x4(kf, shared_address(k_tile + swizzled<D>((l8 / 2) * 8 + r8, kk * 2 + (l8 % 2))));
+      ldmatrix_x4(kf, smem_u32(k_tile + swizzled<D>((l8 / 2) * 8 + r8, kk * 2 + (l8 % 2))));
       mma_16816_bf16(s[0], qa[kk], kf[0], kf[1]);
       mma_16816_bf16(s[1], qa[kk], kf[2], kf[3]);
     }
@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodePara
 #pragma unroll
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t vf[4];
-      ldmatrix_x4_trans(vf, shared_address(v_tile + swizzled<D>((l8 % 2) * 8 + r8, dp * 2 + l8 / 2)));
+      ldmatrix_x4_trans(vf, smem_u32(v_tile + swizzled<D>((l8 % 2) * 8 + r8, dp * 2 + l8 / 2)));
       mma_16816_bf16(acc[2 * dp], pa, vf[0], vf[1]);
       mma_16816_bf16(acc[2 * dp + 1], pa, vf[2], vf[3]);
     }
