@@ -19,11 +19,11 @@ namespace seer::cuda {
 
 enum class DType { bf16, f16 };
 
-constexpr int kBlock = 64;  // the sparsity block and the kernels' tile size along both axes
+constexpr int kBlock = 64;  // the sparsity block: query and key blocks of 64 tokens
 
 // Per-sequence geometry on the device, built once per batch shape (this allocates) and reused by
-// every layer: sequence starts/lengths/block offsets and the work list of (sequence, query block)
-// in longest-first order.
+// every layer: sequence starts/lengths/block offsets and the work lists of (sequence, query block)
+// and (sequence, pair of query blocks) in longest-first order.
 struct DeviceLayout {
   int64_t tokens = 0;
   int64_t total_rows = 0;  // query blocks over all sequences
@@ -34,6 +34,7 @@ struct DeviceLayout {
   DeviceBuffer<int64_t> seq_map_offset;      // per sequence, offset of its [H, nb, nb] map (H = q_heads)
   DeviceBuffer<int64_t> seq_scratch_offset;  // per sequence, offset of its [H, nb, len] ground-truth scratch
   DeviceBuffer<int2> work;                   // (sequence, query block), heaviest first
+  DeviceBuffer<int2> tile_work;              // (sequence, 128-row query tile), heaviest first
   int64_t scratch_elements = 0;
 
   static DeviceLayout create(const Sequences& seqs, int q_heads);

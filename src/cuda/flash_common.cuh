@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "cuda/hopper.cuh"
+
 namespace seer::cuda::detail {
 
 // Dense visits key blocks 0..i; GroundTruth also records each row's max score per key block and
@@ -60,32 +62,35 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// Ground-truth epilogue of query block i, head h, run by the whole thread block once every row's
-// base-2 log-sum-exp is in row_lse2 (+inf for rows past the end) and the rows' max scores per key
-// block are in the scratch ([H, nb, len] per sequence: a key block's 64 rows are contiguous):
+// Ground-truth epilogue of query block i, head h, run by one warpgroup (thread `tid` of 128,
+// synchronizing on named barrier `barrier`) once every row's base-2 log-sum-exp is in row_lse2
+// (+inf for rows past the end) and the rows' max scores per key block are in the scratch ([H, nb,
+// len] per sequence: a key block's 64 rows are contiguous):
 // gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i. One warp per key block.
 template <typename T>
 __device__ void reduce_ground_truth_row(const FlashParams<T>& p, int seq, int i, int h, int len, int nb,
-                                        const float* row_lse2, float* gt_row) {
-  __shared__ float warp_sums[32];
-  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+                                        const float* row_lse2, float* gt_row, int tid, int barrier) {
+  constexpr int kWarps = 4;
+  const int warp = tid / 32, lane = tid % 32;
   const float* scr = p.scratch + p.seq_scratch_offset[seq] + int64_t(h) * nb * len + int64_t(i) * kTile;
   const int rows = min(kTile, len - i * kTile);
   float partial = 0.f;
-  for (int jj = warp; jj <= i; jj += warps) {
+  for (int jj = warp; jj <= i; jj += kWarps) {
     const float* col = scr + int64_t(jj) * len;
     float best = 0.f;
     for (int r = lane; r < rows; r += 32) best = fmaxf(best, exp2f(col[r] - row_lse2[r]));
     for (int off = 16; off > 0; off /= 2) best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, off));
     if (lane == 0) gt_row[jj] = best;
-    partial += best;  // identical in every lane; lane 0's copy is summed below
+    partial += best;  // identical in every lane
   }
+  // The four warps' partial sums meet in shared memory just past the row (the caller reserves them).
+  float* const warp_sums = gt_row + nb;
   if (lane == 0) warp_sums[warp] = partial;
-  __syncthreads();
+  named_barrier_sync(barrier, 128);
   float total = 0.f;
-  for (int w = 0; w < warps; ++w) total += warp_sums[w];
+  for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
   float* dst = p.gt + p.seq_map_offset[seq] + (int64_t(h) * nb + i) * nb;
-  for (int jj = threadIdx.x; jj < nb; jj += blockDim.x) dst[jj] = jj <= i ? gt_row[jj] / total : 0.f;
+  for (int jj = tid; jj < nb; jj += 128) dst[jj] = jj <= i ? gt_row[jj] / total : 0.f;
 }
 
 }  // namespace seer::cuda::detail

@@ -9,13 +9,16 @@
 #include <cstring>
 
 #include "cuda/attention_cuda.h"
-#include "cuda/flash_fwd_sm90.cuh"
+#include "cuda/flash_fwd_sparse.cuh"
+#include "cuda/flash_fwd_ws.cuh"
 
 namespace seer::cuda {
 namespace {
 
 using detail::FlashParams;
 using detail::Variant;
+
+constexpr size_t kMaxSharedBytes = 227 * 1024;  // per thread block on sm_90
 
 void check_args(const AttentionArgs& a, const DeviceLayout& layout) {
   a.dims.validate();
@@ -47,7 +50,6 @@ FlashParams<T> make_params(const AttentionArgs& a, const DeviceLayout& layout) {
   p.seq_row_offset = layout.seq_row_offset.data();
   p.seq_map_offset = layout.seq_map_offset.data();
   p.seq_scratch_offset = layout.seq_scratch_offset.data();
-  p.work = layout.work.data();
   return p;
 }
 
@@ -85,22 +87,35 @@ CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, in
 }
 
 template <typename T, int D, Variant V>
-void launch_sm90(const AttentionArgs& a, const FlashParams<T>& p, const DeviceLayout& layout, cudaStream_t stream) {
-  constexpr size_t smem = size_t(detail::Sm90Smem<D>::kBytes);
-  if constexpr (V == Variant::GroundTruth)
-    SEER_CHECK(size_t(layout.max_blocks + detail::kTile) * sizeof(float) <= size_t(5 * detail::Sm90Smem<D>::kTileBytes),
-               "ground truth: ", layout.max_blocks, " key blocks do not fit the kernel's shared-memory row buffer");
-  static const bool configured = [] {
-    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_sm90_kernel<T, D, V>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    return true;
-  }();
-  (void)configured;
+void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout, cudaStream_t stream) {
   const CUtensorMap q_map = tokens_heads_dim_map<T>(a.q, layout.tokens, a.dims.q_heads, D);
   const CUtensorMap k_map = tokens_heads_dim_map<T>(a.k, layout.tokens, a.dims.kv_heads, D);
   const CUtensorMap v_map = tokens_heads_dim_map<T>(a.v, layout.tokens, a.dims.kv_heads, D);
-  const dim3 grid(unsigned(layout.total_rows), unsigned(p.q_heads));
-  detail::flash_fwd_sm90_kernel<T, D, V><<<grid, 128, smem, stream>>>(q_map, k_map, v_map, p);
+  if constexpr (V == Variant::Sparse) {
+    constexpr size_t smem = size_t(detail::SparseSmem<D>::kBytes);
+    static const bool configured = [] {
+      SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_sparse_kernel<T, D>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      return true;
+    }();
+    (void)configured;
+    p.work = layout.work.data();
+    const dim3 grid(unsigned(layout.total_rows), unsigned(p.q_heads));
+    detail::flash_fwd_sparse_kernel<T, D><<<grid, 128, smem, stream>>>(q_map, k_map, v_map, p);
+  } else {
+    const size_t smem = detail::WsSmem<D>::bytes(V == Variant::GroundTruth, layout.max_blocks);
+    SEER_CHECK(smem <= kMaxSharedBytes, "ground truth: ", layout.max_blocks,
+               " key blocks do not fit the kernel's shared-memory row buffers");
+    static const bool configured = [] {
+      SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_ws_kernel<T, D, V>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSharedBytes)));
+      return true;
+    }();
+    (void)configured;
+    p.work = layout.tile_work.data();
+    const dim3 grid(unsigned(layout.tile_work.size()), unsigned(p.q_heads));
+    detail::flash_fwd_ws_kernel<T, D, V><<<grid, detail::kWsThreads, smem, stream>>>(q_map, k_map, v_map, p);
+  }
   SEER_CUDA_CHECK_LAUNCH();
 }
 
@@ -118,9 +133,9 @@ void dispatch(const AttentionArgs& a, const DeviceLayout& layout, cudaStream_t s
       p.mask_indices = mask->indices.data();
     }
     if (a.dims.head_dim == 64)
-      launch_sm90<T, 64, V>(a, p, layout, stream);
+      launch<T, 64, V>(a, p, layout, stream);
     else
-      launch_sm90<T, 128, V>(a, p, layout, stream);
+      launch<T, 128, V>(a, p, layout, stream);
   };
   if (a.dtype == DType::bf16)
     run.template operator()<__nv_bfloat16>();
@@ -156,7 +171,7 @@ DeviceLayout DeviceLayout::create(const Sequences& seqs, int q_heads) {
   SEER_CHECK(d.total_rows <= int64_t(INT32_MAX), "too many query blocks: ", d.total_rows);
   std::vector<int32_t> start, len, row_offset;
   std::vector<int64_t> scratch_offset{0};
-  std::vector<int2> work;
+  std::vector<int2> work, tile_work;
   for (int64_t s = 0; s < seqs.count(); ++s) {
     const int64_t nb = d.host.blocks[size_t(s)];
     start.push_back(int32_t(seqs.start(s)));
@@ -165,9 +180,12 @@ DeviceLayout DeviceLayout::create(const Sequences& seqs, int q_heads) {
     scratch_offset.push_back(scratch_offset.back() + int64_t(q_heads) * seqs.length(s) * nb);
     d.max_blocks = std::max(d.max_blocks, nb);
     for (int64_t i = 0; i < nb; ++i) work.push_back(int2{int(s), int(i)});
+    for (int64_t i = 0; i < (nb + 1) / 2; ++i) tile_work.push_back(int2{int(s), int(i)});
   }
   // Longest first: causal query block i visits i + 1 key blocks.
-  std::stable_sort(work.begin(), work.end(), [](int2 a, int2 b) { return a.y > b.y; });
+  const auto longest_first = [](int2 a, int2 b) { return a.y > b.y; };
+  std::stable_sort(work.begin(), work.end(), longest_first);
+  std::stable_sort(tile_work.begin(), tile_work.end(), longest_first);
   d.scratch_elements = scratch_offset.back();
   scratch_offset.pop_back();
   d.seq_start = DeviceBuffer<int32_t>::upload(start);
@@ -176,6 +194,7 @@ DeviceLayout DeviceLayout::create(const Sequences& seqs, int q_heads) {
   d.seq_map_offset = DeviceBuffer<int64_t>::upload(std::span(d.host.map_offset).first(size_t(seqs.count())));
   d.seq_scratch_offset = DeviceBuffer<int64_t>::upload(scratch_offset);
   d.work = DeviceBuffer<int2>::upload(work);
+  d.tile_work = DeviceBuffer<int2>::upload(tile_work);
   return d;
 }
 

@@ -32,6 +32,26 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t phase) {
       "r"(phase));
 }
 
+// Plain arrival (no transaction bytes): a consumer saying it is done with a stage.
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+
+// ---- warp specialization ------------------------------------------------------------------------
+// Hands registers between warpgroups (sm_90a): the producer gives its share away, consumers take it.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+// Barrier `id` (1..15) over `threads` threads: one warpgroup synchronizing without the others.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---- TMA ---------------------------------------------------------------------------------------
 // Loads the box at coordinates (c0, c1, c2) of a 3-D tensor map into shared memory.
 __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1, int c2) {
@@ -74,6 +94,16 @@ __device__ __forceinline__ void fence_registers(float (&r)[N]) {
   for (int e = 0; e < N; ++e) asm volatile("" : "+f"(r[e])::"memory");
 }
 
+// The same for 16-bit operand registers that an in-flight wgmma reads (P for O += P V): keeps them
+// alive and unchanged until after the wait that follows.
+template <int N>
+__device__ __forceinline__ void fence_registers(uint32_t (&r)[N][4]) {
+#pragma unroll
+  for (int k = 0; k < N; ++k)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[k][e])::"memory");
+}
+
 #define SEER_R8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                    "+f"(d[i + 6]), "+f"(d[i + 7])
 
@@ -96,6 +126,27 @@ __device__ __forceinline__ void wgmma_m64n64_ss(float (&d)[32], uint64_t desc_a,
 SEER_WGMMA_SS_64(__nv_bfloat16, "bf16")
 SEER_WGMMA_SS_64(__half, "f16")
 #undef SEER_WGMMA_SS_64
+
+// D[64x128] (+)= A[64x16] (smem, K-major) * B[16x128] (smem, K-major), fp32 accumulators.
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate);
+
+#define SEER_WGMMA_SS_128(TYPE, TNAME)                                                                             \
+  template <>                                                                                                      \
+  __device__ __forceinline__ void wgmma_m64n128_ss<TYPE>(float(&d)[64], uint64_t desc_a, uint64_t desc_b,         \
+                                                         bool accumulate) {                                        \
+    asm volatile(                                                                                                  \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                               \
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TNAME "." TNAME                                              \
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
+        "%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53," \
+        "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"                                  \
+        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24), SEER_R8(32), SEER_R8(40), SEER_R8(48), SEER_R8(56)      \
+        : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                                         \
+  }
+SEER_WGMMA_SS_128(__nv_bfloat16, "bf16")
+SEER_WGMMA_SS_128(__half, "f16")
+#undef SEER_WGMMA_SS_128
 
 // D[64xN] += A[64x16] (registers, the mma.sync A-fragment layout per warp) * B[16xN] (smem, MN-major).
 template <typename T, int N>

@@ -1,13 +1,11 @@
-// FlashAttention forward on Hopper: TMA loads and wgmma, one warpgroup (128 threads) per
-// (64-row query block, query head). Q, K and V tiles arrive by TMA in the 128-byte swizzle,
+// Block-sparse FlashAttention forward on Hopper: TMA loads and wgmma, one warpgroup (128 threads)
+// per (64-row query block, query head), visiting the key blocks of its CSR mask row. Q, K and V tiles arrive by TMA in the 128-byte swizzle,
 // completing on mbarriers; K/V are double-buffered and the next tiles' loads run during the current
 // tile's math. S = Q K^T is wgmma with both operands in shared memory; O += P V takes P straight from
 // the score registers (the accumulator layout of S is wgmma's register-A layout) and V from shared
 // memory as an MN-major operand. The online softmax runs in base 2 (log2(e)/sqrt(d) folded into
 // the scale). Two thread blocks share a multiprocessor, so one's softmax overlaps the other's MMAs.
-//
-// Variants (flash_common.cuh): Dense visits key blocks 0..i, GroundTruth also records each row's
-// max score per key block and reduces the block map at the end, Sparse visits the CSR row's blocks.
+// A key block's index is simply the TMA coordinate, so the gather costs nothing extra.
 #pragma once
 #include "cuda/flash_common.cuh"
 #include "cuda/hopper.cuh"
@@ -15,7 +13,7 @@
 namespace seer::cuda::detail {
 
 template <int D>
-struct Sm90Smem {
+struct SparseSmem {
   static constexpr int kChunk = 64 * 64;  // one [64 rows][64 cols] swizzled sub-tile, 8 KB in 16-bit
   static constexpr int kTileElems = kChunk * (D / 64);
   static constexpr int kTileBytes = kTileElems * 2;
@@ -23,12 +21,12 @@ struct Sm90Smem {
   static constexpr int kBytes = 5 * kTileBytes + 64 + 1024;  // + barriers + alignment slack
 };
 
-template <typename T, int D, Variant V>
-__global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_constant__ CUtensorMap q_map,
+template <typename T, int D>
+__global__ void __launch_bounds__(128) flash_fwd_sparse_kernel(const __grid_constant__ CUtensorMap q_map,
                                                              const __grid_constant__ CUtensorMap k_map,
                                                              const __grid_constant__ CUtensorMap v_map,
                                                              const FlashParams<T> p) {
-  using Smem = Sm90Smem<D>;
+  using Smem = SparseSmem<D>;
   constexpr int kChunks = D / 64;
   extern __shared__ unsigned char smem_raw[];
   // TMA's 128-byte swizzle and wgmma's descriptors both assume 1024-byte-aligned tiles.
@@ -50,25 +48,13 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
   const int g = lane / 4, t = lane % 4;
   const int64_t q_stride = int64_t(p.q_heads) * D;
 
-  int n_keys = i + 1;
-  const int32_t* keys = nullptr;
-  if constexpr (V == Variant::Sparse) {
-    const int64_t row = int64_t(p.seq_row_offset[seq]) * p.q_heads + int64_t(h) * nb + i;
-    const int32_t begin = p.mask_indptr[row];
-    n_keys = p.mask_indptr[row + 1] - begin;
-    keys = p.mask_indices + begin;
-  }
-  const auto key_block = [&](int idx) {
-    if constexpr (V == Variant::Sparse) {
-      return keys[idx];
-    } else {
-      return idx;
-    }
-  };
+  const int64_t mask_row = int64_t(p.seq_row_offset[seq]) * p.q_heads + int64_t(h) * nb + i;
+  const int32_t* const keys = p.mask_indices + p.mask_indptr[mask_row];
+  const int n_keys = p.mask_indptr[mask_row + 1] - p.mask_indptr[mask_row];
 
   // Thread 0 issues every TMA load; each tile is kChunks boxes of [64 tokens][64 columns].
   const auto load_kv = [&](int idx) {
-    const int stage = idx & 1, token = start + key_block(idx) * kTile;
+    const int stage = idx & 1, token = start + keys[idx] * kTile;
     mbarrier_expect_tx(&k_full[stage], Smem::kTileBytes);
     for (int c = 0; c < kChunks; ++c)
       tma_load_3d(k_tiles + stage * Smem::kTileElems + c * Smem::kChunk, &k_map, &k_full[stage], c * 64, hk, token);
@@ -97,7 +83,7 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
   for (int idx = 0; idx < n_keys; ++idx) {
     const int stage = idx & 1;
     const uint32_t phase = (idx >> 1) & 1;
-    const int j = key_block(idx);
+    const int j = keys[idx];
     const T* k_tile = k_tiles + stage * Smem::kTileElems;
     const T* v_tile = v_tiles + stage * Smem::kTileElems;
 
@@ -133,11 +119,6 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       tile_max[half] = quad_max(tile_max[half]);
-      if constexpr (V == Variant::GroundTruth) {
-        const int row = i * kTile + warp * 16 + g + half * 8;
-        if (t == 0 && row < len)
-          p.scratch[p.seq_scratch_offset[seq] + (int64_t(h) * nb + j) * len + row] = tile_max[half];
-      }
       const float m_new = fmaxf(row_max[half], tile_max[half]);
       const float base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
       const float alpha = exp2f(row_max[half] - base_exp);
@@ -176,14 +157,11 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
   }
 
   // Epilogue: normalize, write out and the natural-log LSE.
-  __syncthreads();
-  float* const row_lse2 = reinterpret_cast<float*>(base);  // the tiles are free now
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const float l = quad_sum(row_sum[half]);
     const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int local = warp * 16 + g + half * 8;
-    const int row = i * kTile + local;
+    const int row = i * kTile + warp * 16 + g + half * 8;
     const float lse2 = l > 0.f ? row_max[half] + log2f(l) : -INFINITY;
     if (row < len) {
       T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
@@ -193,12 +171,6 @@ __global__ void __launch_bounds__(128) flash_fwd_sm90_kernel(const __grid_consta
             pack2<T>(acc[4 * n + 2 * half] * inv, acc[4 * n + 2 * half + 1] * inv);
       if (t == 0) p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
     }
-    if constexpr (V == Variant::GroundTruth)
-      if (t == 0) row_lse2[local] = row < len ? lse2 : INFINITY;
-  }
-  if constexpr (V == Variant::GroundTruth) {
-    __syncthreads();
-    reduce_ground_truth_row(p, seq, i, h, len, nb, row_lse2, row_lse2 + kTile);
   }
 }
 

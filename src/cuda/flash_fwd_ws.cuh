@@ -1,0 +1,271 @@
+// FlashAttention forward on Hopper with warp specialization (the FlashAttention-3 design), for the
+// dense and ground-truth variants. One thread block = three warpgroups on 128 query rows of one
+// head: a producer warp issues every TMA load (Q once, then K and V tiles of 128 keys through a
+// two-stage pipeline of full/empty mbarriers) and gives its registers to the two consumer
+// warpgroups, each of which owns 64 query rows (one 64-row query block) and shares every K/V tile.
+//
+// Per consumer and key tile n, visited from the diagonal tile down to tile 0 (only the first needs
+// the causal mask):   S_n = Q K_n^T (wgmma, both operands in shared memory)  is issued, then
+// O += P_{n-1} V_{n-1} (P from registers); the softmax of S_n runs while that second product is in
+// flight, and O is rescaled once it lands. The online softmax works in base 2 with log2(e)/sqrt(d)
+// folded into the scale.
+//
+// GroundTruth also records each row's max score per 64-key block (the two halves of a 128-key tile)
+// in the scratch, and once the row's log-sum-exp is known reduces them to the block map row.
+#pragma once
+#include "cuda/flash_common.cuh"
+#include "cuda/hopper.cuh"
+
+namespace seer::cuda::detail {
+
+constexpr int kWsRows = 128;   // query rows per thread block: two consumer warpgroups of 64
+constexpr int kWsKeys = 128;   // keys per K/V tile: two 64-key blocks
+constexpr int kWsThreads = 384;
+
+template <int D>
+struct WsSmem {
+  static constexpr int kBox = 64 * 64;              // one TMA box: [64 tokens][64 columns], swizzled
+  static constexpr int kQElems = 64 * D;            // one consumer's Q: D/64 boxes
+  static constexpr int kKvElems = kWsKeys * D;      // one K or V stage: D/64 column chunks of [128][64]
+  static constexpr int kChunkElems = kWsKeys * 64;  // one column chunk of a stage
+  static constexpr int kTileBytes = 2 * (2 * kQElems + 4 * kKvElems);  // Q, K[2], V[2]
+  static constexpr int kBarrierBytes = 128;
+  // Tiles (1024-byte aligned), barriers, then per consumer the ground-truth row buffers: 64 row
+  // log-sum-exps, nb block maxima and 4 warp sums.
+  static constexpr int kBytes = kTileBytes + kBarrierBytes + 1024;
+  static constexpr size_t bytes(bool ground_truth, int64_t max_blocks) {
+    return size_t(kBytes) + (ground_truth ? size_t(2 * (kTile + max_blocks + 4)) * sizeof(float) : 0);
+  }
+};
+
+template <typename T, int D, Variant V>
+__global__ void __launch_bounds__(kWsThreads, 1) flash_fwd_ws_kernel(const __grid_constant__ CUtensorMap q_map,
+                                                                   const __grid_constant__ CUtensorMap k_map,
+                                                                   const __grid_constant__ CUtensorMap v_map,
+                                                                   const FlashParams<T> p) {
+  static_assert(V != Variant::Sparse, "the block-sparse forward is flash_fwd_sparse_kernel");
+  using Smem = WsSmem<D>;
+  constexpr int kChunks = D / 64;
+  extern __shared__ unsigned char smem_raw[];
+  // TMA's 128-byte swizzle and wgmma's descriptors both assume 1024-byte-aligned tiles.
+  unsigned char* base = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  T* const q_tiles = reinterpret_cast<T*>(base);  // [2 consumers][D/64 boxes]
+  T* const k_tiles = q_tiles + 2 * Smem::kQElems;  // [2 stages][D/64 chunks][128 keys][64]
+  T* const v_tiles = k_tiles + 2 * Smem::kKvElems;
+  uint64_t* const bars = reinterpret_cast<uint64_t*>(base + Smem::kTileBytes);
+  uint64_t* const q_full = bars;
+  uint64_t* const k_full = bars + 1;   // [2]
+  uint64_t* const v_full = bars + 3;   // [2]
+  uint64_t* const k_empty = bars + 5;  // [2]
+  uint64_t* const v_empty = bars + 7;  // [2]
+  float* const gt_rows = reinterpret_cast<float*>(base + Smem::kTileBytes + Smem::kBarrierBytes);
+
+  const int2 item = p.work[blockIdx.x];
+  const int seq = item.x, tile = item.y, h = blockIdx.y;
+  const int start = p.seq_start[seq], len = p.seq_len[seq];
+  const int nb = (len + kTile - 1) / kTile;
+  const int n_tiles = tile + 1;  // key tiles 0..tile cover every key up to the block's last row
+  const int warpgroup = threadIdx.x / 128;
+
+  if (threadIdx.x == 0) {
+    mbarrier_init(q_full, 1);
+    for (int s = 0; s < 2; ++s) {
+      mbarrier_init(&k_full[s], 1);
+      mbarrier_init(&v_full[s], 1);
+      mbarrier_init(&k_empty[s], 8);  // one arrival per consumer warp
+      mbarrier_init(&v_empty[s], 8);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // Producer. Tile `it` (key tile n = tile - it) goes to stage it % 2, after both consumers have
+    // released that stage's previous tile (it - 2).
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == 0) {
+      const int hk = h / p.group;
+      mbarrier_expect_tx(q_full, 2 * Smem::kQElems * int(sizeof(T)));
+      for (int w = 0; w < 2; ++w)
+        for (int c = 0; c < kChunks; ++c)
+          tma_load_3d(q_tiles + w * Smem::kQElems + c * Smem::kBox, &q_map, q_full, c * 64, h,
+                      start + tile * kWsRows + w * kTile);
+      const auto load = [&](const CUtensorMap* map, T* stage_tiles, uint64_t* full, int n) {
+        mbarrier_expect_tx(full, Smem::kKvElems * int(sizeof(T)));
+        for (int c = 0; c < kChunks; ++c)
+          for (int half = 0; half < 2; ++half)
+            tma_load_3d(stage_tiles + c * Smem::kChunkElems + half * Smem::kBox, map, full, c * 64, hk,
+                        start + n * kWsKeys + half * kTile);
+      };
+      for (int it = 0; it < n_tiles; ++it) {
+        const int stage = it & 1, n = tile - it;
+        const uint32_t empty_phase = ((it >> 1) - 1) & 1;
+        if (it >= 2) mbarrier_wait(&k_empty[stage], empty_phase);
+        load(&k_map, k_tiles + stage * Smem::kKvElems, &k_full[stage], n);
+        if (it >= 2) mbarrier_wait(&v_empty[stage], empty_phase);
+        load(&v_map, v_tiles + stage * Smem::kKvElems, &v_full[stage], n);
+      }
+    }
+    return;
+  }
+
+  // Consumers.
+  setmaxnreg_inc<240>();
+  const int w = warpgroup - 1;
+  const int tid = threadIdx.x - 128 * warpgroup;
+  const int warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int qblock = 2 * tile + w;  // this warpgroup's 64-row query block
+  const T* const q_tile = q_tiles + w * Smem::kQElems;
+  const int64_t scratch_base = p.seq_scratch_offset[seq] + int64_t(h) * nb * len;
+
+  float row_max[2] = {-INFINITY, -INFINITY};  // rows 16*warp + g and + 8 of the block, base-2 scores
+  float row_sum[2] = {0.f, 0.f};              // this thread's part of the row sums
+  float acc[D / 2];                           // O: wgmma m64nD accumulator layout
+#pragma unroll
+  for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
+  float s[64];          // S: m64n128 accumulators; s[4n + e] is row 16*warp + g + 8*(e >> 1), key 8n + 2t + (e & 1)
+  uint32_t pa[8][4];    // P as wgmma's register A operand, 16 keys per k-step
+
+  const auto issue_qk = [&](int stage) {
+    const T* k_tile = k_tiles + stage * Smem::kKvElems;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
+      wgmma_m64n128_ss<T>(s, desc_k_major(q_tile + chunk * Smem::kBox + step * 16),
+                          desc_k_major(k_tile + chunk * Smem::kChunkElems + step * 16), kk > 0);
+    }
+    wgmma_commit();
+  };
+  const auto issue_pv = [&](int stage) {
+    const T* v_tile = v_tiles + stage * Smem::kKvElems;  // MN-major: +2048 bytes per 16 keys
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+      wgmma_rs<T, D>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Smem::kChunkElems * int(sizeof(T))));
+    wgmma_commit();
+  };
+  const auto release = [&](uint64_t* bar) {
+    if (lane == 0) mbarrier_arrive(bar);
+  };
+  // Online softmax of key tile n held in s: scale, mask (diagonal tile only), record the ground
+  // truth's per-block maxima, update the running max and sum, s <- 2^(s - max). Returns the factor
+  // by which O must be rescaled.
+  const auto softmax = [&](int n, bool diagonal, float (&alpha)[2]) {
+    float half_max[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};  // [key half][row half]
+#pragma unroll
+    for (int nn = 0; nn < 16; ++nn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[4 * nn + e] * p.scale_log2;
+        if (diagonal) {
+          const int key = nn * 8 + 2 * t + (e & 1), row = w * kTile + warp * 16 + g + (e >> 1) * 8;
+          if (key > row || n * kWsKeys + key >= len) x = -INFINITY;
+        }
+        s[4 * nn + e] = x;
+        half_max[nn / 8][e >> 1] = fmaxf(half_max[nn / 8][e >> 1], x);
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float tile_max;
+      if constexpr (V == Variant::GroundTruth) {
+        const int row = qblock * kTile + warp * 16 + g + r * 8;
+#pragma unroll
+        for (int kh = 0; kh < 2; ++kh) {
+          half_max[kh][r] = quad_max(half_max[kh][r]);
+          const int j = 2 * n + kh;
+          if (t == 0 && row < len && j <= qblock) p.scratch[scratch_base + int64_t(j) * len + row] = half_max[kh][r];
+        }
+        tile_max = fmaxf(half_max[0][r], half_max[1][r]);
+      } else {
+        tile_max = quad_max(fmaxf(half_max[0][r], half_max[1][r]));
+      }
+      const float m_new = fmaxf(row_max[r], tile_max);
+      const float base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
+      alpha[r] = exp2f(row_max[r] - base_exp);
+      row_max[r] = m_new;
+      row_sum[r] *= alpha[r];
+#pragma unroll
+      for (int nn = 0; nn < 16; ++nn) {
+        s[4 * nn + 2 * r] = exp2f(s[4 * nn + 2 * r] - base_exp);
+        s[4 * nn + 2 * r + 1] = exp2f(s[4 * nn + 2 * r + 1] - base_exp);
+        row_sum[r] += s[4 * nn + 2 * r] + s[4 * nn + 2 * r + 1];
+      }
+    }
+  };
+  const auto rescale_and_pack = [&](const float (&alpha)[2]) {
+#pragma unroll
+    for (int nn = 0; nn < D / 8; ++nn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[4 * nn + e] *= alpha[e >> 1];
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<T>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+  };
+
+  float alpha[2];
+  mbarrier_wait(q_full, 0);
+  mbarrier_wait(&k_full[0], 0);
+  wgmma_fence();
+  issue_qk(0);
+  wgmma_wait<0>();
+  fence_registers(s);
+  release(&k_empty[0]);
+  softmax(tile, true, alpha);
+  rescale_and_pack(alpha);
+  for (int it = 1; it < n_tiles; ++it) {
+    const int stage = it & 1, prev = stage ^ 1;
+    mbarrier_wait(&k_full[stage], (it >> 1) & 1);
+    wgmma_fence();
+    issue_qk(stage);
+    mbarrier_wait(&v_full[prev], ((it - 1) >> 1) & 1);
+    issue_pv(prev);
+    wgmma_wait<1>();  // S_n has landed; P_{n+1} V_{n+1} may still run
+    fence_registers(s);
+    release(&k_empty[stage]);
+    softmax(tile - it, false, alpha);
+    wgmma_wait<0>();
+    fence_registers(acc);
+    fence_registers(pa);
+    release(&v_empty[prev]);
+    rescale_and_pack(alpha);
+  }
+  {
+    const int last = (n_tiles - 1) & 1;
+    mbarrier_wait(&v_full[last], ((n_tiles - 1) >> 1) & 1);
+    wgmma_fence();
+    issue_pv(last);
+    wgmma_wait<0>();
+    fence_registers(acc);
+    fence_registers(pa);
+  }
+
+  // Epilogue: normalize, write out and the natural-log LSE.
+  const int64_t q_stride = int64_t(p.q_heads) * D;
+  float* const row_lse2 = gt_rows + w * (kTile + nb + 4);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float l = quad_sum(row_sum[r]);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int local = warp * 16 + g + r * 8;
+    const int row = qblock * kTile + local;
+    const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
+    if (row < len) {
+      T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
+#pragma unroll
+      for (int nn = 0; nn < D / 8; ++nn)
+        *reinterpret_cast<uint32_t*>(dst + nn * 8 + 2 * t) =
+            pack2<T>(acc[4 * nn + 2 * r] * inv, acc[4 * nn + 2 * r + 1] * inv);
+      if (t == 0) p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
+    }
+    if constexpr (V == Variant::GroundTruth)
+      if (t == 0) row_lse2[local] = row < len ? lse2 : INFINITY;
+  }
+  if constexpr (V == Variant::GroundTruth) {
+    if (qblock >= nb) return;  // past the end of the sequence (odd block count)
+    named_barrier_sync(1 + w, 128);
+    reduce_ground_truth_row(p, seq, qblock, h, len, nb, row_lse2, row_lse2 + kTile, tid, 1 + w);
+  }
+}
+
+}  // namespace seer::cuda::detail
