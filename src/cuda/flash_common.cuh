@@ -66,22 +66,33 @@ __device__ __forceinline__ float quad_sum(float x) {
 // synchronizing on named barrier `barrier`) once every row's base-2 log-sum-exp is in row_lse2
 // (+inf for rows past the end) and the rows' max scores per key block are in the scratch ([H, nb,
 // len] per sequence: a key block's 64 rows are contiguous):
-// gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i. One warp per key block.
+// gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i. Each warp takes 8 key blocks at a
+// time, a lane two rows of each.
 template <typename T>
 __device__ void reduce_ground_truth_row(const FlashParams<T>& p, int seq, int i, int h, int len, int nb,
                                         const float* row_lse2, float* gt_row, int tid, int barrier) {
-  constexpr int kWarps = 4;
+  constexpr int kWarps = 4, kUnroll = 8;  // 8 key blocks per warp at a time: 16 loads in flight per lane
   const int warp = tid / 32, lane = tid % 32;
   const float* scr = p.scratch + p.seq_scratch_offset[seq] + int64_t(h) * nb * len + int64_t(i) * kTile;
   const int rows = min(kTile, len - i * kTile);
+  const float lse_lo = row_lse2[lane], lse_hi = row_lse2[lane + 32];  // +inf past the end
   float partial = 0.f;
-  for (int jj = warp; jj <= i; jj += kWarps) {
-    const float* col = scr + int64_t(jj) * len;
-    float best = 0.f;
-    for (int r = lane; r < rows; r += 32) best = fmaxf(best, exp2f(col[r] - row_lse2[r]));
-    for (int off = 16; off > 0; off /= 2) best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, off));
-    if (lane == 0) gt_row[jj] = best;
-    partial += best;  // identical in every lane
+  for (int j0 = warp * kUnroll; j0 <= i; j0 += kWarps * kUnroll) {
+    float best[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const float* col = scr + int64_t(j0 + u) * len;
+      const bool valid = j0 + u <= i;
+      const float lo = valid && lane < rows ? exp2f(col[lane] - lse_lo) : 0.f;
+      const float hi = valid && lane + 32 < rows ? exp2f(col[lane + 32] - lse_hi) : 0.f;
+      best[u] = fmaxf(lo, hi);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      for (int off = 16; off > 0; off /= 2) best[u] = fmaxf(best[u], __shfl_xor_sync(0xffffffffu, best[u], off));
+      if (lane == 0 && j0 + u <= i) gt_row[j0 + u] = best[u];
+      partial += best[u];  // identical in every lane; 0 for blocks past i
+    }
   }
   // The four warps' partial sums meet in shared memory just past the row (the caller reserves them).
   float* const warp_sums = gt_row + nb;

@@ -9,8 +9,8 @@
 #include <cstring>
 
 #include "cuda/attention_cuda.h"
+#include "cuda/flash_fwd_dense.cuh"
 #include "cuda/flash_fwd_sparse.cuh"
-#include "cuda/flash_fwd_ws.cuh"
 
 namespace seer::cuda {
 namespace {
@@ -100,21 +100,23 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     }();
     (void)configured;
     p.work = layout.work.data();
-    const dim3 grid(unsigned(layout.total_rows), unsigned(p.q_heads));
-    detail::flash_fwd_sparse_kernel<T, D><<<grid, 128, smem, stream>>>(q_map, k_map, v_map, p);
+    const int64_t items = layout.total_rows * p.q_heads;  // (head, query block), two per thread block
+    SEER_CHECK((items + 1) / 2 <= int64_t(INT32_MAX), "block-sparse: too many query blocks for the grid");
+    detail::flash_fwd_sparse_kernel<T, D>
+        <<<unsigned((items + 1) / 2), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, items);
   } else {
-    const size_t smem = detail::WsSmem<D>::bytes(V == Variant::GroundTruth, layout.max_blocks);
+    const size_t smem = detail::DenseSmem<D>::bytes(V == Variant::GroundTruth, layout.max_blocks);
     SEER_CHECK(smem <= kMaxSharedBytes, "ground truth: ", layout.max_blocks,
                " key blocks do not fit the kernel's shared-memory row buffers");
     static const bool configured = [] {
-      SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_ws_kernel<T, D, V>,
+      SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_dense_kernel<T, D, V>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSharedBytes)));
       return true;
     }();
     (void)configured;
     p.work = layout.tile_work.data();
     const dim3 grid(unsigned(layout.tile_work.size()), unsigned(p.q_heads));
-    detail::flash_fwd_ws_kernel<T, D, V><<<grid, detail::kWsThreads, smem, stream>>>(q_map, k_map, v_map, p);
+    detail::flash_fwd_dense_kernel<T, D, V><<<grid, detail::kDenseThreads, smem, stream>>>(q_map, k_map, v_map, p);
   }
   SEER_CUDA_CHECK_LAUNCH();
 }

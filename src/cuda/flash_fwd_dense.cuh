@@ -5,29 +5,32 @@
 // warpgroups, each of which owns 64 query rows (one 64-row query block) and shares every K/V tile.
 //
 // Per consumer and key tile n, visited from the diagonal tile down to tile 0 (only the first needs
-// the causal mask):   S_n = Q K_n^T (wgmma, both operands in shared memory)  is issued, then
+// the causal mask): S_n = Q K_n^T (wgmma, both operands in shared memory) is issued, then
 // O += P_{n-1} V_{n-1} (P from registers); the softmax of S_n runs while that second product is in
 // flight, and O is rescaled once it lands. The online softmax works in base 2 with log2(e)/sqrt(d)
-// folded into the scale.
+// folded into the scale. The consumer is written as lambdas over kernel-local arrays, and the
+// warpgroup index is left thread-derived: written as a struct (as the sparse kernel's) or with a
+// warp-uniform index, ptxas moves the descriptor arithmetic to the uniform datapath and the kernel
+// runs 10% slower (bench/RESULTS.md, v5).
 //
 // GroundTruth also records each row's max score per 64-key block (the two halves of a 128-key tile)
 // in the scratch, and once the row's log-sum-exp is known reduces them to the block map row.
 #pragma once
-#include "cuda/flash_common.cuh"
-#include "cuda/hopper.cuh"
+#include "cuda/flash_pipeline.cuh"
 
 namespace seer::cuda::detail {
 
-constexpr int kWsRows = 128;   // query rows per thread block: two consumer warpgroups of 64
-constexpr int kWsKeys = 128;   // keys per K/V tile: two 64-key blocks
-constexpr int kWsThreads = 384;
+constexpr int kDenseRows = 128;   // query rows per thread block: two consumer warpgroups of 64
+constexpr int kDenseKeys = 128;   // keys per K/V tile: two 64-key blocks
+constexpr int kDenseThreads = 384;
 
 template <int D>
-struct WsSmem {
-  static constexpr int kBox = 64 * 64;              // one TMA box: [64 tokens][64 columns], swizzled
-  static constexpr int kQElems = 64 * D;            // one consumer's Q: D/64 boxes
-  static constexpr int kKvElems = kWsKeys * D;      // one K or V stage: D/64 column chunks of [128][64]
-  static constexpr int kChunkElems = kWsKeys * 64;  // one column chunk of a stage
+struct DenseSmem {
+  using Stage = KvStage<D, kDenseKeys>;
+  static constexpr int kBox = Stage::kBox;  // one TMA box: [64 tokens][64 columns], swizzled
+  static constexpr int kQElems = 64 * D;    // one consumer's Q: D/64 boxes
+  static constexpr int kKvElems = Stage::kElems;
+  static constexpr int kChunkElems = Stage::kChunkElems;
   static constexpr int kTileBytes = 2 * (2 * kQElems + 4 * kKvElems);  // Q, K[2], V[2]
   static constexpr int kBarrierBytes = 128;
   // Tiles (1024-byte aligned), barriers, then per consumer the ground-truth row buffers: 64 row
@@ -39,12 +42,12 @@ struct WsSmem {
 };
 
 template <typename T, int D, Variant V>
-__global__ void __launch_bounds__(kWsThreads, 1) flash_fwd_ws_kernel(const __grid_constant__ CUtensorMap q_map,
+__global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const __grid_constant__ CUtensorMap q_map,
                                                                    const __grid_constant__ CUtensorMap k_map,
                                                                    const __grid_constant__ CUtensorMap v_map,
                                                                    const FlashParams<T> p) {
   static_assert(V != Variant::Sparse, "the block-sparse forward is flash_fwd_sparse_kernel");
-  using Smem = WsSmem<D>;
+  using Smem = DenseSmem<D>;
   constexpr int kChunks = D / 64;
   extern __shared__ unsigned char smem_raw[];
   // TMA's 128-byte swizzle and wgmma's descriptors both assume 1024-byte-aligned tiles.
@@ -53,11 +56,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) flash_fwd_ws_kernel(const __gri
   T* const k_tiles = q_tiles + 2 * Smem::kQElems;  // [2 stages][D/64 chunks][128 keys][64]
   T* const v_tiles = k_tiles + 2 * Smem::kKvElems;
   uint64_t* const bars = reinterpret_cast<uint64_t*>(base + Smem::kTileBytes);
-  uint64_t* const q_full = bars;
-  uint64_t* const k_full = bars + 1;   // [2]
-  uint64_t* const v_full = bars + 3;   // [2]
-  uint64_t* const k_empty = bars + 5;  // [2]
-  uint64_t* const v_empty = bars + 7;  // [2]
+  uint64_t* const q_full = bars + KvBarriers<2>::kCount;
+  const KvBarriers<2> kv = KvBarriers<2>::at(bars);
   float* const gt_rows = reinterpret_cast<float*>(base + Smem::kTileBytes + Smem::kBarrierBytes);
 
   const int2 item = p.work[blockIdx.x];
@@ -69,42 +69,22 @@ __global__ void __launch_bounds__(kWsThreads, 1) flash_fwd_ws_kernel(const __gri
 
   if (threadIdx.x == 0) {
     mbarrier_init(q_full, 1);
-    for (int s = 0; s < 2; ++s) {
-      mbarrier_init(&k_full[s], 1);
-      mbarrier_init(&v_full[s], 1);
-      mbarrier_init(&k_empty[s], 8);  // one arrival per consumer warp
-      mbarrier_init(&v_empty[s], 8);
-    }
+    kv.init(8);  // one arrival per consumer warp
     fence_barrier_init();
   }
   __syncthreads();
 
   if (warpgroup == 0) {
-    // Producer. Tile `it` (key tile n = tile - it) goes to stage it % 2, after both consumers have
-    // released that stage's previous tile (it - 2).
+    // Producer: Q once, then key tiles from the diagonal (tile `tile`) down to 0.
     setmaxnreg_dec<24>();
     if (threadIdx.x == 0) {
-      const int hk = h / p.group;
       mbarrier_expect_tx(q_full, 2 * Smem::kQElems * int(sizeof(T)));
       for (int w = 0; w < 2; ++w)
         for (int c = 0; c < kChunks; ++c)
           tma_load_3d(q_tiles + w * Smem::kQElems + c * Smem::kBox, &q_map, q_full, c * 64, h,
-                      start + tile * kWsRows + w * kTile);
-      const auto load = [&](const CUtensorMap* map, T* stage_tiles, uint64_t* full, int n) {
-        mbarrier_expect_tx(full, Smem::kKvElems * int(sizeof(T)));
-        for (int c = 0; c < kChunks; ++c)
-          for (int half = 0; half < 2; ++half)
-            tma_load_3d(stage_tiles + c * Smem::kChunkElems + half * Smem::kBox, map, full, c * 64, hk,
-                        start + n * kWsKeys + half * kTile);
-      };
-      for (int it = 0; it < n_tiles; ++it) {
-        const int stage = it & 1, n = tile - it;
-        const uint32_t empty_phase = ((it >> 1) - 1) & 1;
-        if (it >= 2) mbarrier_wait(&k_empty[stage], empty_phase);
-        load(&k_map, k_tiles + stage * Smem::kKvElems, &k_full[stage], n);
-        if (it >= 2) mbarrier_wait(&v_empty[stage], empty_phase);
-        load(&v_map, v_tiles + stage * Smem::kKvElems, &v_full[stage], n);
-      }
+                      start + tile * kDenseRows + w * kTile);
+      produce_kv<T, D, kDenseKeys>(n_tiles, &k_map, &v_map, h / p.group, start, k_tiles, v_tiles, kv,
+                                [&](int it, int half) { return 2 * (tile - it) + half; });
     }
     return;
   }
@@ -159,7 +139,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) flash_fwd_ws_kernel(const __gri
         float x = s[4 * nn + e] * p.scale_log2;
         if (diagonal) {
           const int key = nn * 8 + 2 * t + (e & 1), row = w * kTile + warp * 16 + g + (e >> 1) * 8;
-          if (key > row || n * kWsKeys + key >= len) x = -INFINITY;
+          if (key > row || n * kDenseKeys + key >= len) x = -INFINITY;
         }
         s[4 * nn + e] = x;
         half_max[nn / 8][e >> 1] = fmaxf(half_max[nn / 8][e >> 1], x);
@@ -205,34 +185,34 @@ __global__ void __launch_bounds__(kWsThreads, 1) flash_fwd_ws_kernel(const __gri
 
   float alpha[2];
   mbarrier_wait(q_full, 0);
-  mbarrier_wait(&k_full[0], 0);
+  mbarrier_wait(&kv.k_full[0], 0);
   wgmma_fence();
   issue_qk(0);
   wgmma_wait<0>();
   fence_registers(s);
-  release(&k_empty[0]);
+  release(&kv.k_empty[0]);
   softmax(tile, true, alpha);
   rescale_and_pack(alpha);
   for (int it = 1; it < n_tiles; ++it) {
     const int stage = it & 1, prev = stage ^ 1;
-    mbarrier_wait(&k_full[stage], (it >> 1) & 1);
+    mbarrier_wait(&kv.k_full[stage], (it >> 1) & 1);
     wgmma_fence();
     issue_qk(stage);
-    mbarrier_wait(&v_full[prev], ((it - 1) >> 1) & 1);
+    mbarrier_wait(&kv.v_full[prev], ((it - 1) >> 1) & 1);
     issue_pv(prev);
     wgmma_wait<1>();  // S_n has landed; P_{n+1} V_{n+1} may still run
     fence_registers(s);
-    release(&k_empty[stage]);
+    release(&kv.k_empty[stage]);
     softmax(tile - it, false, alpha);
     wgmma_wait<0>();
     fence_registers(acc);
     fence_registers(pa);
-    release(&v_empty[prev]);
+    release(&kv.v_empty[prev]);
     rescale_and_pack(alpha);
   }
   {
     const int last = (n_tiles - 1) & 1;
-    mbarrier_wait(&v_full[last], ((n_tiles - 1) >> 1) & 1);
+    mbarrier_wait(&kv.v_full[last], ((n_tiles - 1) >> 1) & 1);
     wgmma_fence();
     issue_pv(last);
     wgmma_wait<0>();
