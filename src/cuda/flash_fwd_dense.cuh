@@ -65,7 +65,9 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   const int start = p.seq_start[seq], len = p.seq_len[seq];
   const int nb = (len + kTile - 1) / kTile;
   const int n_tiles = tile + 1;  // key tiles 0..tile cover every key up to the block's last row
-  const int warpgroup = threadIdx.x / 128;
+  // Thread-derived for the dense consumer, warp-uniform (a shuffle from lane 0) for the ground truth's.
+  const int warpgroup =
+      V == Variant::GroundTruth ? __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0) : int(threadIdx.x / 128);
 
   if (threadIdx.x == 0) {
     mbarrier_init(q_full, 1);
@@ -89,15 +91,41 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     return;
   }
 
-  // Consumers.
+  // Consumers: warpgroup 1 + w takes query block 2 * tile + w.
   setmaxnreg_inc<240>();
   const int w = warpgroup - 1;
+  const int qblock = 2 * tile + w;
+  if constexpr (V == Variant::GroundTruth) {
+    FlashConsumer<T, D, kDenseKeys, 2> consumer(threadIdx.x - 128 * warpgroup, w * kTile);
+    const int64_t scratch_base = p.seq_scratch_offset[seq] + int64_t(h) * nb * len;
+    const auto info = [&](int it) {
+      const int n = tile - it;
+      return TileInfo{n * kDenseKeys, it == 0, 2 * n};
+    };
+    // Each row's max score per 64-key block j <= qblock goes to the scratch.
+    const auto record = [&](const TileInfo& ti, float (&half_max)[2][2], int r) {
+      const int row = qblock * kTile + consumer.warp * 16 + consumer.g + r * 8;
+#pragma unroll
+      for (int kh = 0; kh < 2; ++kh) {
+        const float m = quad_max(half_max[kh][r]);
+        const int j = ti.first_block + kh;
+        if (consumer.t == 0 && row < len && j <= qblock) p.scratch[scratch_base + int64_t(j) * len + row] = m;
+      }
+    };
+    mbarrier_wait(q_full, 0);
+    consumer.run(n_tiles, q_tiles + w * Smem::kQElems, k_tiles, v_tiles, kv, p.scale_log2, len, info, record);
+    float* const row_lse2 = gt_rows + w * (kTile + nb + 4);
+    consumer.store(p, start, qblock, h, len, row_lse2);
+    if (qblock >= nb) return;  // past the end of the sequence (odd block count)
+    named_barrier_sync(1 + w, 128);
+    reduce_ground_truth_row(p, seq, qblock, h, len, nb, row_lse2, row_lse2 + kTile, threadIdx.x - 128 * warpgroup,
+                            1 + w);
+    return;
+  }
   const int tid = threadIdx.x - 128 * warpgroup;
   const int warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const int qblock = 2 * tile + w;  // this warpgroup's 64-row query block
   const T* const q_tile = q_tiles + w * Smem::kQElems;
-  const int64_t scratch_base = p.seq_scratch_offset[seq] + int64_t(h) * nb * len;
 
   float row_max[2] = {-INFINITY, -INFINITY};  // rows 16*warp + g and + 8 of the block, base-2 scores
   float row_sum[2] = {0.f, 0.f};              // this thread's part of the row sums
@@ -127,11 +155,10 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   const auto release = [&](uint64_t* bar) {
     if (lane == 0) mbarrier_arrive(bar);
   };
-  // Online softmax of key tile n held in s: scale, mask (diagonal tile only), record the ground
-  // truth's per-block maxima, update the running max and sum, s <- 2^(s - max). Returns the factor
-  // by which O must be rescaled.
+  // Online softmax of key tile n held in s: scale, mask (diagonal tile only), update the running max
+  // and sum, s <- 2^(s - max). Returns the factor by which O must be rescaled.
   const auto softmax = [&](int n, bool diagonal, float (&alpha)[2]) {
-    float half_max[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};  // [key half][row half]
+    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nn = 0; nn < 16; ++nn)
 #pragma unroll
@@ -142,24 +169,11 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
           if (key > row || n * kDenseKeys + key >= len) x = -INFINITY;
         }
         s[4 * nn + e] = x;
-        half_max[nn / 8][e >> 1] = fmaxf(half_max[nn / 8][e >> 1], x);
+        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
       }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float tile_max;
-      if constexpr (V == Variant::GroundTruth) {
-        const int row = qblock * kTile + warp * 16 + g + r * 8;
-#pragma unroll
-        for (int kh = 0; kh < 2; ++kh) {
-          half_max[kh][r] = quad_max(half_max[kh][r]);
-          const int j = 2 * n + kh;
-          if (t == 0 && row < len && j <= qblock) p.scratch[scratch_base + int64_t(j) * len + row] = half_max[kh][r];
-        }
-        tile_max = fmaxf(half_max[0][r], half_max[1][r]);
-      } else {
-        tile_max = quad_max(fmaxf(half_max[0][r], half_max[1][r]));
-      }
-      const float m_new = fmaxf(row_max[r], tile_max);
+      const float m_new = fmaxf(row_max[r], quad_max(tile_max[r]));
       const float base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
       alpha[r] = exp2f(row_max[r] - base_exp);
       row_max[r] = m_new;
@@ -220,32 +234,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     fence_registers(pa);
   }
 
-  // Epilogue: normalize, write out and the natural-log LSE.
-  const int64_t q_stride = int64_t(p.q_heads) * D;
-  float* const row_lse2 = gt_rows + w * (kTile + nb + 4);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float l = quad_sum(row_sum[r]);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int local = warp * 16 + g + r * 8;
-    const int row = qblock * kTile + local;
-    const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
-    if (row < len) {
-      T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
-#pragma unroll
-      for (int nn = 0; nn < D / 8; ++nn)
-        *reinterpret_cast<uint32_t*>(dst + nn * 8 + 2 * t) =
-            pack2<T>(acc[4 * nn + 2 * r] * inv, acc[4 * nn + 2 * r + 1] * inv);
-      if (t == 0) p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
-    }
-    if constexpr (V == Variant::GroundTruth)
-      if (t == 0) row_lse2[local] = row < len ? lse2 : INFINITY;
-  }
-  if constexpr (V == Variant::GroundTruth) {
-    if (qblock >= nb) return;  // past the end of the sequence (odd block count)
-    named_barrier_sync(1 + w, 128);
-    reduce_ground_truth_row(p, seq, qblock, h, len, nb, row_lse2, row_lse2 + kTile, tid, 1 + w);
-  }
+  store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len, nullptr);
 }
 
 }  // namespace seer::cuda::detail

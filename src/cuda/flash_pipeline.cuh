@@ -70,4 +70,193 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
 }
 
 
+// Epilogue of a consumer: normalizes O (wgmma m64nD accumulator layout: this thread holds rows
+// `row_in_block` and + 8, columns 8n + 2t + {0, 1}) and writes rows qblock*64.. of head h that are
+// < len, the natural-log LSE, and each row's base-2 log-sum-exp to row_lse2[local row] (+inf past
+// the end) when row_lse2 is given.
+template <typename T, int D>
+__device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float (&acc)[D / 2], const float (&row_max)[2],
+                                           const float (&row_sum)[2], int row_in_block, int t, int start, int qblock,
+                                           int h, int len, float* row_lse2) {
+  const int64_t q_stride = int64_t(p.q_heads) * D;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float l = quad_sum(row_sum[r]);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int local = row_in_block + r * 8;
+    const int row = qblock * kTile + local;
+    const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
+    if (row < len) {
+      T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<uint32_t*>(dst + n * 8 + 2 * t) =
+            pack2<T>(acc[4 * n + 2 * r] * inv, acc[4 * n + 2 * r + 1] * inv);
+      if (t == 0) p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
+    }
+    if (row_lse2 && t == 0) row_lse2[local] = row < len ? lse2 : INFINITY;
+  }
+}
+
+// What the consumer needs to know about tile `it` of its sequence of tiles.
+struct TileInfo {
+  int key_base;    // first key (sequence-local) of the tile
+  bool diagonal;   // the causal mask applies: key > row (both relative to the tile/block starts)
+  int first_block; // 64-key block index of the tile's first half, for the ground-truth record
+};
+
+// One consumer warpgroup: 64 query rows against a stream of kKeys-key tiles. Per tile n, S_n = Q K_n^T
+// (wgmma, both operands in shared memory) is issued, then O += P_{n-1} V_{n-1} (P from registers);
+// the softmax of S_n runs while that second product is in flight, and O is rescaled once it lands.
+// The online softmax works in base 2 with log2(e)/sqrt(d) folded into the scale. Used by the
+// block-sparse and ground-truth kernels; the dense kernel writes the same steps as lambdas, which
+// ptxas compiles 10% faster there (flash_fwd_dense.cuh says why) but slower for the ground truth.
+template <typename T, int D, int kKeys, int kStages>
+struct FlashConsumer {
+  static constexpr int kS = kKeys / 2;  // S accumulators per thread (m64 x kKeys)
+  using Stage = KvStage<D, kKeys>;
+
+  int warp, lane, g, t;
+  int row_offset;  // this warpgroup's first row relative to the diagonal tile's first key
+  float row_max[2] = {-INFINITY, -INFINITY};  // rows 16*warp + g and + 8, base-2 scores
+  float row_sum[2] = {0.f, 0.f};              // this thread's part of the row sums
+  float acc[D / 2];                           // O: wgmma m64nD accumulator layout
+  float s[kS];  // s[4n + e]: row 16*warp + g + 8*(e >> 1), key 8n + 2t + (e & 1)
+  uint32_t pa[kKeys / 16][4];  // P as wgmma's register A operand, 16 keys per k-step
+
+  __device__ FlashConsumer(int tid, int row_offset_) : row_offset(row_offset_) {
+    warp = tid / 32;
+    lane = tid % 32;
+    g = lane / 4;
+    t = lane % 4;
+#pragma unroll
+    for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
+  }
+
+  __device__ void issue_qk(const T* q_tile, const T* k_tile) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
+      const uint64_t a = desc_k_major(q_tile + chunk * Stage::kBox + step * 16);
+      const uint64_t b = desc_k_major(k_tile + chunk * Stage::kChunkElems + step * 16);
+      if constexpr (kKeys == 128)
+        wgmma_m64n128_ss<T>(s, a, b, kk > 0);
+      else
+        wgmma_m64n64_ss<T>(s, a, b, kk > 0);
+    }
+    wgmma_commit();
+  }
+  __device__ void issue_pv(const T* v_tile) {  // V is MN-major: +2048 bytes per 16 keys
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk)
+      wgmma_rs<T, D>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))));
+    wgmma_commit();
+  }
+  __device__ void release(uint64_t* bar) const {
+    if (lane == 0) mbarrier_arrive(bar);
+  }
+
+  // Online softmax of the tile in s: scale, mask (kMayMask: only the first tile visited can hold the
+  // diagonal block or keys past the end, so only it pays for the test), hand each row's max per 64-key block to
+  // record(block half, row half, max) (the ground truth), update the running max and sum, and
+  // s <- 2^(s - max). Returns in alpha the factor by which O must be rescaled.
+  template <bool kMayMask, class Record>
+  __device__ void softmax(float scale_log2, const TileInfo& tile, int len, float (&alpha)[2], Record&& record) {
+    constexpr int kHalves = kKeys / 64;
+    float half_max[kHalves][2];
+#pragma unroll
+    for (int kh = 0; kh < kHalves; ++kh) half_max[kh][0] = half_max[kh][1] = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kS / 4; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[4 * n + e] * scale_log2;
+        if (kMayMask && tile.diagonal) {
+          const int key = n * 8 + 2 * t + (e & 1), row = row_offset + warp * 16 + g + (e >> 1) * 8;
+          if (key > row || tile.key_base + key >= len) x = -INFINITY;
+        }
+        s[4 * n + e] = x;
+        half_max[n / 8][e >> 1] = fmaxf(half_max[n / 8][e >> 1], x);
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int kh = 0; kh < kHalves; ++kh) tile_max = fmaxf(tile_max, half_max[kh][r]);
+      tile_max = quad_max(tile_max);
+      record(tile, half_max, r);
+      const float m_new = fmaxf(row_max[r], tile_max);
+      const float base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
+      alpha[r] = exp2f(row_max[r] - base_exp);
+      row_max[r] = m_new;
+      row_sum[r] *= alpha[r];
+#pragma unroll
+      for (int n = 0; n < kS / 4; ++n) {
+        s[4 * n + 2 * r] = exp2f(s[4 * n + 2 * r] - base_exp);
+        s[4 * n + 2 * r + 1] = exp2f(s[4 * n + 2 * r + 1] - base_exp);
+        row_sum[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+      }
+    }
+  }
+
+  __device__ void rescale_and_pack(const float (&alpha)[2]) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[4 * n + e] *= alpha[e >> 1];
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<T>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+  }
+
+  // The whole pipeline over n_tiles tiles (n_tiles >= 1): tile `it` sits in stage it % kStages. Only tile
+  // 0 may be diagonal: callers visit key blocks from the diagonal down.
+  template <class Info, class Record>
+  __device__ void run(int n_tiles, const T* q_tile, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
+                      float scale_log2, int len, Info&& info, Record&& record) {
+    float alpha[2];
+    mbarrier_wait(&bar.k_full[0], 0);
+    wgmma_fence();
+    issue_qk(q_tile, k_tiles);
+    wgmma_wait<0>();
+    fence_registers(s);
+    release(&bar.k_empty[0]);
+    softmax<true>(scale_log2, info(0), len, alpha, record);
+    rescale_and_pack(alpha);
+    for (int it = 1; it < n_tiles; ++it) {
+      const int stage = bar.stage(it), prev = bar.stage(it - 1);
+      mbarrier_wait(&bar.k_full[stage], bar.parity(it));
+      wgmma_fence();
+      issue_qk(q_tile, k_tiles + stage * Stage::kElems);
+      mbarrier_wait(&bar.v_full[prev], bar.parity(it - 1));
+      issue_pv(v_tiles + prev * Stage::kElems);
+      wgmma_wait<1>();  // S of tile `it` has landed; P V of tile it - 1 may still run
+      fence_registers(s);
+      release(&bar.k_empty[stage]);
+      softmax<false>(scale_log2, info(it), len, alpha, record);
+      // Pin the softmax before the wait: otherwise the compiler sinks part of it past the wait,
+      // where it no longer overlaps the P V product.
+      fence_registers(s);
+      fence_registers(row_sum);
+      wgmma_wait<0>();
+      fence_registers(acc);
+      fence_registers(pa);
+      release(&bar.v_empty[prev]);
+      rescale_and_pack(alpha);
+    }
+    const int last = bar.stage(n_tiles - 1);
+    mbarrier_wait(&bar.v_full[last], bar.parity(n_tiles - 1));
+    wgmma_fence();
+    issue_pv(v_tiles + last * Stage::kElems);
+    wgmma_wait<0>();
+    fence_registers(acc);
+    fence_registers(pa);
+  }
+
+  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, float* row_lse2) const {
+    store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len, row_lse2);
+  }
+};
+
 }  // namespace seer::cuda::detail
