@@ -8,14 +8,6 @@
 namespace seer::cuda {
 namespace {
 
-#define SEER_CUBLAS_CHECK(call)                                                              \
-  do {                                                                                       \
-    const cublasStatus_t seer_status_ = (call);                                              \
-    if (seer_status_ != CUBLAS_STATUS_SUCCESS)                                               \
-      ::seer::fail("cuBLAS error at ", __FILE__, ":", __LINE__, ": ", #call, ": ",           \
-                   cublasGetStatusString(seer_status_));                                     \
-  } while (0)
-
 void check_supported(const LlamaConfig& c) {
   c.validate();
   SEER_CHECK(!c.qkv_bias, "the CUDA backend does not support q/k/v biases (", c.architecture, ") yet");
@@ -39,17 +31,6 @@ DeviceBuffer<__nv_bfloat16> random_bf16(size_t n, uint64_t seed, float stddev) {
   DeviceBuffer<__nv_bfloat16> buffer(n);
   fill_random(buffer.data(), int64_t(n), DType::bf16, seed, stddev, nullptr);
   return buffer;
-}
-
-// y[rows, out] = x[rows, in] · w[out, in]^T. Row-major y is column-major y^T = w · x^T, so cuBLAS
-// sees A = w (stored as its transpose), B = x. With accumulate_fp32, y is fp32 and y += result;
-// with fp32_out alone, y is fp32 and overwritten; else y is bf16.
-void gemm(cublasHandle_t cublas, const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int64_t rows, int out,
-          int in, bool accumulate_fp32, bool fp32_out = false) {
-  const float alpha = 1.0f, beta = accumulate_fp32 ? 1.0f : 0.0f;
-  SEER_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, int(rows), in, &alpha, w, CUDA_R_16BF, in, x,
-                                 CUDA_R_16BF, in, &beta, y, accumulate_fp32 || fp32_out ? CUDA_R_32F : CUDA_R_16BF,
-                                 out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // RoPE cos/sin for positions [0, count), [count][d/2], computed in double on the host (float angles
@@ -78,14 +59,14 @@ void check_cache(const DeviceKvCache& cache, const LlamaConfig& c) {
 
 // The rest of a layer after attention, for `rows` tokens: residual += attn · W_oᵀ, then
 // residual += SwiGLU MLP of RMSNorm(residual). normed, gate_up and mlp are scratch for those rows.
-void attention_output_and_mlp(cublasHandle_t cublas, const DeviceLlama::Layer& w, const LlamaConfig& c,
+void attention_output_and_mlp(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c,
                               const __nv_bfloat16* attn, float* residual, int64_t rows, __nv_bfloat16* normed,
                               __nv_bfloat16* gate_up, __nv_bfloat16* mlp, cudaStream_t stream) {
-  gemm(cublas, w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, true);
+  gemm(w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, GemmOut::fp32_accumulate);
   rms_norm(residual, w.ffn_norm.data(), rows, c.hidden, float(c.rms_eps), normed, stream);
-  gemm(cublas, w.w_gate_up.data(), normed, gate_up, rows, 2 * c.intermediate, c.hidden, false);
+  gemm(w.w_gate_up.data(), normed, gate_up, rows, 2 * c.intermediate, c.hidden, GemmOut::bf16);
   swiglu(gate_up, rows, c.intermediate, mlp, stream);
-  gemm(cublas, w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, true);
+  gemm(w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, GemmOut::fp32_accumulate);
 }
 
 void check_context(const LlamaConfig& c, int64_t tokens) {
@@ -183,8 +164,7 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int6
   }
   check_context(c, longest);
   SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  SEER_CUBLAS_CHECK(cublasCreate(&cublas_));
-  SEER_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  gemm_ = std::make_unique<Gemm>(stream_);
 
   rope_ = rope_table(c, longest);
   positions_ = DeviceBuffer<int32_t>::upload(positions);
@@ -207,7 +187,7 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int6
 }
 
 LlamaRuntime::~LlamaRuntime() {
-  if (cublas_) cublasDestroy(cublas_);
+  gemm_.reset();
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -262,7 +242,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
       const int64_t n = std::min(chunk_, t - c0);
       rms_norm(residual_.data() + c0 * c.hidden, w.attn_norm.data(), n, c.hidden, float(c.rms_eps), normed_.data(),
                stream_);
-      gemm(cublas_, w.wqkv.data(), normed_.data(), qkv_.data(), n, qkv_width, c.hidden, false);
+      (*gemm_)(w.wqkv.data(), normed_.data(), qkv_.data(), n, qkv_width, c.hidden, GemmOut::bf16);
       split_qkv_rope(qkv_.data(), n, positions_.data() + c0, hq, hkv, d, rope_.data(), q_.data() + c0 * hq * d,
                      k + c0 * hkv * d, v + c0 * hkv * d, keep_pre ? q_pre_.data() + c0 * hq * d : nullptr,
                      keep_pre ? k_pre_.data() + c0 * hkv * d : nullptr, false, stream_);
@@ -290,7 +270,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
         break;
     }
     for (int64_t c0 = 0; c0 < t; c0 += chunk_)
-      attention_output_and_mlp(cublas_, w, c, attn_.data() + c0 * hq * d, residual_.data() + c0 * c.hidden,
+      attention_output_and_mlp(*gemm_, w, c, attn_.data() + c0 * hq * d, residual_.data() + c0 * c.hidden,
                                std::min(chunk_, t - c0), normed_.data(), gate_up_.data(), mlp_.data(), stream_);
   }
   if (o.kv_cache) o.kv_cache->length = t;
@@ -299,15 +279,15 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
       const int64_t n = std::min(chunk_, t - c0);
       rms_norm(residual_.data() + c0 * c.hidden, model_.final_norm.data(), n, c.hidden, float(c.rms_eps),
                normed_.data(), stream_);
-      gemm(cublas_, model_.output_matrix(), normed_.data(), logits_.data() + c0 * c.vocab, n, c.vocab, c.hidden,
-           false, true);
+      (*gemm_)(model_.output_matrix(), normed_.data(), logits_.data() + c0 * c.vocab, n, c.vocab, c.hidden,
+               GemmOut::fp32);
     }
   } else {  // each sequence's last row only
     for (int64_t s = 0; s < seqs_.count(); ++s)
       rms_norm(residual_.data() + (seqs_.start(s) + seqs_.length(s) - 1) * c.hidden, model_.final_norm.data(), 1,
                c.hidden, float(c.rms_eps), last_normed_.data() + s * c.hidden, stream_);
-    gemm(cublas_, model_.output_matrix(), last_normed_.data(), logits_.data(), seqs_.count(), c.vocab, c.hidden,
-         false, true);
+    (*gemm_)(model_.output_matrix(), last_normed_.data(), logits_.data(), seqs_.count(), c.vocab, c.hidden,
+             GemmOut::fp32);
   }
 }
 
@@ -319,13 +299,10 @@ LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache)
   const LlamaConfig& c = model.config;
   check_cache(cache, c);
   SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  SEER_CUBLAS_CHECK(cublasCreate(&cublas_));
-  SEER_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  gemm_ = std::make_unique<Gemm>(stream_);
   const size_t d = size_t(c.head_dim);
   rope_ = rope_table(c, cache.capacity);
   step_ids_ = DeviceBuffer<int32_t>(3);
-  cublas_workspace_ = DeviceBuffer<unsigned char>(size_t(32) << 20);
-  SEER_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), cublas_workspace_.size()));
   residual_ = DeviceBuffer<float>(size_t(c.hidden));
   logits_ = DeviceBuffer<float>(size_t(c.vocab));
   normed_ = DeviceBuffer<__nv_bfloat16>(size_t(c.hidden));
@@ -339,7 +316,7 @@ LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache)
 
 LlamaDecoder::~LlamaDecoder() {
   if (graph_) cudaGraphExecDestroy(graph_);
-  if (cublas_) cublasDestroy(cublas_);
+  gemm_.reset();
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -352,15 +329,15 @@ void LlamaDecoder::record_step() {
     __nv_bfloat16* k = cache_.k[size_t(l)].data();
     __nv_bfloat16* v = cache_.v[size_t(l)].data();
     rms_norm(residual_.data(), w.attn_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
-    gemm(cublas_, w.wqkv.data(), normed_.data(), qkv_.data(), 1, (hq + 2 * hkv) * d, c.hidden, false);
+    (*gemm_)(w.wqkv.data(), normed_.data(), qkv_.data(), 1, (hq + 2 * hkv) * d, c.hidden, GemmOut::bf16);
     split_qkv_rope(qkv_.data(), 1, step_ids_.data() + 1, hq, hkv, d, rope_.data(), q_.data(), k, v, nullptr, nullptr,
                    true, stream_);
     decode_attention(q_.data(), k, v, step_ids_.data() + 2, cache_.capacity, attn_.data(), attention_work_, stream_);
-    attention_output_and_mlp(cublas_, w, c, attn_.data(), residual_.data(), 1, normed_.data(), gate_up_.data(),
+    attention_output_and_mlp(*gemm_, w, c, attn_.data(), residual_.data(), 1, normed_.data(), gate_up_.data(),
                              mlp_.data(), stream_);
   }
   rms_norm(residual_.data(), model_.final_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
-  gemm(cublas_, model_.output_matrix(), normed_.data(), logits_.data(), 1, c.vocab, c.hidden, false, true);
+  (*gemm_)(model_.output_matrix(), normed_.data(), logits_.data(), 1, c.vocab, c.hidden, GemmOut::fp32);
 }
 
 std::span<const float> LlamaDecoder::step(int32_t token) {

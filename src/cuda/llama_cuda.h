@@ -3,7 +3,6 @@
 // ground truth (for gate training), or SeerAttention (gate -> selection -> block-sparse).
 // A runtime is built for one batch shape (it allocates every activation then) and reused.
 #pragma once
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 
 #include <functional>
@@ -14,6 +13,7 @@
 #include "cuda/attention_cuda.h"
 #include "cuda/decode_attention.h"
 #include "cuda/gate_cuda.h"
+#include "cuda/gemm.h"
 #include "model/llama.h"
 
 namespace seer::cuda {
@@ -115,7 +115,7 @@ class LlamaRuntime {
   Sequences seqs_;
   DeviceLayout layout_;
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<Gemm> gemm_;
   int64_t chunk_ = 0, logit_rows_ = 0, activation_bytes_ = 0;
   DeviceBuffer<int32_t> ids_, positions_, targets_;
   DeviceBuffer<float2> rope_;
@@ -150,11 +150,10 @@ class LlamaDecoder {
   const DeviceLlama& model_;
   DeviceKvCache& cache_;
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<Gemm> gemm_;  // its workspace is allocated up front: nothing allocates while a graph is captured
   DecodeWorkspace attention_work_;
   DeviceBuffer<float2> rope_;
   DeviceBuffer<int32_t> step_ids_;  // [3]: the step's token id, its position, the attended length
-  DeviceBuffer<unsigned char> cublas_workspace_;  // cuBLAS must not allocate while a graph is captured
   cudaGraphExec_t graph_ = nullptr;
 
   void record_step();  // the kernels of one step, on stream_
