@@ -2,12 +2,11 @@
 // warpgroups: warpgroup 0 gives its registers away and two of its threads act as producers, one per
 // consumer warpgroup; each consumer takes its own (64-row query block, query head) and visits the
 // key blocks of its CSR mask row from the last (the diagonal, when kept) down, a 64-key K/V tile per
-// block. A key block's index is simply the
-// TMA coordinate, so the gather costs nothing extra. Work items are (head, query block) pairs, head
-// by head (thread blocks running together then share one KV head's K/V in L2), query blocks in the
-// work list's longest-first order, two per thread block;
-// each consumer has its own Q tile, its own K/V pipeline (flash_pipeline.cuh) and its own
-// producer, so the two never wait on each other.
+// block. A key block's index is simply the TMA coordinate, so the gather costs nothing extra. Work
+// items are (head, query block) pairs, head by head (thread blocks running together then share one
+// KV head's K/V in L2), query blocks in the work list's longest-first order, two per thread block;
+// each consumer has its own Q tile, its own K/V pipeline (flash_pipeline.cuh) and its own producer,
+// so the two never wait on each other.
 #pragma once
 #include "cuda/flash_pipeline.cuh"
 
@@ -26,7 +25,8 @@ struct SparseSmem {
   static constexpr int kConsumerElems = kQElems + 2 * kStages * Stage::kElems;
   static constexpr int kTileBytes = 2 * kConsumerElems * 2;  // two consumers, 16-bit
   static constexpr int kConsumerBarriers = Barriers::kCount + 1;  // + Q
-  static constexpr int kBytes = kTileBytes + 2 * kConsumerBarriers * 8 + 1024;  // + alignment slack  static_assert(kBytes <= 227 * 1024, "shared memory of one thread block on sm_90");
+  static constexpr int kBytes = kTileBytes + 2 * kConsumerBarriers * 8 + 1024;  // + alignment slack
+  static_assert(kBytes <= 227 * 1024, "shared memory of one thread block on sm_90");
 };
 
 template <typename T, int D>

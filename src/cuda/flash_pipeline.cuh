@@ -45,8 +45,8 @@ struct KvBarriers {
 };
 
 // Producer side, one thread: tile `it` of n_tiles goes to stage it % kStages once every consumer
-// warp has released that stage's previous tile (it - kStages); block_of(it, half) is the sequence-local 64-key
-// block in half `half` of tile `it`. K and V complete on separate barriers, so S = Q K^T can start
+// warp has released that stage's previous tile (it - kStages); block_of(it, half) is the
+// sequence-local 64-key block in half `half` of tile `it`. K and V complete on separate barriers, so S = Q K^T can start
 // before V lands.
 template <typename T, int D, int kKeys, int kStages, class BlockOf>
 __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensorMap* v_map, int kv_head, int start,
@@ -68,7 +68,6 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
     load(v_map, v_tiles + stage * Stage::kElems, &bar.v_full[stage], it);
   }
 }
-
 
 // Epilogue of a consumer: normalizes O (wgmma m64nD accumulator layout: this thread holds rows
 // `row_in_block` and + 8, columns 8n + 2t + {0, 1}) and writes rows qblock*64.. of head h that are
@@ -235,10 +234,6 @@ struct FlashConsumer {
       fence_registers(s);
       release(&bar.k_empty[stage]);
       softmax<false>(scale_log2, info(it), len, alpha, record);
-      // Pin the softmax before the wait: otherwise the compiler sinks part of it past the wait,
-      // where it no longer overlaps the P V product.
-      fence_registers(s);
-      fence_registers(row_sum);
       wgmma_wait<0>();
       fence_registers(acc);
       fence_registers(pa);
