@@ -18,8 +18,6 @@ namespace {
 using detail::FlashParams;
 using detail::Variant;
 
-constexpr size_t kMaxSharedBytes = 227 * 1024;  // per thread block on sm_90
-
 void check_args(const AttentionArgs& a, const DeviceLayout& layout) {
   a.dims.validate();
   SEER_CHECK(a.dims.head_dim == 64 || a.dims.head_dim == 128, "CUDA attention supports head dims 64 and 128, got ",
@@ -106,11 +104,11 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
         <<<unsigned((items + 1) / 2), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, items);
   } else {
     const size_t smem = detail::DenseSmem<D>::bytes(V == Variant::GroundTruth, layout.max_blocks);
-    SEER_CHECK(smem <= kMaxSharedBytes, "ground truth: ", layout.max_blocks,
+    SEER_CHECK(smem <= size_t(detail::kMaxSharedBytes), "ground truth: ", layout.max_blocks,
                " key blocks do not fit the kernel's shared-memory row buffers");
     static const bool configured = [] {
       SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_dense_kernel<T, D, V>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSharedBytes)));
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
       return true;
     }();
     (void)configured;

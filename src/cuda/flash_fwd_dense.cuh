@@ -9,9 +9,9 @@
 // O += P_{n-1} V_{n-1} (P from registers); the softmax of S_n runs while that second product is in
 // flight, and O is rescaled once it lands. The online softmax works in base 2 with log2(e)/sqrt(d)
 // folded into the scale. The consumer is written as lambdas over kernel-local arrays, and the
-// warpgroup index is left thread-derived: written as a struct (as the sparse kernel's) or with a
-// warp-uniform index, ptxas moves the descriptor arithmetic to the uniform datapath and the kernel
-// runs 10% slower (bench/RESULTS.md, v5).
+// warpgroup index is left thread-derived: written as a struct (FlashConsumer) or with a warp-uniform
+// index, ptxas moves the descriptor arithmetic to the uniform datapath and the kernel runs 10% slower
+// (bench/RESULTS.md, v5). The ground-truth variant measured the other way round and uses FlashConsumer.
 //
 // GroundTruth also records each row's max score per 64-key block (the two halves of a 128-key tile)
 // in the scratch, and once the row's log-sum-exp is known reduces them to the block map row.
@@ -33,6 +33,7 @@ struct DenseSmem {
   static constexpr int kChunkElems = Stage::kChunkElems;
   static constexpr int kTileBytes = 2 * (2 * kQElems + 4 * kKvElems);  // Q, K[2], V[2]
   static constexpr int kBarrierBytes = 128;
+  static_assert((KvBarriers<2>::kCount + 1) * 8 <= kBarrierBytes, "K/V barriers and Q's");
   // Tiles (1024-byte aligned), barriers, then per consumer the ground-truth row buffers: 64 row
   // log-sum-exps, nb block maxima and 4 warp sums.
   static constexpr int kBytes = kTileBytes + kBarrierBytes + 1024;

@@ -26,7 +26,7 @@ struct SparseSmem {
   static constexpr int kTileBytes = 2 * kConsumerElems * 2;  // two consumers, 16-bit
   static constexpr int kConsumerBarriers = Barriers::kCount + 1;  // + Q
   static constexpr int kBytes = kTileBytes + 2 * kConsumerBarriers * 8 + 1024;  // + alignment slack
-  static_assert(kBytes <= 227 * 1024, "shared memory of one thread block on sm_90");
+  static_assert(kBytes <= kMaxSharedBytes, "shared memory of one thread block on sm_90");
 };
 
 template <typename T, int D>

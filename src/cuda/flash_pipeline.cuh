@@ -7,6 +7,8 @@
 
 namespace seer::cuda::detail {
 
+constexpr int kMaxSharedBytes = 227 * 1024;  // dynamic shared memory of one thread block on sm_90
+
 // Shared-memory geometry of one K or V stage: D/64 column chunks of [kKeys rows][64 columns],
 // each filled by kKeys/64 TMA boxes of [64 tokens][64 columns] in the 128-byte swizzle.
 template <int D, int kKeys>
