@@ -1,4 +1,4 @@
-// Block selection: top-k counts and order, thresholds, forced blocks, CSR validity, density.
+// Block selection: top-k counts and order, thresholds, top-p, forced blocks, CSR validity, density.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -79,6 +79,49 @@ TEST(Selection, ThresholdKeepsProbableBlocksAndTheBest) {
   }
 }
 
+// Top-p: the kept blocks are the most probable, their mass reaches the goal, and dropping the least
+// probable of them would fall short (the fewest blocks that do).
+TEST(Selection, TopPKeepsTheFewestBlocksReachingTheMass) {
+  const BlockLayout layout(Sequences::single(64 * 50), 64, 2);
+  auto logits = random_logits(layout);
+  for (int64_t j = 0; j < 50; ++j) logits[size_t(49 * 50 + j)] = 0.5f;  // head 0, row 49: flat
+  logits[size_t(48 * 50 + 7)] = 40.f;                                   // head 0, row 48: one dominant block
+  for (double mass : {0.3, 0.5, 0.9, 0.99, 1.0}) {
+    SelectionOptions opt{.method = SelectionOptions::Method::top_p, .mass = mass};
+    const BlockMask mask = select_blocks(logits, layout, opt);
+    ASSERT_NO_THROW(validate_block_mask(mask, layout));
+    for (int h = 0; h < 2; ++h)
+      for (int64_t i = 0; i < 50; ++i) {
+        const float* row = logits.data() + (h * 50 + i) * 50;
+        double m = -1e30, sum = 0;
+        for (int j = 0; j <= i; ++j) m = std::max(m, double(row[j]));
+        for (int j = 0; j <= i; ++j) sum += std::exp(row[j] - m);
+        const auto kept = row_of(mask, mask_row(layout, 0, h, i));
+        const std::set<int32_t> in(kept.begin(), kept.end());
+        double kept_mass = 0, least = 1e30, best_dropped = -1e30;
+        for (int32_t j = 0; j <= i; ++j) {
+          const double p = std::exp(row[j] - m) / sum;
+          if (in.count(j)) {
+            kept_mass += p;
+            least = std::min(least, p);
+          } else {
+            best_dropped = std::max(best_dropped, p);
+          }
+        }
+        ASSERT_LE(best_dropped, least) << "row " << i;
+        if (int64_t(kept.size()) < i + 1) {
+          ASSERT_GE(kept_mass, mass - 1e-12) << "row " << i;
+        }
+        ASSERT_LT(kept_mass - least, mass + 1e-12) << "row " << i << ": one block fewer would do";
+      }
+    if (mass < 1.0) {
+      EXPECT_EQ(row_of(mask, 48), std::vector<int32_t>{7}) << mass;
+    }
+    EXPECT_EQ(int64_t(row_of(mask, 49).size()), std::min<int64_t>(50, int64_t(std::ceil(mass * 50 - 1e-9))))
+        << mass;
+  }
+}
+
 TEST(Selection, ForcedBlocks) {
   const BlockLayout layout(Sequences::single(64 * 30), 64, 1);
   const auto logits = random_logits(layout);
@@ -106,6 +149,14 @@ TEST(Selection, RejectsBadOptions) {
   EXPECT_THROW(select_blocks(logits, layout, {.method = SelectionOptions::Method::threshold, .threshold = 1.0}),
                Error);
   EXPECT_THROW(select_blocks(logits, layout, {.dense_last_blocks = -1}), Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.method = SelectionOptions::Method::top_p, .mass = 0.0}), Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.method = SelectionOptions::Method::top_p, .mass = 1.01}), Error);
+  const SelectionOptions per_layer{.method = SelectionOptions::Method::top_p, .layer_mass = {0.5, 0.7}};
+  EXPECT_THROW(select_blocks(logits, layout, per_layer), Error);  // one layer's options only
+  EXPECT_EQ(per_layer.for_layer(1).mass, 0.7);
+  EXPECT_TRUE(per_layer.for_layer(1).layer_mass.empty());
+  EXPECT_THROW(per_layer.for_layer(2), Error);
+  EXPECT_THROW(select_blocks(logits, layout, {.method = SelectionOptions::Method::top_p, .layer_mass = {1.5}}), Error);
   EXPECT_THROW(select_blocks(std::span(logits).first(5), layout, {}), Error);
 }
 

@@ -8,7 +8,10 @@
 #             model tests against it
 #   train     seer train-gates on the staged training books -> $OUT (SEER_TRAIN_ARGS overrides
 #             the schedule: the shipped gates' is the default)
-#   eval      seer eval-sparsity with the shipped gates on the staged dev books -> $OUT/ACCURACY.md
+#   calibrate seer calibrate: per-layer top-p budgets of the shipped gates on the staged training
+#             books -> $OUT/gates.safetensors (the shipped gates plus their budgets)
+#   eval      seer eval-sparsity with the shipped gates (or the calibrate step's) on the staged dev
+#             books -> $OUT/ACCURACY.md
 set -uo pipefail
 steps=${*:-tests bench peer}
 out=${OUT:-/tmp/seer-out}
@@ -35,7 +38,7 @@ if has sanitize; then
       --kv-heads 2 --head-dim 128 --seconds 0.001 --densities 0.3 2>&1 | tail -1
   done
 fi
-if has model || has train || has eval; then
+if has model || has train || has calibrate || has eval; then
   [ -f /tmp/seer/model.gguf ] || { cp .xfer3/* /tmp/seer/ && cat /tmp/seer/model.part0? > /tmp/seer/model.gguf; }
   [ -d /tmp/seer/train ] || tar xJf /tmp/seer/train.tar.xz -C /tmp/seer
   sha256sum /tmp/seer/model.gguf
@@ -49,7 +52,15 @@ if has train; then
     --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi
+gates=gates/smollm2-135m-instruct.safetensors
+if has calibrate; then
+  ./.devbin/seer calibrate --model "$SEER_MODEL" --gates $gates --data /tmp/seer/train --out /tmp/seer/gates.safetensors \
+    2>&1 | tr '\r' '\n' | grep -v '^calibrate: layer'
+  cp /tmp/seer/gates.safetensors "$out/"
+fi
+[ -f /tmp/seer/gates.safetensors ] && gates=/tmp/seer/gates.safetensors
 if has eval; then
-  ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --data /tmp/seer/dev --windows-per-book 2 \
-    --thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 --passkey-trials 100 --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
+  ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates $gates --data /tmp/seer/dev --windows-per-book 2 \
+    --thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 --masses 0.5,0.6,0.7,0.8,0.9,0.95 --layer-sweep \
+    --passkey-trials 200 --passkey-methods a,a+,p+,p* --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
 fi

@@ -146,6 +146,13 @@ void run_bench(const BenchOptions& o) {
       const double gate_ms = timer.median_ms(gate_and_select, o.seconds_per_kernel);
       const std::vector<int32_t> indptr = mask.indptr.download();
       const double density = double(indptr.back()) / double(layout.host.causal_pairs());
+      // The two parts on their own, for where the time goes.
+      record("gate", 1.0, timer.median_ms([&] {
+        cuda::gate_forward(q.data(), k.data(), dtype, layout, gate, gate_work, logits.data(), nullptr);
+      }, o.seconds_per_kernel));
+      record("select", density, timer.median_ms([&] {
+        cuda::select_blocks(logits.data(), layout, o.q_heads, select, select_work, mask, nullptr);
+      }, o.seconds_per_kernel));
       record("gate+select", density, gate_ms);
       const double seer_ms = timer.median_ms(
           [&] {

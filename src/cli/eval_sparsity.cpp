@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cuda/llama_cuda.h"
 #include "eval/baseline_masks.h"
+#include "eval/passkey.h"
 #include "model/gates.h"
 #include "model/llama_loader.h"
 #include "train/token_corpus.h"
@@ -25,15 +26,21 @@ struct EvalOptions {
   int64_t context = 8192, windows_per_book = 4;
   std::vector<double> densities{0.5, 0.3, 0.2, 0.1};
   std::vector<double> thresholds{5e-2, 2e-2, 1e-2, 5e-3, 2e-3, 1e-3};
+  std::vector<double> masses{0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
   int64_t passkey_trials = 100, passkey_context = 0;  // 0: the perplexity context
-  double passkey_density = 0.1;
+  double passkey_density = 0.1, passkey_threshold = 0.03, passkey_mass = kDefaultMass;
+  std::vector<std::string> passkey_methods{"a", "a+", "p+"};
   // (a+): top-k plus forced blocks, the attention sink and local blocks up to the diagonal.
   bool plus_sink = kDefaultKeepSink;
   int plus_local_blocks = kDefaultLocalBlocks;
   std::vector<int> plus_dense_layers;  // (a+): layers left dense
-  std::vector<std::string> methods{"a", "a+", "b", "b+", "c", "d", "e", "f", "g"};
+  bool layer_sweep = false;            // (a+) at the lowest density in one layer at a time
+  std::vector<std::string> methods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cp", "d", "e", "f", "g"};
   bool json = false;
 };
+
+constexpr const char* kSweepName = "(layer sweep)";
+constexpr const char* kCalibratedName = "(p*) trained gate, top-p with calibrated per-layer masses";
 
 struct Tally {
   double nll = 0, density = 0;
@@ -50,10 +57,15 @@ int64_t mask_nnz(const cuda::DeviceMask& mask, cudaStream_t stream) {
   return nnz;
 }
 
-// Pass-key retrieval: a random 5-digit key stated once at a random depth of about `context` tokens
-// of held-out text, asked for at the end through the chat template; greedy decoding of up to 16
-// tokens (by re-running the prefill, which is cheap for this check), correct when the key appears.
-// SeerAttention keeps the last 2 query blocks dense, its default for prompts that end in a question.
+// Pass-key retrieval (eval/passkey.h): prompts of `context` tokens of held-out text with the key at a
+// random depth; greedy decoding of up to kAnswerTokens tokens through the KV cache, correct when the key
+// appears. SeerAttention keeps the last 2 query blocks dense, its default for prompts that end in a
+// question.
+constexpr int kAnswerTokens = 16;
+struct PasskeySelection {
+  std::string name;
+  SelectionOptions options;
+};
 struct PasskeyResult {
   int64_t trials = 0, dense_correct = 0, context = 0;
   std::vector<int64_t> seer_correct;  // per selection
@@ -62,42 +74,35 @@ struct PasskeyResult {
 PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer& tokenizer,
                                 const std::vector<int32_t>& filler, int64_t context, int64_t trials,
                                 const std::vector<cuda::DeviceGate>& gates,
-                                const std::vector<SelectionOptions>& selections) {
+                                const std::vector<PasskeySelection>& selections) {
   std::mt19937_64 rng(2026);
   PasskeyResult r;
   r.context = context;
   r.seer_correct.assign(selections.size(), 0);
-  const int64_t budget = context - 400;  // room for the instructions, the question and the answer
   for (int64_t trial = 0; trial < trials; ++trial) {
-    const std::string key = std::to_string(10000 + rng() % 90000);
-    const int64_t start = int64_t(rng() % uint64_t(std::max<int64_t>(1, int64_t(filler.size()) - budget)));
-    const int64_t depth = int64_t(rng() % uint64_t(budget));
-    const std::string before = tokenizer.decode(std::span(filler).subspan(size_t(start), size_t(depth)));
-    const std::string after = tokenizer.decode(std::span(filler).subspan(size_t(start + depth), size_t(budget - depth)));
-    const std::string user = "There is a pass key hidden in this text. Find it and remember it.\n\n" + before +
-                             "\nThe pass key is " + key + ". Remember it. " + key + " is the pass key.\n" + after +
-                             "\n\nWhat is the pass key? Answer with the number only.";
-    const std::vector<int32_t> prompt =
-        tokenizer.encode(tokenizer.apply_chat_template({{"user", user}}, true), false, true);
+    // The prompt and the decoded answer fill the context.
+    const PasskeyPrompt p = make_passkey_prompt(tokenizer, filler, context - kAnswerTokens, rng);
+    const std::string& key = p.key;
+    const std::vector<int32_t>& prompt = p.prompt;
     for (size_t method = 0; method <= selections.size(); ++method) {  // 0: dense, then each selection
       const bool sparse = method > 0;
       // Prefill into the KV cache (SeerAttention or dense), then greedy decode steps (dense, as the
       // paper's prefill-only gates).
-      cuda::DeviceKvCache cache = cuda::DeviceKvCache::create(model.config, int64_t(prompt.size()) + 16);
+      cuda::DeviceKvCache cache = cuda::DeviceKvCache::create(model.config, int64_t(prompt.size()) + kAnswerTokens);
       std::vector<float> logits;
       {
         cuda::LlamaRuntime runtime(model, Sequences::single(int64_t(prompt.size())));
         cuda::ForwardOptions options;
         options.mode = sparse ? cuda::AttentionMode::seer : cuda::AttentionMode::dense;
         options.gates = &gates;
-        if (sparse) options.selection = selections[method - 1];
+        if (sparse) options.selection = selections[method - 1].options;
         options.kv_cache = &cache;
         runtime.forward(prompt, options);
         logits = runtime.logits();
       }
       cuda::LlamaDecoder decoder(model, cache);
       std::string answer;
-      for (int step = 0; step < 16; ++step) {
+      for (int step = 0; step < kAnswerTokens; ++step) {
         const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
         if (next == tokenizer.eos()) break;
         answer += tokenizer.decode(std::span(&next, 1));
@@ -107,7 +112,7 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
       const bool correct = answer.find(key) != std::string::npos;
       if (trial < 3)
         std::fprintf(stderr, "\npass key %s, %s answered '%s'\n", key.c_str(),
-                     sparse ? ("SeerAttention " + std::to_string(method)).c_str() : "dense", answer.c_str());
+                     sparse ? selections[method - 1].name.c_str() : "dense", answer.c_str());
       (sparse ? r.seer_correct[method - 1] : r.dense_correct) += correct;
     }
     ++r.trials;
@@ -132,6 +137,7 @@ void run(const EvalOptions& o) {
   const int hq = c.q_heads;
 
   const std::vector<GateWeights<float>> trained = load_gates(o.gates, c);
+  const GateBudgets budgets = load_gate_budgets(o.gates, c.layers);
   std::vector<cuda::DeviceGate> trained_gates, random_gates;
   for (int l = 0; l < c.layers; ++l) {
     trained_gates.push_back(cuda::DeviceGate::upload(trained[size_t(l)], c.rope, layout.max_blocks));
@@ -149,18 +155,7 @@ void run(const EvalOptions& o) {
   // Method name -> target (density or threshold) -> tally.
   std::map<std::string, std::map<double, Tally>> results;
   Tally dense;
-  const auto windows = [&] {
-    std::vector<std::vector<int32_t>> out;
-    for (const std::string& file : list_text_files(o.data)) {
-      std::ifstream in(file, std::ios::binary);
-      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      const std::vector<int32_t> ids = tokenizer.encode(text, true);
-      for (int64_t w = 0; w < o.windows_per_book && (w + 1) * o.context <= int64_t(ids.size()); ++w)
-        out.emplace_back(ids.begin() + w * o.context, ids.begin() + (w + 1) * o.context);
-    }
-    return out;
-  }();
-  SEER_CHECK(!windows.empty(), "no text window of ", o.context, " tokens in the evaluation data");
+  const std::vector<std::vector<int32_t>> windows = text_windows(o.data, tokenizer, o.context, o.windows_per_book);
 
   const auto score = [&](const std::vector<int32_t>& tokens, cuda::ForwardOptions options, Tally& tally) {
     options.all_logits = true;
@@ -187,14 +182,24 @@ void run(const EvalOptions& o) {
     return [&, sel, dense_layers, all = &gates](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
       cuda::gate_forward(cap.q_pre, cap.k_pre, cuda::DType::bf16, layout, (*all)[size_t(cap.layer)], gate_work,
                          map.data(), runtime.stream());
-      SelectionOptions layer_sel = sel;
-      if (std::find(dense_layers.begin(), dense_layers.end(), cap.layer) != dense_layers.end()) layer_sel.density = 1.0;
+      SelectionOptions layer_sel = sel.for_layer(cap.layer);
+      if (std::find(dense_layers.begin(), dense_layers.end(), cap.layer) != dense_layers.end())
+        layer_sel = SelectionOptions{.density = 1.0};  // every causal block, whatever the method
       cuda::select_blocks(map.data(), layout, hq, layer_sel, select_work, mask, runtime.stream());
       return mask;
     };
   };
   const auto ground_truth = [&](const cuda::LayerCapture& cap) {
     cuda::ground_truth_forward(cap.attention, layout, map.data(), scratch.data(), runtime.stream());
+  };
+  // Selection on the ground truth itself: its logarithm, so that the softmax of a row is the row.
+  const auto oracle_provider = [&](SelectionOptions sel) {
+    return [&, sel](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+      ground_truth(cap);
+      cuda::probabilities_to_logits(map.data(), int64_t(map.size()), runtime.stream());
+      cuda::select_blocks(map.data(), layout, hq, sel, select_work, mask, runtime.stream());
+      return mask;
+    };
   };
 
   const auto wanted = [&](const char* code) {
@@ -223,12 +228,7 @@ void run(const EvalOptions& o) {
         sel.density = density;
         with_mask(plus_name, density, tokens, gate_provider(trained_gates, sel, o.plus_dense_layers));
       }
-      if (wanted("c"))
-        with_mask("(c) oracle top-k of the ground truth", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
-        ground_truth(cap);
-        cuda::select_blocks(map.data(), layout, hq, top_k, select_work, mask, runtime.stream());
-        return mask;
-      });
+      if (wanted("c")) with_mask("(c) oracle top-k of the ground truth", density, tokens, oracle_provider(top_k));
       if (wanted("d"))
         with_mask("(d) StreamingLLM: sink + local window", density, tokens, [&](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
         uploaded = cuda::DeviceMask::upload(streaming_mask(host_layout, density), host_layout);
@@ -266,21 +266,80 @@ void run(const EvalOptions& o) {
         with_mask("(b+) trained gate, threshold" + plus_suffix, threshold, tokens,
                   gate_provider(trained_gates, sel, o.plus_dense_layers));
     }
+    if (o.layer_sweep) {
+      SelectionOptions sel = plus;
+      sel.density = *std::min_element(o.densities.begin(), o.densities.end());
+      for (int layer = 0; layer < c.layers; ++layer) {
+        std::vector<int> others;
+        for (int l = 0; l < c.layers; ++l)
+          if (l != layer) others.push_back(l);
+        with_mask(kSweepName, layer, tokens, gate_provider(trained_gates, sel, others));
+      }
+    }
+    if (wanted("p*"))
+      for (const auto& [density, masses] : budgets.layer_mass) {
+        const SelectionOptions sel{.method = SelectionOptions::Method::top_p,
+                                   .keep_sink = budgets.keep_sink,
+                                   .local_blocks = budgets.local_blocks,
+                                   .layer_mass = masses};
+        with_mask(kCalibratedName, density, tokens, gate_provider(trained_gates, sel));
+      }
+    for (const double mass : o.masses) {
+      SelectionOptions sel{.method = SelectionOptions::Method::top_p, .mass = mass};
+      if (wanted("p")) with_mask("(p) trained gate, top-p", mass, tokens, gate_provider(trained_gates, sel));
+      if (wanted("cp")) with_mask("(cp) oracle top-p of the ground truth", mass, tokens, oracle_provider(sel));
+      sel.keep_sink = plus.keep_sink;
+      sel.local_blocks = plus.local_blocks;
+      if (wanted("p+"))
+        with_mask("(p+) trained gate, top-p" + plus_suffix, mass, tokens,
+                  gate_provider(trained_gates, sel, o.plus_dense_layers));
+    }
   }
   std::fprintf(stderr, "\n");
 
   PasskeyResult passkey;
+  std::vector<std::string> passkey_names;
   if (o.passkey_trials > 0) {
     std::vector<int32_t> filler;
     for (const auto& w : windows) filler.insert(filler.end(), w.begin() + 1, w.end());  // BOS dropped
     const int64_t context = o.passkey_context > 0 ? o.passkey_context : o.context;
     // The question is in the last 2 query blocks: SeerAttention keeps them dense.
-    SelectionOptions a{.density = o.passkey_density, .dense_last_blocks = 2}, a_plus = plus;
-    a_plus.density = o.passkey_density;
-    a_plus.dense_last_blocks = 2;
-    passkey = passkey_retrieval(model, tokenizer, filler, context, o.passkey_trials, trained_gates, {a, a_plus});
+    std::vector<PasskeySelection> selections;
+    for (const std::string& code : o.passkey_methods) {
+      const bool forced = code.back() == '+';  // p* keeps the budgets' own forced blocks
+      SelectionOptions sel = forced ? plus : SelectionOptions{};
+      sel.dense_last_blocks = 2;
+      char target[64];
+      if (code[0] == 'a') {
+        sel.density = o.passkey_density;
+        std::snprintf(target, sizeof target, "top-k, density %g", o.passkey_density);
+      } else if (code == "p*") {
+        sel.method = SelectionOptions::Method::top_p;
+        sel.keep_sink = budgets.keep_sink;
+        sel.local_blocks = budgets.local_blocks;
+        sel.layer_mass = budgets.masses_for(o.passkey_density);
+        std::snprintf(target, sizeof target, "calibrated top-p, density %g", o.passkey_density);
+      } else if (code[0] == 'b') {
+        sel.method = SelectionOptions::Method::threshold;
+        sel.threshold = o.passkey_threshold;
+        std::snprintf(target, sizeof target, "threshold %g", o.passkey_threshold);
+      } else {
+        sel.method = SelectionOptions::Method::top_p;
+        sel.mass = o.passkey_mass;
+        std::snprintf(target, sizeof target, "top-p, mass %g", o.passkey_mass);
+      }
+      selections.push_back({"(" + code + ") trained gate, " + target + (forced ? plus_suffix : ""), sel});
+    }
+    passkey = passkey_retrieval(model, tokenizer, filler, context, o.passkey_trials, trained_gates, selections);
+    for (const auto& sel : selections) passkey_names.push_back(sel.name);
   }
 
+  // The sweep's rows: one layer sparse, the others dense (their density counts as 1).
+  std::map<double, Tally> sweep;
+  if (auto it = results.find(kSweepName); it != results.end()) {
+    sweep = it->second;
+    results.erase(it);
+  }
   nlohmann::json report = {{"model", c.name}, {"gates", o.gates}, {"context", o.context},
                            {"windows", windows.size()}, {"tokens_scored", dense.tokens},
                            {"dense_ppl", dense.ppl()}, {"methods", nlohmann::json::array()}};
@@ -288,8 +347,11 @@ void run(const EvalOptions& o) {
     for (const auto& [target, tally] : by_target)
       report["methods"].push_back({{"method", name}, {"target", target}, {"density", tally.mean_density()},
                                    {"ppl", tally.ppl()}, {"vs_dense", tally.ppl() / dense.ppl() - 1.0}});
-  report["passkey"] = {{"trials", passkey.trials}, {"dense_correct", passkey.dense_correct},
-                       {"seer_correct", passkey.seer_correct}, {"seer_density", o.passkey_density}};
+  report["passkey"] = {{"trials", passkey.trials},
+                       {"dense_correct", passkey.dense_correct},
+                       {"selections", nlohmann::json::array()}};
+  for (size_t i = 0; i < passkey_names.size(); ++i)
+    report["passkey"]["selections"].push_back({{"method", passkey_names[i]}, {"correct", passkey.seer_correct[i]}});
   report["plus"] = {{"sink", o.plus_sink}, {"local_blocks", o.plus_local_blocks}};
   if (o.json) std::cout << report.dump(2) << "\n";
   std::ostringstream md;
@@ -302,11 +364,25 @@ void run(const EvalOptions& o) {
                   100.0 * m["vs_dense"].get<double>());
     md << row;
   }
-  if (passkey.trials > 0)
+  if (!sweep.empty()) {
+    report["layer_sweep"] = nlohmann::json::array();
+    md << "\nOne layer sparse at a time ((a+) at density " << *std::min_element(o.densities.begin(), o.densities.end())
+       << ", every other layer dense):\n\n| layer | PPL | vs dense |\n| --- | --- | --- |\n";
+    for (const auto& [layer, tally] : sweep) {
+      report["layer_sweep"].push_back({{"layer", int(layer)}, {"ppl", tally.ppl()}});
+      char row[128];
+      std::snprintf(row, sizeof row, "| %d | %.3f | %+.2f%% |\n", int(layer), tally.ppl(),
+                    100.0 * (tally.ppl() / dense.ppl() - 1.0));
+      md << row;
+    }
+  }
+  if (passkey.trials > 0) {
     md << "\nPass-key retrieval (" << passkey.trials << " trials, about " << passkey.context
-       << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials << "; at density "
-       << o.passkey_density << ", (a) SeerAttention top-k " << passkey.seer_correct[0] << "/" << passkey.trials
-       << ", " << plus_name << " " << passkey.seer_correct[1] << "/" << passkey.trials << ".\n";
+       << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials;
+    for (size_t i = 0; i < passkey_names.size(); ++i)
+      md << "; " << passkey_names[i] << " " << passkey.seer_correct[i] << "/" << passkey.trials;
+    md << ".\n";
+  }
   if (!o.json) std::cout << md.str();
   if (!o.out.empty()) {
     std::ofstream out(o.out);
@@ -329,16 +405,25 @@ void add_eval_sparsity_command(CLI::App& app) {
   cmd->add_option("--thresholds", o->thresholds, "thresholds for the trained gate")->delimiter(',');
   cmd->add_option("--out", o->out, "write the markdown table here");
   cmd->add_option("--passkey-trials", o->passkey_trials, "pass-key retrieval trials (0: skip)");
-  cmd->add_option("--passkey-density", o->passkey_density, "SeerAttention density for the pass-key check");
+  cmd->add_option("--masses", o->masses, "top-p masses for the trained gate and the oracle")->delimiter(',');
+  cmd->add_option("--passkey-density", o->passkey_density, "pass key: top-k density of (a) and (a+)");
+  cmd->add_option("--passkey-threshold", o->passkey_threshold, "pass key: threshold of (b) and (b+)");
+  cmd->add_option("--passkey-mass", o->passkey_mass, "pass key: top-p mass of (p) and (p+)");
+  cmd->add_option("--passkey-methods", o->passkey_methods, "pass key: selections among a, a+, b, b+, p, p+, p*")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*"}));
   cmd->add_option("--passkey-context", o->passkey_context, "pass-key prompt length (default: --context)");
   cmd->add_option("--plus-sink", o->plus_sink, "(a+): keep the sink block (true/false)");
   cmd->add_option("--plus-local-blocks", o->plus_local_blocks, "(a+): local key blocks kept up to the diagonal")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--plus-dense-layers", o->plus_dense_layers, "(a+): layers left dense (comma-separated)")
       ->delimiter(',');
-  cmd->add_option("--methods", o->methods, "methods to run, among a, a+, b, b+, c, d, e, f, g (default: all)")
+  cmd->add_option("--methods", o->methods,
+                  "methods to run, among a, a+, b, b+, p, p+, p*, c, cp, d, e, f, g (default: all)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"a", "a+", "b", "b+", "c", "d", "e", "f", "g"}));
+      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cp", "d", "e", "f", "g"}));
+  cmd->add_flag("--layer-sweep", o->layer_sweep,
+                "also score (a+) at the lowest density in one layer at a time, the others dense");
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] { run(*o); });
 }

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   seer::cli::add_bench_model_command(app);
   seer::cli::add_train_gates_command(app);
   seer::cli::add_eval_sparsity_command(app);
+  seer::cli::add_calibrate_command(app);
   seer::cli::add_inspect_command(app);
 #endif
   try {

@@ -35,7 +35,7 @@ struct PerplexityOptions {
   std::string model, attention = "dense", gates, device = "auto";
   int64_t context = 8192, stride = 0, chunk = 2048, max_windows = 0;
   std::optional<bool> bos;  // default: the model's add_bos
-  std::optional<double> density, threshold;
+  std::optional<double> density, threshold, mass, budget;
   std::optional<bool> sink;
   std::optional<int> local_blocks;
   bool json = false;
@@ -114,8 +114,9 @@ void report_progress(size_t done, size_t total, double elapsed, const NllStats& 
 
 void run_perplexity(const PerplexityOptions& o) {
   const bool seer = o.attention == "seer";
-  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold && !o.sink && !o.local_blocks),
-             "--gates, --density, --threshold, --sink and --local-blocks apply to --attn seer only");
+  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold && !o.mass && !o.budget && !o.sink &&
+                      !o.local_blocks),
+             "--gates, --density, --threshold, --mass, --budget, --sink and --local-blocks apply to --attn seer only");
   const std::string path = resolve_model_path(o.model);
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaWeights weights = load_llama(path);
@@ -127,15 +128,25 @@ void run_perplexity(const PerplexityOptions& o) {
   std::vector<GateWeights<float>> gates;
   SelectionOptions selection;
   if (seer) {
-    gates = load_gates(resolve_gates_path(o.gates, path), c);
-    if (o.threshold) {
+    const std::string gates_path = resolve_gates_path(o.gates, path);
+    gates = load_gates(gates_path, c);
+    if (o.budget) {
+      const GateBudgets budgets = load_gate_budgets(gates_path, c.layers);
+      selection = budget_selection(budgets, *o.budget);
+    } else if (o.threshold) {
       selection.method = SelectionOptions::Method::threshold;
       selection.threshold = *o.threshold;
+    } else if (o.mass) {
+      selection.method = SelectionOptions::Method::top_p;
+      selection.mass = *o.mass;
     } else if (o.density) {
       selection.density = *o.density;
+    } else {
+      selection.method = SelectionOptions::Method::top_p;
+      selection.mass = kDefaultMass;
     }
-    selection.keep_sink = o.sink.value_or(kDefaultKeepSink);
-    selection.local_blocks = o.local_blocks.value_or(kDefaultLocalBlocks);
+    selection.keep_sink = o.sink.value_or(o.budget ? selection.keep_sink : kDefaultKeepSink);
+    selection.local_blocks = o.local_blocks.value_or(o.budget ? selection.local_blocks : kDefaultLocalBlocks);
   }
   const double load_seconds = seconds_since(load_start);
 
@@ -218,10 +229,15 @@ void run_perplexity(const PerplexityOptions& o) {
                       {"threads", omp_get_max_threads()}};
   if (seer) {
     j["gates"] = o.gates;
-    if (o.threshold)
-      j["threshold"] = *o.threshold;
-    else
-      j["density"] = selection.density;
+    using M = SelectionOptions::Method;
+    j["selection"] = selection.method == M::top_k ? "top_k" : selection.method == M::threshold ? "threshold" : "top_p";
+    if (selection.method == M::top_k) j["density"] = selection.density;
+    if (selection.method == M::threshold) j["threshold"] = selection.threshold;
+    if (selection.method == M::top_p && !o.budget) j["mass"] = selection.mass;
+    if (o.budget) {
+      j["budget"] = *o.budget;
+      j["layer_mass"] = selection.layer_mass;
+    }
     j["sink"] = selection.keep_sink;
     j["local_blocks"] = selection.local_blocks;
   }
@@ -263,11 +279,19 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--attn", options->attention, "attention: dense or seer (SeerAttention)")
       ->check(CLI::IsMember({"dense", "seer"}));
   cmd->add_option("--gates", options->gates, "SeerAttention gate weights (safetensors; default: the shipped gates of the built-in model)")->check(CLI::ExistingFile);
-  auto* density = cmd->add_option("--density", options->density, "top-k block selection at this density (default 0.1)")
+  auto* density = cmd->add_option("--density", options->density, "top-k block selection at this density (default: top-p at mass 0.6, about 0.1 at 8k)")
                       ->check(CLI::Range(1e-6, 1.0));
   auto* threshold =
       cmd->add_option("--threshold", options->threshold, "threshold block selection")->check(CLI::Range(0.0, 1.0));
-  density->excludes(threshold);
+  auto* mass = cmd->add_option("--mass", options->mass,
+                               "top-p block selection: per row, the most probable blocks up to this mass")
+                   ->check(CLI::Range(1e-6, 1.0));
+  auto* budget = cmd->add_option("--budget", options->budget,
+                                 "the gates' calibrated per-layer top-p masses for this density (seer calibrate)")
+                     ->check(CLI::Range(1e-6, 1.0));
+  for (CLI::Option* a : {density, threshold, mass, budget})
+    for (CLI::Option* b : {density, threshold, mass, budget})
+      if (a != b) a->excludes(b);
   cmd->add_flag_function(
       "--sink,!--no-sink", [options](int64_t count) { options->sink = count > 0; },
       "SeerAttention: always keep the first key block, the attention sink (default: on)");

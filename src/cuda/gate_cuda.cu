@@ -2,6 +2,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -10,11 +11,9 @@
 namespace seer::cuda {
 namespace {
 
-constexpr int kRowsPerProjection = 16;
-constexpr int kScoreTile = 32;
+constexpr int kPoolThreads = 128;
+constexpr int kTile = 64, kTileK = 16;  // the projection's and the scores' output tiles, k per step
 
-__device__ __forceinline__ float load_float(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float load_float(const __half* p) { return __half2float(*p); }
 
 // The sequence owning global block row `row` (sequences are few; a linear scan is enough).
 __device__ __forceinline__ int sequence_of(const int32_t* row_offset, int sequences, int64_t row) {
@@ -23,128 +22,189 @@ __device__ __forceinline__ int sequence_of(const int32_t* row_offset, int sequen
   return s;
 }
 
-// One thread block per (global block row, head): heads [0, H_q) pool q by mean, heads
-// [H_q, H_q + H_kv) pool k by max, min and mean. Threads run along the head dimension (coalesced).
+// Eight consecutive elements as floats (one 16-byte load).
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&out)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(pairs[i]);
+    out[2 * i] = f.x, out[2 * i + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void load8(const __half* p, float (&out)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const __half2* pairs = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(pairs[i]);
+    out[2 * i] = f.x, out[2 * i + 1] = f.y;
+  }
+}
+
+// One thread block (128 threads) per (global block row, head): heads [0, H_q) pool q by mean, heads
+// [H_q, H_q + H_kv) pool k by max, min and mean. A token's head vector is read as d/8 16-byte loads
+// by d/8 threads, 128/(d/8) tokens at a time; the partial results meet in shared memory.
 template <typename T>
 __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, const int32_t* seq_len,
                             const int32_t* row_offset, int sequences, int hq, int hkv, int d, float* q_pool,
                             float* k_pool) {
+  __shared__ float partial[3][kPoolThreads * 8];  // sum, max, min of each thread's 8 channels
   const int64_t row = blockIdx.x;
   const int head = blockIdx.y;
+  const bool is_q = head < hq;
   const int s = sequence_of(row_offset, sequences, row);
   const int i = int(row - row_offset[s]);
   const int64_t first = seq_start[s] + int64_t(i) * 64;
   const int count = min(64, seq_len[s] - i * 64);
-  for (int c = threadIdx.x; c < d; c += blockDim.x) {
-    if (head < hq) {
-      float sum = 0.f;
-      for (int t = 0; t < count; ++t) sum += load_float(q + ((first + t) * hq + head) * d + c);
-      q_pool[(row * hq + head) * d + c] = sum / float(count);
+  const int lanes = d / 8, groups = kPoolThreads / lanes;
+  const int lane = threadIdx.x % lanes, group = threadIdx.x / lanes;
+  float sum[8], mx[8], mn[8];
+#pragma unroll
+  for (int v = 0; v < 8; ++v) sum[v] = 0.f, mx[v] = -INFINITY, mn[v] = INFINITY;
+  if (group < groups)
+    for (int t = group; t < count; t += groups) {
+      float x[8];
+      load8(is_q ? q + ((first + t) * hq + head) * d + lane * 8 : k + ((first + t) * hkv + head - hq) * d + lane * 8, x);
+#pragma unroll
+      for (int v = 0; v < 8; ++v) sum[v] += x[v], mx[v] = fmaxf(mx[v], x[v]), mn[v] = fminf(mn[v], x[v]);
+    }
+#pragma unroll
+  for (int v = 0; v < 8; ++v) {
+    partial[0][threadIdx.x * 8 + v] = sum[v];
+    partial[1][threadIdx.x * 8 + v] = mx[v];
+    partial[2][threadIdx.x * 8 + v] = mn[v];
+  }
+  __syncthreads();
+  // Channel c of group g sits at (g * lanes + c / 8) * 8 + c % 8 = g * d + c.
+  for (int c = threadIdx.x; c < d; c += kPoolThreads) {
+    float total = 0.f, hi = -INFINITY, lo = INFINITY;
+    for (int g = 0; g < groups; ++g) {
+      total += partial[0][g * d + c];
+      hi = fmaxf(hi, partial[1][g * d + c]);
+      lo = fminf(lo, partial[2][g * d + c]);
+    }
+    if (is_q) {
+      q_pool[(row * hq + head) * d + c] = total / float(count);
     } else {
-      const int kh = head - hq;
-      float mx = -INFINITY, mn = INFINITY, sum = 0.f;
-      for (int t = 0; t < count; ++t) {
-        const float x = load_float(k + ((first + t) * hkv + kh) * d + c);
-        mx = fmaxf(mx, x);
-        mn = fminf(mn, x);
-        sum += x;
-      }
-      float* dst = k_pool + (row * hkv + kh) * 3 * d;
-      dst[c] = mx;
-      dst[d + c] = mn;
-      dst[2 * d + c] = sum / float(count);
+      float* dst = k_pool + (row * hkv + head - hq) * 3 * d;
+      dst[c] = hi;
+      dst[d + c] = lo;
+      dst[2 * d + c] = total / float(count);
     }
   }
 }
 
-// grid (row groups, H_q, 2): z = 0 projects q (or copies it when d_g == d), z = 1 projects k, both
-// then rotated by RoPE at their block's first position. Output [H_q, rows, d_g].
+// ---- the projection and the scores: small fp32 GEMMs in 64x64 tiles -------------------------
+
+// acc += A[a_rows x K] · B over one 64x64 output tile: A row-major with K contiguous (lda); B is
+// [K, N] row-major (ldb) or, kBTransposed, [N, K] row-major. Rows past a_rows and columns past
+// b_cols read as zero. 256 threads; thread (ty, tx) = (tid / 16, tid % 16) owns the 4x4 outputs at
+// rows 4·ty.., columns 4·tx..; operands pass through shared memory k-major, 16 k at a time.
+template <bool kBTransposed>
+__device__ void tile_product(const float* A, int64_t lda, int a_rows, const float* B, int64_t ldb, int b_cols, int K,
+                             float (&acc)[4][4]) {
+  __shared__ __align__(16) float as[kTileK][kTile + 4];
+  __shared__ __align__(16) float bs[kTileK][kTile + 4];
+  const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
+  for (int k0 = 0; k0 < K; k0 += kTileK) {
+    for (int e = tid; e < kTile * kTileK; e += 256) {
+      const int r = e / kTileK, k = e % kTileK;  // consecutive threads: consecutive k of a row
+      as[k][r] = r < a_rows && k0 + k < K ? A[r * lda + k0 + k] : 0.f;
+      if constexpr (kBTransposed) bs[k][r] = r < b_cols && k0 + k < K ? B[r * ldb + k0 + k] : 0.f;
+    }
+    if constexpr (!kBTransposed)
+      for (int e = tid; e < kTile * kTileK; e += 256) {
+        const int k = e / kTile, col = e % kTile;  // consecutive threads: consecutive columns
+        bs[k][col] = col < b_cols && k0 + k < K ? B[(k0 + k) * ldb + col] : 0.f;
+      }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kTileK; ++k) {
+      const float4 a = *reinterpret_cast<const float4*>(&as[k][ty * 4]);
+      const float4 b = *reinterpret_cast<const float4*>(&bs[k][tx * 4]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    __syncthreads();
+  }
+}
+
+// grid (row tiles, d_g tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by W_k[z],
+// z >= H_q projects q_pool by W_q[z - H_q]. Output [H_q, rows, d_g], not yet rotated.
 __global__ void project_kernel(const float* q_pool, const float* k_pool, const float* wq, const float* wk,
-                               const float2* rope, const int32_t* row_offset, int sequences, int64_t rows, int hq,
-                               int hkv, int d, int dg, float* q_gate, float* k_gate) {
-  extern __shared__ float smem[];
-  const bool is_k = blockIdx.z == 1;
-  const int h = blockIdx.y, in_dim = is_k ? 3 * d : d;
-  float* in = smem;                                   // [16][in_dim]
-  float* out = smem + kRowsPerProjection * 3 * d;     // [16][dg]
-  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerProjection;
-  const int n_rows = rows - row0 < kRowsPerProjection ? int(rows - row0) : kRowsPerProjection;
-  const int kvh = h / (hq / hkv);
-  for (int e = threadIdx.x; e < n_rows * in_dim; e += blockDim.x) {
-    const int r = e / in_dim, c = e % in_dim;
-    in[r * in_dim + c] = is_k ? k_pool[((row0 + r) * hkv + kvh) * 3 * d + c] : q_pool[((row0 + r) * hq + h) * d + c];
-  }
-  __syncthreads();
-  const float* w = is_k ? wk + int64_t(h) * 3 * d * dg : (wq ? wq + int64_t(h) * d * dg : nullptr);
-  for (int x = threadIdx.x; x < dg; x += blockDim.x) {
-    float acc[kRowsPerProjection];
-#pragma unroll
-    for (int r = 0; r < kRowsPerProjection; ++r) acc[r] = 0.f;
-    if (w) {
-      for (int c = 0; c < in_dim; ++c) {
-        const float wc = w[int64_t(c) * dg + x];
-#pragma unroll
-        for (int r = 0; r < kRowsPerProjection; ++r) acc[r] += in[r * in_dim + c] * wc;
-      }
-    } else {
-#pragma unroll
-      for (int r = 0; r < kRowsPerProjection; ++r) acc[r] = in[r * in_dim + x];
-    }
-    for (int r = 0; r < n_rows; ++r) out[r * dg + x] = acc[r];
-  }
-  __syncthreads();
+                               int64_t rows, int hq, int hkv, int d, int dg, float* q_gate, float* k_gate) {
+  const bool is_k = int(blockIdx.z) < hq;
+  const int h = is_k ? int(blockIdx.z) : int(blockIdx.z) - hq;
+  const int64_t row0 = int64_t(blockIdx.x) * kTile;
+  const int col0 = int(blockIdx.y) * kTile;
+  const int in_dim = is_k ? 3 * d : d;
+  const float* a = is_k ? k_pool + row0 * hkv * 3 * d + int64_t(h / (hq / hkv)) * 3 * d : q_pool + row0 * hq * d + int64_t(h) * d;
+  const float* w = (is_k ? wk + int64_t(h) * 3 * d * dg : wq + int64_t(h) * d * dg) + col0;
+  float acc[4][4] = {};
+  tile_product<false>(a, is_k ? int64_t(hkv) * 3 * d : int64_t(hq) * d, int(rows - row0 < kTile ? rows - row0 : kTile), w, dg,
+                      min(kTile, dg - col0), in_dim, acc);
+  float* out = (is_k ? k_gate : q_gate) + (int64_t(h) * rows + row0) * dg + col0;
+  const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j)
+      if (row0 + ty * 4 + i < rows && col0 + tx * 4 + j < dg) out[int64_t(ty * 4 + i) * dg + tx * 4 + j] = acc[i][j];
+}
+
+// RoPE at each block's first position on q_gate and k_gate [H_q, rows, d_g], in place; without W_q
+// (d_g == d) q_gate is first filled from q_pool [rows, H_q, d]. One thread per (head, row, pair).
+__global__ void rope_kernel(const float* q_pool, const float2* rope, const int32_t* row_offset, int sequences,
+                            int64_t rows, int hq, int dg, bool copy_q, float* q_gate, float* k_gate) {
   const int half = dg / 2;
-  float* dst = (is_k ? k_gate : q_gate) + (int64_t(h) * rows + row0) * dg;
-  for (int e = threadIdx.x; e < n_rows * dg; e += blockDim.x) {
-    const int r = e / dg, x = e % dg;
-    const int s = sequence_of(row_offset, sequences, row0 + r);
-    const int64_t block = row0 + r - row_offset[s];
-    const float2 cs = rope[block * half + (x % half)];
-    const float* v = out + r * dg;
-    dst[int64_t(r) * dg + x] = x < half ? v[x] * cs.x - v[x + half] * cs.y : v[x] * cs.x + v[x - half] * cs.y;
+  const int64_t pairs = int64_t(hq) * rows * half;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < 2 * pairs; e += int64_t(gridDim.x) * blockDim.x) {
+    const bool is_k = e >= pairs;
+    const int64_t p = is_k ? e - pairs : e;
+    const int x = int(p % half);
+    const int64_t hr = p / half, row = hr % rows;
+    const int h = int(hr / rows);
+    float* v = (is_k ? k_gate : q_gate) + hr * dg;
+    float lo, hi;
+    if (!is_k && copy_q) {
+      lo = q_pool[(row * hq + h) * dg + x];
+      hi = q_pool[(row * hq + h) * dg + x + half];
+    } else {
+      lo = v[x];
+      hi = v[x + half];
+    }
+    const int s = sequence_of(row_offset, sequences, row);
+    const float2 cs = rope[(row - row_offset[s]) * half + x];
+    v[x] = lo * cs.x - hi * cs.y;
+    v[x + half] = hi * cs.x + lo * cs.y;
   }
 }
 
-// grid (tile pairs of the longest sequence, H_q, sequences); 32x32 tiles, 256 threads x 4 outputs.
+// grid (tile pairs of the longest sequence, H_q, sequences): logits = q_g·k_gᵀ/√d_g on 64x64
+// tiles, -inf above the diagonal (whole tiles above it only write -inf).
 __global__ void scores_kernel(const float* q_gate, const float* k_gate, const int32_t* seq_len,
                               const int32_t* row_offset, const int64_t* map_offset, int64_t rows, int dg,
                               float scale, float* logits) {
-  extern __shared__ float smem[];
   const int s = blockIdx.z, h = blockIdx.y;
   const int nb = (seq_len[s] + 63) / 64;
-  const int tiles = (nb + kScoreTile - 1) / kScoreTile;
+  const int tiles = (nb + kTile - 1) / kTile;
   const int ti = blockIdx.x / tiles, tj = blockIdx.x % tiles;
   if (ti >= tiles) return;
   float* map = logits + map_offset[s] + int64_t(h) * nb * nb;
-  const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-  if (tj > ti) {  // entirely above the diagonal
-    for (int u = 0; u < 4; ++u) {
-      const int i = ti * kScoreTile + ty * 4 + u, j = tj * kScoreTile + tx;
-      if (i < nb && j < nb) map[int64_t(i) * nb + j] = -INFINITY;
+  const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+  float acc[4][4] = {};
+  if (tj <= ti) {
+    const float* q = q_gate + (int64_t(h) * rows + row_offset[s] + int64_t(ti) * kTile) * dg;
+    const float* k = k_gate + (int64_t(h) * rows + row_offset[s] + int64_t(tj) * kTile) * dg;
+    tile_product<true>(q, dg, min(kTile, nb - ti * kTile), k, dg, min(kTile, nb - tj * kTile), dg, acc);
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int bi = ti * kTile + ty * 4 + i, bj = tj * kTile + tx * 4 + j;
+      if (bi < nb && bj < nb) map[int64_t(bi) * nb + bj] = bj <= bi ? acc[i][j] * scale : -INFINITY;
     }
-    return;
-  }
-  const int stride = dg + 1;  // padded rows: no bank conflicts on the column reads
-  float* qs = smem;
-  float* ks = smem + kScoreTile * stride;
-  const int64_t base = int64_t(h) * rows + row_offset[s];
-  for (int e = threadIdx.x; e < kScoreTile * dg; e += blockDim.x) {
-    const int r = e / dg, x = e % dg;
-    const int i = ti * kScoreTile + r, j = tj * kScoreTile + r;
-    qs[r * stride + x] = i < nb ? q_gate[(base + i) * dg + x] : 0.f;
-    ks[r * stride + x] = j < nb ? k_gate[(base + j) * dg + x] : 0.f;
-  }
-  __syncthreads();
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int x = 0; x < dg; ++x) {
-    const float kv = ks[tx * stride + x];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) acc[u] += qs[(ty * 4 + u) * stride + x] * kv;
-  }
-  for (int u = 0; u < 4; ++u) {
-    const int i = ti * kScoreTile + ty * 4 + u, j = tj * kScoreTile + tx;
-    if (i < nb && j < nb) map[int64_t(i) * nb + j] = j <= i ? acc[u] * scale : -INFINITY;
-  }
 }
 
 // ---- selection -------------------------------------------------------------------------------
@@ -162,8 +222,8 @@ struct SelectArgs {
   const int64_t* map_offset;
   int sequences, hq;
   int64_t total_rows;  // mask rows = block rows x H_q
-  int method;          // 0 top-k, 1 threshold
-  double density, threshold;
+  int method;          // 0 top-k, 1 threshold, 2 top-p
+  double density, threshold, mass;
   int dense_last, keep_sink, local_blocks;
   int4* row_cut;
   int32_t* counts;
@@ -253,6 +313,37 @@ __device__ double2 row_softmax_stats(const float* values, int n, int* best) {
   return make_double2(double(m), sum);
 }
 
+// Top-p cut of values[0..n): the largest key K with sum(e_j : key_j >= K) >= mass * sum(e_j), e_j =
+// exp(v_j - max), found bit by bit from the top (the sum only shrinks as K grows); then how many of
+// the keys equal to K are needed, lowest indices first — the same (cut key, ties kept) pair as
+// radix_select, so both selections share the emit pass. Sums are warp reductions in a fixed order.
+__device__ int2 mass_cut(const float* values, int n, double max_value, double mass) {
+  const int lane = threadIdx.x % 32;
+  const auto sum_at_or_above = [&](uint32_t cut, bool strictly) {
+    double sum = 0;
+    for (int j = lane; j < n; j += 32) {
+      const uint32_t key = order_key(values[j]);
+      if (strictly ? key > cut : key >= cut) sum += exp(double(values[j]) - max_value);
+    }
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    return sum;
+  };
+  const double goal = mass * sum_at_or_above(0u, false);
+  uint32_t cut = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t candidate = cut | (1u << bit);
+    if (sum_at_or_above(candidate, false) >= goal) cut = candidate;
+  }
+  // Each tie at the cut has the same e; keep just enough of them to reach the goal (at least one).
+  float tie_value = -INFINITY;
+  for (int j = lane; j < n; j += 32)
+    if (order_key(values[j]) == cut) tie_value = values[j];
+  for (int off = 16; off > 0; off /= 2) tie_value = fmaxf(tie_value, __shfl_xor_sync(0xffffffffu, tie_value, off));
+  const double e = exp(double(tie_value) - max_value), above = sum_at_or_above(cut, true);
+  const int ties = int(ceil((goal - above) / e));
+  return make_int2(int(cut), max(1, ties));
+}
+
 // Phase 0 (kEmit = false): decide each row's cut and count its blocks. Phase 1: write the indices.
 // One warp per mask row; indices come out sorted because j is scanned in order.
 template <bool kEmit>
@@ -269,12 +360,15 @@ __global__ void select_kernel(const SelectArgs a) {
   double2 stats = make_double2(0, 0);
   int best = 0;
   if (!dense_row) {
-    if (a.method == 0) {
+    if (a.method != 1) {
       if constexpr (kEmit) {
         cut = make_int2(a.row_cut[row].x, a.row_cut[row].y);
-      } else {
+      } else if (a.method == 0) {
         const int k = max(1, int(floor((1.0 - sqrt(1.0 - a.density)) * double(r.nb))));
         cut = radix_select(r.values, n, min(k, n), hist[warp]);
+      } else {
+        stats = row_softmax_stats(r.values, n, &best);
+        cut = mass_cut(r.values, n, stats.x, a.mass);
       }
     } else {
       stats = row_softmax_stats(r.values, n, &best);
@@ -287,7 +381,7 @@ __global__ void select_kernel(const SelectArgs a) {
     bool keep = false, tie = false;
     if (j < n) {
       if (dense_row || (a.keep_sink && j == 0) || j > r.i - a.local_blocks) keep = true;
-      if (a.method == 0) {
+      if (a.method != 1) {
         const uint32_t key = order_key(r.values[j]);
         keep |= key > uint32_t(cut.x);
         tie = key == uint32_t(cut.x);
@@ -298,7 +392,7 @@ __global__ void select_kernel(const SelectArgs a) {
     // Ties at the cut: the lowest indices, up to the number the cut left over.
     const uint32_t tie_mask = __ballot_sync(0xffffffffu, tie);
     const int tie_rank = ties_seen + __popc(tie_mask & ((1u << lane) - 1));
-    if (!dense_row && a.method == 0 && tie && tie_rank < cut.y) keep = true;
+    if (!dense_row && a.method != 1 && tie && tie_rank < cut.y) keep = true;
     ties_seen += __popc(tie_mask);
     const uint32_t keep_mask = __ballot_sync(0xffffffffu, keep);
     if (kEmit && keep) a.indices[out + written + __popc(keep_mask & ((1u << lane) - 1))] = j;
@@ -306,15 +400,20 @@ __global__ void select_kernel(const SelectArgs a) {
   }
   if (!kEmit && lane == 0) {
     a.counts[row] = written;
-    if (a.method == 0) a.row_cut[row] = make_int4(cut.x, cut.y, 0, written);
+    if (a.method != 1) a.row_cut[row] = make_int4(cut.x, cut.y, 0, written);
   }
+}
+
+__global__ void log_kernel(float* values, int64_t count) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    values[i] = logf(values[i]);
 }
 
 template <typename T>
 void launch_pool(const void* q_pre, const void* k_pre, const DeviceLayout& layout, const GateConfig& c,
                  GateWorkspace& w, cudaStream_t stream) {
   const dim3 grid(unsigned(layout.total_rows), unsigned(c.heads.q_heads + c.heads.kv_heads));
-  pool_kernel<T><<<grid, 128, 0, stream>>>(static_cast<const T*>(q_pre), static_cast<const T*>(k_pre),
+  pool_kernel<T><<<grid, kPoolThreads, 0, stream>>>(static_cast<const T*>(q_pre), static_cast<const T*>(k_pre),
                                            layout.seq_start.data(), layout.seq_len.data(),
                                            layout.seq_row_offset.data(), layout.sequences, c.heads.q_heads,
                                            c.heads.kv_heads, c.heads.head_dim, w.q_pool.data(), w.k_pool.data());
@@ -364,35 +463,34 @@ void gate_forward(const void* q_pre, const void* k_pre, DType dtype, const Devic
   SEER_CHECK(work.q_gate.size() == size_t(layout.total_rows) * c.heads.q_heads * c.gate_dim,
              "gate: workspace was built for another layout");
   if (layout.total_rows == 0) return;
+  SEER_CHECK(c.heads.head_dim % 8 == 0 && c.heads.head_dim <= 8 * kPoolThreads,
+             "gate: the CUDA pooling needs a head dim that is a multiple of 8 up to ", 8 * kPoolThreads, ", got ",
+             c.heads.head_dim);
   if (dtype == DType::bf16)
     launch_pool<__nv_bfloat16>(q_pre, k_pre, layout, c, work, stream);
   else
     launch_pool<__half>(q_pre, k_pre, layout, c, work, stream);
 
   const int d = c.heads.head_dim, dg = c.gate_dim;
-  const size_t project_smem = sizeof(float) * kRowsPerProjection * (3 * d + dg);
-  SEER_CHECK(project_smem <= 200 * 1024, "gate: head dim ", d, " too large for the projection kernel");
-  static const bool configured = [] {
-    SEER_CUDA_CHECK(cudaFuncSetAttribute(project_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-    SEER_CUDA_CHECK(cudaFuncSetAttribute(scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024));
-    return true;
-  }();
-  (void)configured;
-  const dim3 pgrid(unsigned((layout.total_rows + kRowsPerProjection - 1) / kRowsPerProjection),
-                   unsigned(c.heads.q_heads), 2);
-  project_kernel<<<pgrid, 128, project_smem, stream>>>(
-      work.q_pool.data(), work.k_pool.data(), c.has_q_proj() ? gate.wq.data() : nullptr, gate.wk.data(),
-      gate.rope.data(), layout.seq_row_offset.data(), layout.sequences, layout.total_rows, c.heads.q_heads,
-      c.heads.kv_heads, d, dg, work.q_gate.data(), work.k_gate.data());
+  const int64_t rows = layout.total_rows;
+  const int hq = c.heads.q_heads;
+  const dim3 pgrid(unsigned((rows + kTile - 1) / kTile), unsigned((dg + kTile - 1) / kTile),
+                   unsigned(c.has_q_proj() ? 2 * hq : hq));
+  project_kernel<<<pgrid, 256, 0, stream>>>(work.q_pool.data(), work.k_pool.data(),
+                                            c.has_q_proj() ? gate.wq.data() : nullptr, gate.wk.data(), rows, hq,
+                                            c.heads.kv_heads, d, dg, work.q_gate.data(), work.k_gate.data());
+  SEER_CUDA_CHECK_LAUNCH();
+  const int64_t pairs = 2 * int64_t(hq) * rows * (dg / 2);
+  rope_kernel<<<unsigned(std::min<int64_t>((pairs + 255) / 256, 8192)), 256, 0, stream>>>(
+      work.q_pool.data(), gate.rope.data(), layout.seq_row_offset.data(), layout.sequences, rows, hq, dg,
+      !c.has_q_proj(), work.q_gate.data(), work.k_gate.data());
   SEER_CUDA_CHECK_LAUNCH();
 
-  const int tiles = int((layout.max_blocks + kScoreTile - 1) / kScoreTile);
-  const dim3 sgrid(unsigned(tiles * tiles), unsigned(c.heads.q_heads), unsigned(layout.sequences));
-  const size_t score_smem = sizeof(float) * 2 * kScoreTile * (dg + 1);
-  scores_kernel<<<sgrid, 256, score_smem, stream>>>(work.q_gate.data(), work.k_gate.data(), layout.seq_len.data(),
-                                                    layout.seq_row_offset.data(), layout.seq_map_offset.data(),
-                                                    layout.total_rows, dg, float(1.0 / std::sqrt(double(dg))),
-                                                    logits);
+  const int tiles = int((layout.max_blocks + kTile - 1) / kTile);
+  const dim3 sgrid(unsigned(tiles * tiles), unsigned(hq), unsigned(layout.sequences));
+  scores_kernel<<<sgrid, 256, 0, stream>>>(work.q_gate.data(), work.k_gate.data(), layout.seq_len.data(),
+                                           layout.seq_row_offset.data(), layout.seq_map_offset.data(), rows, dg,
+                                           float(1.0 / std::sqrt(double(dg))), logits);
   SEER_CUDA_CHECK_LAUNCH();
 }
 
@@ -408,6 +506,7 @@ SelectionWorkspace SelectionWorkspace::create(const DeviceLayout& layout, int q_
 void select_blocks(const float* logits, const DeviceLayout& layout, int q_heads, const SelectionOptions& options,
                    SelectionWorkspace& work, DeviceMask& mask, cudaStream_t stream) {
   options.validate();
+  SEER_CHECK(options.layer_mass.empty(), "select_blocks chooses for one layer: pass options.for_layer(layer)");
   const int64_t rows = layout.total_rows * q_heads;
   SEER_CHECK(mask.rows == rows, "selection: mask has ", mask.rows, " rows, expected ", rows);
   SEER_CHECK(mask.indices.size() >= size_t(layout.host.causal_pairs()),
@@ -421,9 +520,12 @@ void select_blocks(const float* logits, const DeviceLayout& layout, int q_heads,
                layout.sequences,
                q_heads,
                rows,
-               options.method == SelectionOptions::Method::top_k ? 0 : 1,
+               options.method == SelectionOptions::Method::top_k       ? 0
+               : options.method == SelectionOptions::Method::threshold ? 1
+                                                                       : 2,
                options.density,
                options.threshold,
+               options.mass,
                options.dense_last_blocks,
                int(options.keep_sink),
                options.local_blocks,
@@ -438,6 +540,13 @@ void select_blocks(const float* logits, const DeviceLayout& layout, int q_heads,
   SEER_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(work.scan_temp.data(), temp_bytes, work.counts.data(),
                                                 mask.indptr.data(), int(rows + 1), stream));
   select_kernel<true><<<blocks, 128, 0, stream>>>(a);
+  SEER_CUDA_CHECK_LAUNCH();
+}
+
+void probabilities_to_logits(float* values, int64_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  const unsigned blocks = unsigned(std::min<int64_t>((count + 255) / 256, 4096));
+  log_kernel<<<blocks, 256, 0, stream>>>(values, count);
   SEER_CUDA_CHECK_LAUNCH();
 }
 

@@ -4,7 +4,8 @@
 // Pipeline: pool each 64-token block (q mean; k max, min, mean) -> project per query head (W_k, and
 // W_q when d_g != d) and rotate by RoPE at the block's first position -> scores q_g·k_g/√d_g with
 // the causal block mask -> per row: the top-k cut by radix select on the logits (or the softmax
-// threshold's cut), counted, scanned into indptr, then the sorted indices written.
+// threshold's cut, or the top-p cut by bisection on the probability mass), counted, scanned into
+// indptr, then the sorted indices written.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -67,5 +68,10 @@ struct SelectionWorkspace {
 // chooses from `logits`; identical to select_blocks() on the CPU.
 void select_blocks(const float* logits, const DeviceLayout& layout, int q_heads, const SelectionOptions& options,
                    SelectionWorkspace& work, DeviceMask& mask, cudaStream_t stream);
+
+// values[i] = log(values[i]) in place: turns a map of block probabilities (the ground truth) into
+// logits whose softmax over a row is that row, so every selection method can run on it (zeros, the
+// entries above the diagonal, become -inf as in the gate's logits).
+void probabilities_to_logits(float* values, int64_t count, cudaStream_t stream);
 
 }  // namespace seer::cuda

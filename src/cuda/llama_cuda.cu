@@ -204,6 +204,8 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
     SEER_CHECK(o.gates && int(o.gates->size()) == c.layers, "SeerAttention needs one gate per layer (",
                c.layers, "), got ", o.gates ? o.gates->size() : 0);
     o.selection.validate();
+    SEER_CHECK(o.selection.layer_mass.empty() || int(o.selection.layer_mass.size()) == c.layers,
+               "SeerAttention: ", o.selection.layer_mass.size(), " per-layer masses for ", c.layers, " layers");
   }
   if (o.kv_cache) {
     SEER_CHECK(seqs_.count() == 1, "a KV cache holds one sequence; this runtime has ", seqs_.count());
@@ -259,7 +261,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
       case AttentionMode::seer:
         gate_forward(q_pre_.data(), k_pre_.data(), DType::bf16, layout_, (*o.gates)[size_t(l)], *gate_work_,
                      gate_logits_.data(), stream_);
-        select_blocks(gate_logits_.data(), layout_, hq, o.selection, *select_work_, *mask_, stream_);
+        select_blocks(gate_logits_.data(), layout_, hq, o.selection.for_layer(l), *select_work_, *mask_, stream_);
         SEER_CUDA_CHECK(cudaMemcpyAsync(&layer_nnz_[size_t(l)], mask_->indptr.data() + mask_->rows, sizeof(int32_t),
                                         cudaMemcpyDeviceToHost, stream_));
         block_sparse_forward(attn_args, layout_, *mask_, stream_);

@@ -13,10 +13,24 @@ namespace seer {
 void SelectionOptions::validate() const {
   if (method == Method::top_k)
     SEER_CHECK(density > 0.0 && density <= 1.0, "density must be in (0, 1], got ", density);
-  else
+  else if (method == Method::threshold)
     SEER_CHECK(threshold >= 0.0 && threshold < 1.0, "threshold must be in [0, 1), got ", threshold);
+  else
+    SEER_CHECK(mass > 0.0 && mass <= 1.0, "top-p mass must be in (0, 1], got ", mass);
+  for (const double m : layer_mass) SEER_CHECK(m > 0.0 && m <= 1.0, "a layer's top-p mass must be in (0, 1], got ", m);
   SEER_CHECK(dense_last_blocks >= 0, "dense_last_blocks must be >= 0, got ", dense_last_blocks);
   SEER_CHECK(local_blocks >= 0, "local_blocks must be >= 0, got ", local_blocks);
+}
+
+SelectionOptions SelectionOptions::for_layer(int layer) const {
+  SelectionOptions o = *this;
+  if (!layer_mass.empty()) {
+    SEER_CHECK(layer >= 0 && size_t(layer) < layer_mass.size(), "no top-p mass for layer ", layer, " (",
+               layer_mass.size(), " given)");
+    o.mass = layer_mass[size_t(layer)];
+    o.layer_mass.clear();
+  }
+  return o;
 }
 
 int64_t top_k_blocks(double density, int64_t nb) {
@@ -25,6 +39,7 @@ int64_t top_k_blocks(double density, int64_t nb) {
 
 BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout, const SelectionOptions& options) {
   options.validate();
+  SEER_CHECK(options.layer_mass.empty(), "select_blocks chooses for one layer: pass options.for_layer(layer)");
   check_size(logits, "gate logits", layout.map_elements());
   BlockMask mask;
   mask.block = layout.block;
@@ -57,9 +72,19 @@ BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout
             prob.resize(size_t(n));
             double sum = 0;
             for (int64_t j = 0; j < n; ++j) sum += (prob[size_t(j)] = std::exp(double(row[j]) - m));
-            const int32_t best = *std::min_element(order.begin(), order.end(), better);
-            for (int32_t j = 0; j < n; ++j)
-              if (j == best || prob[size_t(j)] / sum > options.threshold) kept.push_back(j);
+            if (options.method == SelectionOptions::Method::threshold) {
+              const int32_t best = *std::min_element(order.begin(), order.end(), better);
+              for (int32_t j = 0; j < n; ++j)
+                if (j == best || prob[size_t(j)] / sum > options.threshold) kept.push_back(j);
+            } else {  // top_p: the most probable first until their share reaches `mass`
+              std::sort(order.begin(), order.end(), better);
+              double cumulative = 0;
+              for (const int32_t j : order) {
+                kept.push_back(j);
+                cumulative += prob[size_t(j)];
+                if (cumulative >= options.mass * sum) break;
+              }
+            }
           }
           if (options.keep_sink) kept.push_back(0);
           for (int64_t j = std::max<int64_t>(0, i - options.local_blocks + 1); j <= i && options.local_blocks > 0; ++j)

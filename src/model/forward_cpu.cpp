@@ -55,6 +55,8 @@ LlamaCpu::LlamaCpu(const LlamaWeights& weights, const CpuForwardOptions& options
                  CachedAttention::kTile);
     }
     options.selection.validate();
+    SEER_CHECK(options.selection.layer_mass.empty() || int64_t(options.selection.layer_mass.size()) == c.layers,
+               "SeerAttention: ", options.selection.layer_mass.size(), " per-layer masses for ", c.layers, " layers");
   }
   use_single_threaded_blas();
   const size_t kv = size_t(capacity_) * size_t(c.kv_heads) * size_t(c.head_dim);
@@ -172,7 +174,7 @@ void LlamaCpu::step(std::span<const int32_t> tokens, int64_t logits_from, int64_
       gate_forward<float, float>(std::span<const float>(q_.data(), size_t(n * qd)),
                                  std::span<const float>(k, size_t(n * kvd)), seqs, options_.gates[size_t(l)], rope_,
                                  gate_logits_);
-      mask = select_blocks(gate_logits_, layout, options_.selection);
+      mask = select_blocks(gate_logits_, layout, options_.selection.for_layer(l));
       density_sum += mask_density(mask, layout);
     }
     rotate(q_.data(), n, c.q_heads);

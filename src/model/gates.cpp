@@ -1,6 +1,9 @@
 #include "model/gates.h"
 
+#include <cmath>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/error.h"
 #include "formats/safetensors.h"
@@ -35,6 +38,76 @@ std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaC
     g.validate();
   }
   return gates;
+}
+
+namespace {
+constexpr const char* kBudgetKey = "seer_layer_budgets";
+}
+
+const std::vector<double>& GateBudgets::masses_for(double density) const {
+  for (const auto& [d, masses] : layer_mass)
+    if (std::abs(d - density) < 1e-9) return masses;
+  std::ostringstream have;
+  for (const auto& [d, masses] : layer_mass) have << (have.tellp() > 0 ? ", " : "") << d;
+  fail("the gates have no calibrated budget for density ", density,
+       layer_mass.empty() ? std::string(" (none: run `seer calibrate`)") : " (calibrated: " + have.str() + ")");
+}
+
+SelectionOptions budget_selection(const GateBudgets& budgets, double density) {
+  return SelectionOptions{.method = SelectionOptions::Method::top_p,
+                          .keep_sink = budgets.keep_sink,
+                          .local_blocks = budgets.local_blocks,
+                          .layer_mass = budgets.masses_for(density)};
+}
+
+GateBudgets load_gate_budgets(const std::string& path, int layers) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  GateBudgets b;
+  const auto it = file.metadata().find(kBudgetKey);
+  if (it == file.metadata().end()) return b;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(it->second);
+    b.keep_sink = j.at("keep_sink").get<bool>();
+    b.local_blocks = j.at("local_blocks").get<int>();
+    b.context = j.at("context").get<int64_t>();
+    b.calibration = j.value("calibration", "");
+    for (const auto& [key, masses] : j.at("top_p").items()) {
+      size_t used = 0;
+      const double density = std::stod(key, &used);
+      SEER_CHECK(used == key.size() && density > 0 && density <= 1, "density '", key, "'");
+      std::vector<double> m = masses.get<std::vector<double>>();
+      SEER_CHECK(int(m.size()) == layers, m.size(), " masses at density ", key, " for ", layers, " layers");
+      for (const double x : m) SEER_CHECK(x > 0 && x <= 1, "mass ", x, " at density ", key);
+      b.layer_mass[density] = std::move(m);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": malformed ", kBudgetKey, ": ", e.what());
+  } catch (const std::invalid_argument&) {
+    fail(path, ": malformed ", kBudgetKey, ": a density key is not a number");
+  } catch (const Error& e) {
+    fail(path, ": malformed ", kBudgetKey, ": ", e.what());
+  }
+  return b;
+}
+
+void save_gate_budgets(const std::string& path, const std::string& out, const GateBudgets& budgets) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  std::vector<SafetensorsWriteTensor> tensors;
+  for (const SafetensorsTensor& t : file.tensors()) tensors.push_back({t.name, t.dtype, t.shape, file.data(t.name)});
+  nlohmann::json top_p = nlohmann::json::object();
+  for (const auto& [density, masses] : budgets.layer_mass) {
+    std::ostringstream key;
+    key << density;
+    top_p[key.str()] = masses;
+  }
+  std::map<std::string, std::string> metadata = file.metadata();
+  metadata[kBudgetKey] = nlohmann::json{{"keep_sink", budgets.keep_sink},
+                                        {"local_blocks", budgets.local_blocks},
+                                        {"context", budgets.context},
+                                        {"calibration", budgets.calibration},
+                                        {"top_p", top_p}}
+                             .dump();
+  write_safetensors(out, tensors, metadata);
 }
 
 std::string resolve_gates_path(const std::string& requested, const std::string& model_path) {

@@ -1,9 +1,11 @@
 // SeerAttention gate weights of a model, one AttnGate per layer, from a safetensors file.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
 #include "gate/attn_gate.h"
+#include "gate/selection.h"
 #include "model/llama.h"
 
 namespace seer {
@@ -13,6 +15,31 @@ namespace seer {
 // optional metadata entry seerattn_gate_block_size must be 64 (the block of the CPU forward).
 // Throws seer::Error naming the missing or misshapen key.
 std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaConfig& config);
+
+// Per-layer top-p masses calibrated for a set of gates by `seer calibrate` (gate/budget.h), one
+// list per target density, measured at `context` tokens with the forced blocks given; stored as
+// JSON in the gates file's metadata entry "seer_layer_budgets".
+struct GateBudgets {
+  std::map<double, std::vector<double>> layer_mass = {};  // target density -> one mass per layer
+  bool keep_sink = false;
+  int local_blocks = 0;
+  int64_t context = 0;
+  std::string calibration = {};  // what it was calibrated on, for the record
+
+  // The masses for `density` (within 1e-9); throws, listing the calibrated densities, if absent.
+  const std::vector<double>& masses_for(double density) const;
+};
+
+// The budgets in the gates file at `path` (an empty layer_mass when it has none); throws if they
+// are malformed or do not have one mass per layer of a `layers`-layer model.
+GateBudgets load_gate_budgets(const std::string& path, int layers);
+
+// Top-p selection with the budgets' per-layer masses for `density` and their forced blocks.
+SelectionOptions budget_selection(const GateBudgets& budgets, double density);
+
+// Writes the gates of `path` (tensors and metadata unchanged) with `budgets` to `out`, atomically
+// (`out` may be `path`).
+void save_gate_budgets(const std::string& path, const std::string& out, const GateBudgets& budgets);
 
 // The gates trained for the built-in model, shipped in the source tree (seer train-gates made them;
 // bench/ACCURACY.md measures them).

@@ -28,6 +28,25 @@ std::vector<std::string> list_text_files(const std::vector<std::string>& paths) 
   return files;
 }
 
+std::vector<std::vector<int32_t>> text_windows(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
+                                               int64_t context, int64_t per_file, int64_t max_windows) {
+  std::vector<std::vector<int32_t>> out;
+  for (const std::string& file : list_text_files(paths)) {
+    if (max_windows > 0 && int64_t(out.size()) >= max_windows) break;
+    std::ifstream in(file, std::ios::binary);
+    SEER_CHECK(in.good(), "cannot read '", file, "'");
+    std::ostringstream text;
+    text << in.rdbuf();
+    const std::vector<int32_t> ids = tokenizer.encode(text.str(), /*add_bos=*/true);
+    for (int64_t w = 0; w < per_file && (w + 1) * context <= int64_t(ids.size()); ++w) {
+      if (max_windows > 0 && int64_t(out.size()) >= max_windows) break;
+      out.emplace_back(ids.begin() + w * context, ids.begin() + (w + 1) * context);
+    }
+  }
+  SEER_CHECK(!out.empty(), "no text window of ", context, " tokens in the given files");
+  return out;
+}
+
 TokenCorpus TokenCorpus::load(const std::vector<std::string>& paths, const Tokenizer& tokenizer, int64_t length) {
   SEER_CHECK(length >= 64, "training sequence length must be at least 64, got ", length);
   TokenCorpus corpus;

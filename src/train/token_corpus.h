@@ -32,4 +32,9 @@ class TokenCorpus {
 // Regular files under each path (a file itself, or a folder walked recursively), sorted.
 std::vector<std::string> list_text_files(const std::vector<std::string>& paths);
 
+// Evaluation windows: the first `per_file` whole windows of `context` tokens of each file (BOS at
+// each file's start), in file order, at most `max_windows` in all (0: no limit).
+std::vector<std::vector<int32_t>> text_windows(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
+                                               int64_t context, int64_t per_file, int64_t max_windows = 0);
+
 }  // namespace seer

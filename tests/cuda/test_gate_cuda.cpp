@@ -31,6 +31,7 @@ const std::vector<GateShape> kShapes = {
     {{130, 1, 64, 700}, {32, 8, 128}, 128, kLlama3},
     {{4096}, {4, 1, 128}, 128, kYarn},
     {{300, 77}, {6, 2, 64}, 32, kPlain},  // d_g != d: a Q projection
+    {{1000, 64}, {4, 2, 128}, 96, kPlain},  // d_g neither d nor a whole number of 64-wide tiles
     {{20000}, {2, 2, 64}, 64, kLlama3},
 };
 
@@ -171,6 +172,10 @@ TEST(CudaSelection, MatchesCpuExactly) {
           {.method = M::threshold, .threshold = 1e-3},
           {.method = M::threshold, .threshold = 2e-2, .keep_sink = true},
           {.method = M::threshold, .threshold = 0.3, .dense_last_blocks = 1},
+          {.method = M::top_p, .mass = 0.5},
+          {.method = M::top_p, .mass = 0.9, .keep_sink = true, .local_blocks = 2},
+          {.method = M::top_p, .mass = 0.99, .dense_last_blocks = 1},
+          {.method = M::top_p, .mass = 1.0},
       };
       for (const SelectionOptions& o : options) {
         SEER_CUDA_CHECK(cudaMemset(mask.indices.data(), 0xff, mask.indices.size() * sizeof(int32_t)));
@@ -182,7 +187,7 @@ TEST(CudaSelection, MatchesCpuExactly) {
         ASSERT_EQ(indptr.size(), want.indptr.size());
         for (size_t r = 0; r < indptr.size(); ++r) ASSERT_EQ(indptr[r], want.indptr[r]) << "row " << r;
         indices.resize(want.indices.size());
-        ASSERT_EQ(indices, want.indices) << "density " << o.density << " threshold " << o.threshold;
+        ASSERT_EQ(indices, want.indices) << "density " << o.density << " threshold " << o.threshold << " mass " << o.mass;
         ++cases;
       }
     }

@@ -413,6 +413,42 @@ TEST(Gates, LoadFromSafetensors) {
   EXPECT_THROW(load_gates((dir.path() / "plain.safetensors").string(), c), Error);
 }
 
+// Calibrated budgets ride in the gates file's metadata: written beside unchanged tensors, read back,
+// and rejected when malformed.
+TEST(Loader, GateBudgetsRoundTrip) {
+  TempDir dir;
+  const std::string plain = (dir.path() / "plain.safetensors").string();
+  const std::vector<float> w(24, 0.5f);
+  const SafetensorsWriteTensor t{"model.layers.0.self_attn.attn_gate.mask_linear_k.weight", SafetensorsDtype::f32,
+                                 {1, 6, 4}, {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}};
+  write_safetensors(plain, std::span(&t, 1), {{"seerattn_gate_block_size", "64"}});
+  EXPECT_TRUE(load_gate_budgets(plain, 1).layer_mass.empty());
+  EXPECT_THROW(GateBudgets{}.masses_for(0.1), Error);
+
+  GateBudgets b{.layer_mass = {{0.1, {0.55}}, {0.3, {0.9}}}, .keep_sink = true, .local_blocks = 3, .context = 8192,
+                .calibration = "test"};
+  const std::string out = (dir.path() / "calibrated.safetensors").string();
+  save_gate_budgets(plain, out, b);
+  const GateBudgets got = load_gate_budgets(out, 1);
+  EXPECT_EQ(got.layer_mass, b.layer_mass);
+  EXPECT_EQ(got.masses_for(0.3), std::vector<double>{0.9});
+  EXPECT_THROW(got.masses_for(0.2), Error);
+  EXPECT_TRUE(got.keep_sink);
+  EXPECT_EQ(got.local_blocks, 3);
+  EXPECT_EQ(got.context, 8192);
+  const SafetensorsFile file = SafetensorsFile::open(out);
+  EXPECT_EQ(file.metadata().at("seerattn_gate_block_size"), "64");
+  EXPECT_EQ(file.to_float(t.name), w);
+  EXPECT_THROW(load_gate_budgets(out, 2), Error);  // one mass per layer of a 2-layer model is missing
+
+  for (const std::string bad : {"{", R"({"keep_sink": true})",
+                                R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"x": [0.5]}})",
+                                R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"0.1": [1.5]}})"}) {
+    write_safetensors(out, std::span(&t, 1), {{"seer_layer_budgets", bad}});
+    EXPECT_THROW(load_gate_budgets(out, 1), Error) << bad;
+  }
+}
+
 TEST(Loader, ResolvesTheModelPath) {
   TempDir dir;
   EXPECT_EQ(resolve_model_path(dir.path().string()), dir.path().string());
