@@ -154,6 +154,12 @@ void run_bench(const BenchOptions& o) {
         cuda::select_blocks(logits.data(), layout, o.q_heads, select, select_work, mask, nullptr);
       }, o.seconds_per_kernel));
       record("gate+select", density, gate_ms);
+      // Top-p (seer's default selection) on the same logits: 33 passes of fixed-order sums per row.
+      const SelectionOptions top_p{.method = SelectionOptions::Method::top_p, .mass = 0.6};
+      const double top_p_ms = timer.median_ms(
+          [&] { cuda::select_blocks(logits.data(), layout, o.q_heads, top_p, select_work, mask, nullptr); },
+          o.seconds_per_kernel);
+      record("select top-p", double(mask.indptr.download().back()) / double(layout.host.causal_pairs()), top_p_ms);
       const double seer_ms = timer.median_ms(
           [&] {
             gate_and_select();
