@@ -110,13 +110,11 @@ TEST(Selection, TopPKeepsTheFewestBlocksReachingTheMass) {
         }
         ASSERT_LE(best_dropped, least) << "row " << i;
         if (int64_t(kept.size()) < i + 1) {
-          ASSERT_GE(kept_mass, mass - 1e-12) << "row " << i;
+          ASSERT_GE(kept_mass, mass - 1e-6) << "row " << i;  // masses count in units of 2^-32 of the largest
         }
-        ASSERT_LT(kept_mass - least, mass + 1e-12) << "row " << i << ": one block fewer would do";
+        ASSERT_LT(kept_mass - least, mass + 1e-6) << "row " << i << ": one block fewer would do";
       }
-    if (mass < 1.0) {
-      EXPECT_EQ(row_of(mask, 48), std::vector<int32_t>{7}) << mass;
-    }
+    EXPECT_EQ(row_of(mask, 48), std::vector<int32_t>{7}) << mass;  // the rest weigh below 2^-32 of it
     EXPECT_EQ(int64_t(row_of(mask, 49).size()), std::min<int64_t>(50, int64_t(std::ceil(mass * 50 - 1e-9))))
         << mass;
   }

@@ -103,7 +103,7 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     detail::flash_fwd_sparse_kernel<T, D>
         <<<unsigned((items + 1) / 2), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, items);
   } else {
-    const size_t smem = detail::DenseSmem<D>::bytes(V == Variant::GroundTruth, layout.max_blocks);
+    const size_t smem = detail::DenseSmem<D, detail::kDenseStages<D, V>>::bytes(V == Variant::GroundTruth, layout.max_blocks);
     SEER_CHECK(smem <= size_t(detail::kMaxSharedBytes), "ground truth: ", layout.max_blocks,
                " key blocks do not fit the kernel's shared-memory row buffers");
     static const bool configured = [] {

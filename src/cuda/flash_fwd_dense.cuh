@@ -24,16 +24,22 @@ constexpr int kDenseRows = 128;   // query rows per thread block: two consumer w
 constexpr int kDenseKeys = 128;   // keys per K/V tile: two 64-key blocks
 constexpr int kDenseThreads = 384;
 
-template <int D>
+// K/V pipeline depth: a d = 64 tile is half the work of a d = 128 one for the same load latency, so
+// the d = 64 dense kernel keeps 4 tiles in flight (+3-5%; bench/RESULTS.md). Measured and left at
+// 2: d = 128 dense with 3 stages (no gain) and the d = 64 ground truth with 4 (3% slower).
+template <int D, Variant V>
+constexpr int kDenseStages = D == 64 && V == Variant::Dense ? 4 : 2;
+
+template <int D, int kStages>
 struct DenseSmem {
   using Stage = KvStage<D, kDenseKeys>;
   static constexpr int kBox = Stage::kBox;  // one TMA box: [64 tokens][64 columns], swizzled
   static constexpr int kQElems = 64 * D;    // one consumer's Q: D/64 boxes
   static constexpr int kKvElems = Stage::kElems;
   static constexpr int kChunkElems = Stage::kChunkElems;
-  static constexpr int kTileBytes = 2 * (2 * kQElems + 4 * kKvElems);  // Q, K[2], V[2]
-  static constexpr int kBarrierBytes = 128;
-  static_assert((KvBarriers<2>::kCount + 1) * 8 <= kBarrierBytes, "K/V barriers and Q's");
+  static constexpr int kTileBytes = 2 * (2 * kQElems + 2 * kStages * kKvElems);  // Q[2], K[stages], V[stages]
+  static constexpr int kBarrierBytes = 256;
+  static_assert((KvBarriers<kStages>::kCount + 1) * 8 <= kBarrierBytes, "K/V barriers and Q's");
   // Tiles (1024-byte aligned), barriers, then per consumer the ground-truth row buffers: 64 row
   // log-sum-exps, nb block maxima and 4 warp sums.
   static constexpr int kBytes = kTileBytes + kBarrierBytes + 1024;
@@ -48,17 +54,19 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
                                                                    const __grid_constant__ CUtensorMap v_map,
                                                                    const FlashParams<T> p) {
   static_assert(V != Variant::Sparse, "the block-sparse forward is flash_fwd_sparse_kernel");
-  using Smem = DenseSmem<D>;
+  constexpr int kStages = kDenseStages<D, V>;
+  using Smem = DenseSmem<D, kStages>;
+  using Kv = KvBarriers<kStages>;
   constexpr int kChunks = D / 64;
   extern __shared__ unsigned char smem_raw[];
   // TMA's 128-byte swizzle and wgmma's descriptors both assume 1024-byte-aligned tiles.
   unsigned char* base = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   T* const q_tiles = reinterpret_cast<T*>(base);  // [2 consumers][D/64 boxes]
   T* const k_tiles = q_tiles + 2 * Smem::kQElems;  // [2 stages][D/64 chunks][128 keys][64]
-  T* const v_tiles = k_tiles + 2 * Smem::kKvElems;
+  T* const v_tiles = k_tiles + kStages * Smem::kKvElems;
   uint64_t* const bars = reinterpret_cast<uint64_t*>(base + Smem::kTileBytes);
-  uint64_t* const q_full = bars + KvBarriers<2>::kCount;
-  const KvBarriers<2> kv = KvBarriers<2>::at(bars);
+  uint64_t* const q_full = bars + Kv::kCount;
+  const Kv kv = Kv::at(bars);
   float* const gt_rows = reinterpret_cast<float*>(base + Smem::kTileBytes + Smem::kBarrierBytes);
 
   const int2 item = p.work[blockIdx.x];
@@ -97,7 +105,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   const int w = warpgroup - 1;
   const int qblock = 2 * tile + w;
   if constexpr (V == Variant::GroundTruth) {
-    FlashConsumer<T, D, kDenseKeys, 2> consumer(threadIdx.x - 128 * warpgroup, w * kTile);
+    FlashConsumer<T, D, kDenseKeys, kStages> consumer(threadIdx.x - 128 * warpgroup, w * kTile);
     const int64_t scratch_base = p.seq_scratch_offset[seq] + int64_t(h) * nb * len;
     const auto info = [&](int it) {
       const int n = tile - it;
@@ -209,11 +217,11 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   softmax(tile, true, alpha);
   rescale_and_pack(alpha);
   for (int it = 1; it < n_tiles; ++it) {
-    const int stage = it & 1, prev = stage ^ 1;
-    mbarrier_wait(&kv.k_full[stage], (it >> 1) & 1);
+    const int stage = Kv::stage(it), prev = Kv::stage(it - 1);
+    mbarrier_wait(&kv.k_full[stage], Kv::parity(it));
     wgmma_fence();
     issue_qk(stage);
-    mbarrier_wait(&kv.v_full[prev], ((it - 1) >> 1) & 1);
+    mbarrier_wait(&kv.v_full[prev], Kv::parity(it - 1));
     issue_pv(prev);
     wgmma_wait<1>();  // S_n has landed; P_{n+1} V_{n+1} may still run
     fence_registers(s);
@@ -226,8 +234,8 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     rescale_and_pack(alpha);
   }
   {
-    const int last = (n_tiles - 1) & 1;
-    mbarrier_wait(&kv.v_full[last], ((n_tiles - 1) >> 1) & 1);
+    const int last = Kv::stage(n_tiles - 1);
+    mbarrier_wait(&kv.v_full[last], Kv::parity(n_tiles - 1));
     wgmma_fence();
     issue_pv(last);
     wgmma_wait<0>();

@@ -34,8 +34,8 @@ struct KvBarriers {
     return {bars, bars + kStages, bars + 2 * kStages, bars + 3 * kStages};
   }
   // Tile `it` sits in stage it % kStages; its barriers are in their (it / kStages)-th phase.
-  __device__ static int stage(int it) { return it % kStages; }
-  __device__ static uint32_t parity(int it) { return uint32_t(it / kStages) & 1u; }
+  __device__ static int stage(int it) { return int(uint32_t(it) % kStages); }  // it >= 0: a mask for powers of 2
+  __device__ static uint32_t parity(int it) { return (uint32_t(it) / kStages) & 1u; }
   __device__ void init(int consumer_warps) const {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&k_full[s], 1);

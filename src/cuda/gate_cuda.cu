@@ -215,6 +215,11 @@ __device__ __forceinline__ uint32_t order_key(float x) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+struct Cut {
+  uint32_t key;        // order key of the cut
+  uint64_t remaining;  // what the keys equal to it still supply
+};
+
 struct SelectArgs {
   const float* logits;
   const int32_t* seq_len;
@@ -245,36 +250,47 @@ __device__ RowView row_view(const SelectArgs& a, int64_t row) {
   return {a.logits + a.map_offset[s] + (int64_t(h) * nb + i) * nb, i, nb};
 }
 
-// Warp-wide radix select of the k-th largest key among values[0..n): returns (cut key, how many of
-// the keys equal to the cut are kept, lowest indices first).
-__device__ int2 radix_select(const float* values, int n, int k, int* hist) {
+__device__ __forceinline__ void atomic_add(uint32_t* at, uint32_t x) { atomicAdd(at, x); }
+__device__ __forceinline__ void atomic_add(uint64_t* at, uint64_t x) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(at), static_cast<unsigned long long>(x));
+}
+
+// Warp-wide weighted radix select over the order keys of values[0..n), 8 bits per pass from the top:
+// the key K at which the summed weights of the keys >= K, taken from the largest down, first reach
+// `goal`. Returns K and how much of the goal the keys equal to K must still supply. Top-k weighs
+// every key 1 (the rest: how many ties to keep); top-p weighs each by its quantized probability
+// mass. Integer weights make the sums exact, so the cut does not depend on the order of the adds.
+// W: 32-bit counts for top-k (shared-memory 64-bit atomics cost it 2x), 64-bit masses for top-p.
+template <typename W, class WeightOf>
+__device__ Cut weighted_radix_select(const float* values, int n, W goal, W* hist, WeightOf weight_of) {
   const int lane = threadIdx.x % 32;
   uint32_t prefix = 0, mask = 0;
-  int remaining = k;
+  W remaining = goal;
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = lane; b < 256; b += 32) hist[b] = 0;
     __syncwarp();
     for (int j = lane; j < n; j += 32) {
       const uint32_t key = order_key(values[j]);
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
+      if ((key & mask) == prefix) atomic_add(&hist[(key >> shift) & 255], W(weight_of(j)));
     }
     __syncwarp();
-    // Lane L owns bins 255-8L .. 248-8L; find, from the top, the bin holding the remaining-th key.
-    int mine[8], lane_total = 0;
+    // Lane L owns bins 255-8L .. 248-8L; find, from the top, the bin where the weight reaches `remaining`.
+    W mine[8], lane_total = 0;
 #pragma unroll
     for (int b = 0; b < 8; ++b) lane_total += (mine[b] = hist[255 - 8 * lane - b]);
-    int before = lane_total;  // inclusive scan over lanes, then made exclusive
+    W before = lane_total;  // inclusive scan over lanes, then made exclusive
 #pragma unroll
     for (int off = 1; off < 32; off *= 2) {
-      const int x = __shfl_up_sync(0xffffffffu, before, off);
+      const W x = __shfl_up_sync(0xffffffffu, before, off);
       if (lane >= off) before += x;
     }
     before -= lane_total;
     const bool here = before < remaining && remaining <= before + lane_total;
     const int owner = __ffs(__ballot_sync(0xffffffffu, here)) - 1;
-    int bin = 0, above = 0;
+    int bin = 0;
+    W above = 0;
     if (lane == owner) {
-      int cum = before;
+      W cum = before;
       for (int b = 0; b < 8; ++b) {
         if (cum + mine[b] >= remaining) {
           bin = 255 - 8 * lane - b;
@@ -291,7 +307,7 @@ __device__ int2 radix_select(const float* values, int n, int k, int* hist) {
     mask |= 0xffu << shift;
     __syncwarp();
   }
-  return make_int2(int(prefix), remaining);
+  return {prefix, remaining};
 }
 
 // Softmax statistics of values[0..n) in double, reduced in a fixed order (both phases agree).
@@ -313,42 +329,36 @@ __device__ double2 row_softmax_stats(const float* values, int n, int* best) {
   return make_double2(double(m), sum);
 }
 
-// Top-p cut of values[0..n): the largest key K with sum(e_j : key_j >= K) >= mass * sum(e_j), e_j =
-// exp(v_j - max), found bit by bit from the top (the sum only shrinks as K grows); then how many of
-// the keys equal to K are needed, lowest indices first — the same (cut key, ties kept) pair as
-// radix_select, so both selections share the emit pass. Sums are warp reductions in a fixed order.
-__device__ int2 mass_cut(const float* values, int n, double max_value, double mass) {
+// A block's top-p weight: its probability relative to the row's largest, exp(v - max) in (0, 1],
+// in units of 2^-32 (as on the CPU, gate/selection.cpp).
+__device__ __forceinline__ uint64_t mass_weight(float value, double max_value) {
+  return uint64_t(exp(double(value) - max_value) * 4294967296.0);
+}
+
+// Top-p cut of values[0..n): the weighted select with goal ceil(mass · total weight); the ties at the
+// cut all weigh the same, so the ones needed are the rest of the goal over that weight.
+__device__ int2 mass_cut(const float* values, int n, double max_value, double mass, uint64_t* hist) {
   const int lane = threadIdx.x % 32;
-  const auto sum_at_or_above = [&](uint32_t cut, bool strictly) {
-    double sum = 0;
-    for (int j = lane; j < n; j += 32) {
-      const uint32_t key = order_key(values[j]);
-      if (strictly ? key > cut : key >= cut) sum += exp(double(values[j]) - max_value);
-    }
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    return sum;
-  };
-  const double goal = mass * sum_at_or_above(0u, false);
-  uint32_t cut = 0;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t candidate = cut | (1u << bit);
-    if (sum_at_or_above(candidate, false) >= goal) cut = candidate;
-  }
-  // Each tie at the cut has the same e; keep just enough of them to reach the goal (at least one).
+  uint64_t total = 0;
+  for (int j = lane; j < n; j += 32) total += mass_weight(values[j], max_value);
+  for (int off = 16; off > 0; off /= 2) total += __shfl_xor_sync(0xffffffffu, total, off);
+  const uint64_t goal = uint64_t(ceil(mass * double(total)));
+  const Cut cut = weighted_radix_select(values, n, goal, hist,
+                                        [&](int j) { return mass_weight(values[j], max_value); });
   float tie_value = -INFINITY;
   for (int j = lane; j < n; j += 32)
-    if (order_key(values[j]) == cut) tie_value = values[j];
+    if (order_key(values[j]) == cut.key) tie_value = values[j];
   for (int off = 16; off > 0; off /= 2) tie_value = fmaxf(tie_value, __shfl_xor_sync(0xffffffffu, tie_value, off));
-  const double e = exp(double(tie_value) - max_value), above = sum_at_or_above(cut, true);
-  const int ties = int(ceil((goal - above) / e));
-  return make_int2(int(cut), max(1, ties));
+  const uint64_t each = mass_weight(tie_value, max_value);
+  return make_int2(int(cut.key), int((cut.remaining + each - 1) / each));
 }
 
 // Phase 0 (kEmit = false): decide each row's cut and count its blocks. Phase 1: write the indices.
 // One warp per mask row; indices come out sorted because j is scanned in order.
 template <bool kEmit>
 __global__ void select_kernel(const SelectArgs a) {
-  __shared__ int hist[4][256];
+  __shared__ uint32_t counts[4][256];  // top-k's histograms
+  __shared__ uint64_t masses[4][256];  // top-p's
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * 4 + warp;
   if (!kEmit && row == 0 && lane == 0) a.counts[a.total_rows] = 0;
@@ -365,10 +375,13 @@ __global__ void select_kernel(const SelectArgs a) {
         cut = make_int2(a.row_cut[row].x, a.row_cut[row].y);
       } else if (a.method == 0) {
         const int k = max(1, int(floor((1.0 - sqrt(1.0 - a.density)) * double(r.nb))));
-        cut = radix_select(r.values, n, min(k, n), hist[warp]);
+        const Cut c = weighted_radix_select(r.values, n, uint32_t(min(k, n)), counts[warp], [](int) { return 1u; });
+        cut = make_int2(int(c.key), int(c.remaining));
       } else {
-        stats = row_softmax_stats(r.values, n, &best);
-        cut = mass_cut(r.values, n, stats.x, a.mass);
+        float m = -INFINITY;
+        for (int j = lane; j < n; j += 32) m = fmaxf(m, r.values[j]);
+        for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+        cut = mass_cut(r.values, n, double(m), a.mass, masses[warp]);
       }
     } else {
       stats = row_softmax_stats(r.values, n, &best);

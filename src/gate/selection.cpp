@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <vector>
 
@@ -48,6 +49,7 @@ BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout
   mask.indptr.push_back(0);
   std::vector<int32_t> order, kept;
   std::vector<double> prob;
+  std::vector<uint64_t> weight;
   for (int64_t s = 0; s < layout.sequences(); ++s) {
     const int64_t nb = layout.blocks[size_t(s)];
     const int64_t k = top_k_blocks(options.density, nb);
@@ -77,12 +79,18 @@ BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout
               for (int32_t j = 0; j < n; ++j)
                 if (j == best || prob[size_t(j)] / sum > options.threshold) kept.push_back(j);
             } else {  // top_p: the most probable first until their share reaches `mass`
+              // Each block weighs exp(v - max) in units of 2^-32, an integer: the sums are exact, so
+              // the GPU's (in any order) find the same cut.
+              uint64_t total = 0;
+              weight.resize(size_t(n));
+              for (int64_t j = 0; j < n; ++j) total += (weight[size_t(j)] = uint64_t(prob[size_t(j)] * 4294967296.0));
+              const auto goal = uint64_t(std::ceil(options.mass * double(total)));
               std::sort(order.begin(), order.end(), better);
-              double cumulative = 0;
+              uint64_t cumulative = 0;
               for (const int32_t j : order) {
                 kept.push_back(j);
-                cumulative += prob[size_t(j)];
-                if (cumulative >= options.mass * sum) break;
+                cumulative += weight[size_t(j)];
+                if (cumulative >= goal) break;
               }
             }
           }

@@ -18,7 +18,8 @@ struct SelectionOptions {
   double threshold = 2e-3;
   // top_p: keep the fewest most probable blocks (softmax over j <= i; ties to the lower j) whose
   // probabilities sum to at least `mass`: a row with one dominant block keeps one, a flat row keeps
-  // most of its blocks, so the budget goes where a row's attention is spread out.
+  // most of its blocks, so the budget goes where a row's attention is spread out. Probabilities are
+  // counted in units of 2^-32 of the row's largest (blocks below that weigh nothing).
   double mass = 0.9;
   int dense_last_blocks = 0;   // the last N query blocks of each sequence keep every causal block
   bool keep_sink = false;  // always keep key block 0 (the attention sink)
