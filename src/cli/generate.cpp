@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_choice.h"
+#include "cli/selection_flags.h"
 #include "core/error.h"
 #include "model/forward_cpu.h"
 #include "model/gates.h"
@@ -24,9 +25,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model, prompt, chat, attention = "dense", gates, device = "auto";
-  std::optional<double> density, mass, budget;
-  std::optional<bool> sink;
-  std::optional<int> local_blocks;
+  SelectionFlags selection;
   int max_tokens = 128;
   SamplingOptions sampling{.temperature = 0.8, .top_k = 40, .top_p = 0.95, .seed = 0};
   bool seed_given = false;
@@ -105,6 +104,8 @@ void run_generate(GenerateOptions o) {
   SEER_CHECK(!o.prompt.empty() || !o.chat.empty(), "give a --prompt TEXT or a --chat TEXT");
   o.sampling.validate();
   if (!o.seed_given) o.sampling.seed = std::random_device{}();
+  SEER_CHECK(o.attention == "seer" || (o.gates.empty() && !o.selection.any()),
+             "--gates, --density, --threshold, --mass, --budget, --sink and --local-blocks apply to --attn seer only");
   const std::string path = resolve_model_path(o.model);
   const LlamaWeights weights = load_llama(path);
   const Tokenizer tokenizer = load_llama_tokenizer(path);
@@ -124,16 +125,13 @@ void run_generate(GenerateOptions o) {
   const int64_t capacity = std::min<int64_t>(c.max_positions, int64_t(prompt.size()) + o.max_tokens);
   std::vector<GateWeights<float>> gates;
   // SeerAttention prefill; the last 2 query blocks (the question) stay dense.
-  SelectionOptions selection{.method = SelectionOptions::Method::top_p, .mass = o.mass.value_or(kDefaultMass)};
-  if (o.density) selection = SelectionOptions{.density = *o.density};
+  SelectionOptions selection;
   if (o.attention == "seer") {
     const std::string gates_path = resolve_gates_path(o.gates, path);
     gates = load_gates(gates_path, c);
-    if (o.budget) selection = budget_selection(load_gate_budgets(gates_path, c.layers), *o.budget);
+    selection = o.selection.resolve(gates_path, c.layers);
   }
   selection.dense_last_blocks = 2;
-  selection.keep_sink = o.sink.value_or(o.budget ? selection.keep_sink : kDefaultKeepSink);
-  selection.local_blocks = o.local_blocks.value_or(o.budget ? selection.local_blocks : kDefaultLocalBlocks);
   const bool on_gpu = use_gpu(o.device);
   std::unique_ptr<Generator> model;
 #ifdef SEER_HAVE_CUDA
@@ -202,25 +200,7 @@ void add_generate_command(CLI::App& app) {
       ->check(CLI::IsMember({"dense", "seer"}));
   cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)");
   cmd->add_option("--gates", options->gates, "gate weights (default: the shipped gates of the built-in model)");
-  auto* density = cmd->add_option("--density", options->density, "SeerAttention: top-k block selection at this density")
-                      ->check(CLI::Range(1e-6, 1.0));
-  auto* mass = cmd->add_option("--mass", options->mass,
-                               "SeerAttention: top-p block selection at this mass (default 0.6, about density 0.1 at 8k)")
-                   ->check(CLI::Range(1e-6, 1.0));
-  auto* budget =
-      cmd->add_option("--budget", options->budget,
-                      "SeerAttention: the gates' calibrated per-layer top-p masses for this density (seer calibrate)")
-          ->check(CLI::Range(1e-6, 1.0));
-  for (CLI::Option* a : {density, mass, budget})
-    for (CLI::Option* b : {density, mass, budget})
-      if (a != b) a->excludes(b);
-  cmd->add_flag_function(
-      "--sink,!--no-sink", [options](int64_t count) { options->sink = count > 0; },
-      "SeerAttention: always keep the first key block, the attention sink (default: on)");
-  cmd->add_option_function<int>(
-         "--local-blocks", [options](int n) { options->local_blocks = n; },
-         "SeerAttention: always keep this many key blocks up to the diagonal (default: 3)")
-      ->check(CLI::Range(0, 1 << 20));
+  options->selection.add_to(*cmd);
   cmd->add_option("--max-tokens", options->max_tokens, "tokens to generate at most")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temperature", options->sampling.temperature, "sampling temperature; 0 is greedy")
       ->check(CLI::Range(0.0, 100.0));

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/selection_flags.h"
 #include "cli/device_choice.h"
 #include "core/error.h"
 #include "model/forward_cpu.h"
@@ -35,9 +36,7 @@ struct PerplexityOptions {
   std::string model, attention = "dense", gates, device = "auto";
   int64_t context = 8192, stride = 0, chunk = 2048, max_windows = 0;
   std::optional<bool> bos;  // default: the model's add_bos
-  std::optional<double> density, threshold, mass, budget;
-  std::optional<bool> sink;
-  std::optional<int> local_blocks;
+  SelectionFlags selection;
   bool json = false;
 };
 
@@ -114,8 +113,7 @@ void report_progress(size_t done, size_t total, double elapsed, const NllStats& 
 
 void run_perplexity(const PerplexityOptions& o) {
   const bool seer = o.attention == "seer";
-  SEER_CHECK(seer || (o.gates.empty() && !o.density && !o.threshold && !o.mass && !o.budget && !o.sink &&
-                      !o.local_blocks),
+  SEER_CHECK(seer || (o.gates.empty() && !o.selection.any()),
              "--gates, --density, --threshold, --mass, --budget, --sink and --local-blocks apply to --attn seer only");
   const std::string path = resolve_model_path(o.model);
   const auto load_start = std::chrono::steady_clock::now();
@@ -130,23 +128,7 @@ void run_perplexity(const PerplexityOptions& o) {
   if (seer) {
     const std::string gates_path = resolve_gates_path(o.gates, path);
     gates = load_gates(gates_path, c);
-    if (o.budget) {
-      const GateBudgets budgets = load_gate_budgets(gates_path, c.layers);
-      selection = budget_selection(budgets, *o.budget);
-    } else if (o.threshold) {
-      selection.method = SelectionOptions::Method::threshold;
-      selection.threshold = *o.threshold;
-    } else if (o.mass) {
-      selection.method = SelectionOptions::Method::top_p;
-      selection.mass = *o.mass;
-    } else if (o.density) {
-      selection.density = *o.density;
-    } else {
-      selection.method = SelectionOptions::Method::top_p;
-      selection.mass = kDefaultMass;
-    }
-    selection.keep_sink = o.sink.value_or(o.budget ? selection.keep_sink : kDefaultKeepSink);
-    selection.local_blocks = o.local_blocks.value_or(o.budget ? selection.local_blocks : kDefaultLocalBlocks);
+    selection = o.selection.resolve(gates_path, c.layers);
   }
   const double load_seconds = seconds_since(load_start);
 
@@ -233,9 +215,9 @@ void run_perplexity(const PerplexityOptions& o) {
     j["selection"] = selection.method == M::top_k ? "top_k" : selection.method == M::threshold ? "threshold" : "top_p";
     if (selection.method == M::top_k) j["density"] = selection.density;
     if (selection.method == M::threshold) j["threshold"] = selection.threshold;
-    if (selection.method == M::top_p && !o.budget) j["mass"] = selection.mass;
-    if (o.budget) {
-      j["budget"] = *o.budget;
+    if (selection.method == M::top_p && !o.selection.budget) j["mass"] = selection.mass;
+    if (o.selection.budget) {
+      j["budget"] = *o.selection.budget;
       j["layer_mass"] = selection.layer_mass;
     }
     j["sink"] = selection.keep_sink;
@@ -279,26 +261,7 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--attn", options->attention, "attention: dense or seer (SeerAttention)")
       ->check(CLI::IsMember({"dense", "seer"}));
   cmd->add_option("--gates", options->gates, "SeerAttention gate weights (safetensors; default: the shipped gates of the built-in model)")->check(CLI::ExistingFile);
-  auto* density = cmd->add_option("--density", options->density, "top-k block selection at this density (default: top-p at mass 0.6, about 0.1 at 8k)")
-                      ->check(CLI::Range(1e-6, 1.0));
-  auto* threshold =
-      cmd->add_option("--threshold", options->threshold, "threshold block selection")->check(CLI::Range(0.0, 1.0));
-  auto* mass = cmd->add_option("--mass", options->mass,
-                               "top-p block selection: per row, the most probable blocks up to this mass")
-                   ->check(CLI::Range(1e-6, 1.0));
-  auto* budget = cmd->add_option("--budget", options->budget,
-                                 "the gates' calibrated per-layer top-p masses for this density (seer calibrate)")
-                     ->check(CLI::Range(1e-6, 1.0));
-  for (CLI::Option* a : {density, threshold, mass, budget})
-    for (CLI::Option* b : {density, threshold, mass, budget})
-      if (a != b) a->excludes(b);
-  cmd->add_flag_function(
-      "--sink,!--no-sink", [options](int64_t count) { options->sink = count > 0; },
-      "SeerAttention: always keep the first key block, the attention sink (default: on)");
-  cmd->add_option_function<int>(
-         "--local-blocks", [options](int n) { options->local_blocks = n; },
-         "SeerAttention: always keep this many key blocks up to the diagonal (default: 3)")
-      ->check(CLI::Range(0, 1 << 20));
+  options->selection.add_to(*cmd);
   cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_flag("--json", options->json, "print JSON");
