@@ -154,7 +154,9 @@ TEST(Selection, RejectsBadOptions) {
   EXPECT_EQ(per_layer.for_layer(1).mass, 0.7);
   EXPECT_TRUE(per_layer.for_layer(1).layer_mass.empty());
   EXPECT_THROW(per_layer.for_layer(2), Error);
-  EXPECT_THROW(select_blocks(logits, layout, {.method = SelectionOptions::Method::top_p, .layer_mass = {1.5}}), Error);
+  EXPECT_THROW((SelectionOptions{.method = SelectionOptions::Method::top_p, .layer_mass = {1.5}}.validate()), Error);
+  EXPECT_THROW((SelectionOptions{.layer_mass = {0.5}}.validate()), Error);  // per-layer masses without top-p
+  EXPECT_NO_THROW(per_layer.validate());
   EXPECT_THROW(select_blocks(std::span(logits).first(5), layout, {}), Error);
 }
 

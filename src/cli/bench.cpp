@@ -154,7 +154,7 @@ void run_bench(const BenchOptions& o) {
         cuda::select_blocks(logits.data(), layout, o.q_heads, select, select_work, mask, nullptr);
       }, o.seconds_per_kernel));
       record("gate+select", density, gate_ms);
-      // Top-p (seer's default selection) on the same logits: 33 passes of fixed-order sums per row.
+      // Top-p (seer's default selection) on the same logits: the radix select weighted by mass.
       const SelectionOptions top_p{.method = SelectionOptions::Method::top_p, .mass = 0.6};
       const double top_p_ms = timer.median_ms(
           [&] { cuda::select_blocks(logits.data(), layout, o.q_heads, top_p, select_work, mask, nullptr); },

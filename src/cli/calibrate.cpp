@@ -122,9 +122,16 @@ void run(const CalibrateOptions& o) {
     }
   std::fprintf(stderr, "\n");
 
-  GateBudgets budgets{.keep_sink = o.sink, .local_blocks = o.local_blocks, .context = o.context};
+  // Budgets already in the gates for other densities stay when they were calibrated the same way.
+  GateBudgets budgets = load_gate_budgets(gates_path, c.layers);
+  if (budgets.keep_sink != o.sink || budgets.local_blocks != o.local_blocks || budgets.context != o.context) {
+    if (!budgets.layer_mass.empty())
+      std::fprintf(stderr, "calibrate: replacing the gates' budgets (other forced blocks or context)\n");
+    budgets = GateBudgets{.keep_sink = o.sink, .local_blocks = o.local_blocks, .context = o.context};
+  }
   std::ostringstream what;
-  what << windows.size() << " windows of " << o.context << " tokens from";
+  what << windows.size() << " windows of " << o.context << " tokens (the first of each of the first "
+       << windows.size() << " files) from";
   for (const std::string& d : o.data) what << " " << d;
   budgets.calibration = what.str();
   nlohmann::json report = {{"gates", gates_path},
@@ -148,15 +155,21 @@ void run(const CalibrateOptions& o) {
     Score all;
     double real = 0;
     for (int round = 0; round < 4; ++round) {
-      budget = allocate_layer_budget(curves, aim);
-      SEER_CHECK(budget.feasible, "no mass of the grid keeps the mean density at ", aim,
-                 ": add smaller masses to --masses");
+      const LayerBudget pick = allocate_layer_budget(curves, aim);
+      if (!pick.feasible) break;  // keep the last feasible pick, if any
+      budget = pick;
       SelectionOptions calibrated = base;
       calibrated.layer_mass = budget.mass;
       all = score(calibrated, [](int) { return true; });
       real = mean(all.layer_density);
-      if (std::abs(real - target) <= 0.02 * target) break;
-      aim *= target / real;
+      if (std::abs(real - target) <= 0.02 * target || real <= 0) break;
+      aim = std::min(1.0, aim * target / real);
+    }
+    if (budget.mass.empty()) {
+      std::fprintf(stderr, "calibrate: no mass of the grid gets the mean density down to %g; add smaller --masses\n",
+                   target);
+      report["targets"].push_back({{"density", target}, {"infeasible", true}});
+      continue;
     }
     // The uniform mass whose single-layer densities average nearest the same density, for comparison.
     size_t nearest = 0;
@@ -188,12 +201,18 @@ void run(const CalibrateOptions& o) {
               out.c_str(), windows.size(), (long long)o.context, report["dense_ppl"].get<double>(),
               report["seconds"].get<double>());
   std::printf("%-8s %-8s %-10s | uniform: %-6s %-8s %-10s\n", "target", "density", "PPL", "mass", "density", "PPL");
-  for (const auto& t : report["targets"])
+  for (const auto& t : report["targets"]) {
+    if (t.contains("infeasible")) {
+      std::printf("%-8.2f infeasible with these masses\n", t["density"].get<double>());
+      continue;
+    }
     std::printf("%-8.2f %-8.3f %-10.4f |          %-6.2f %-8.3f %-10.4f\n", t["density"].get<double>(),
                 t["real_density"].get<double>(), t["ppl"].get<double>(), t["uniform_mass"].get<double>(),
                 t["uniform_density"].get<double>(), t["uniform_ppl"].get<double>());
+  }
   std::printf("per-layer masses:\n");
   for (const auto& t : report["targets"]) {
+    if (t.contains("infeasible")) continue;
     std::printf("  %.2f:", t["density"].get<double>());
     for (const double m : t["masses"].get<std::vector<double>>()) std::printf(" %.2f", m);
     std::printf("\n");

@@ -215,6 +215,37 @@ void run(const EvalOptions& o) {
     plus_suffix += " dense";
   }
   const std::string plus_name = "(a+) trained gate, top-k" + plus_suffix;
+  // The pass-key selections, built before any work so that a missing budget fails at once. The
+  // question is in the last 2 query blocks: SeerAttention keeps them dense.
+  std::vector<PasskeySelection> passkey_selections;
+  for (const std::string& code : o.passkey_trials > 0 ? o.passkey_methods : std::vector<std::string>{}) {
+    const bool forced = code.back() == '+';  // p* keeps the budgets' own forced blocks
+    SelectionOptions sel = forced ? plus : SelectionOptions{};
+    sel.dense_last_blocks = 2;
+    char target[64];
+    if (code[0] == 'a') {
+      sel.density = o.passkey_density;
+      std::snprintf(target, sizeof target, "top-k, density %g", o.passkey_density);
+    } else if (code == "p*") {
+      sel.method = SelectionOptions::Method::top_p;
+      sel.keep_sink = budgets.keep_sink;
+      sel.local_blocks = budgets.local_blocks;
+      sel.layer_mass = budgets.masses_for(o.passkey_density);
+      std::snprintf(target, sizeof target, "calibrated top-p, density %g", o.passkey_density);
+    } else if (code[0] == 'b') {
+      sel.method = SelectionOptions::Method::threshold;
+      sel.threshold = o.passkey_threshold;
+      std::snprintf(target, sizeof target, "threshold %g", o.passkey_threshold);
+    } else {
+      sel.method = SelectionOptions::Method::top_p;
+      sel.mass = o.passkey_mass;
+      std::snprintf(target, sizeof target, "top-p, mass %g", o.passkey_mass);
+    }
+    passkey_selections.push_back({"(" + code + ") trained gate, " + target + (forced ? plus_suffix : ""), sel});
+  }
+  if (wanted("p*") && budgets.layer_mass.empty())
+    std::fprintf(stderr, "eval-sparsity: %s has no calibrated budgets (seer calibrate): no (p*) rows\n",
+                 o.gates.c_str());
   for (size_t w = 0; w < windows.size(); ++w) {
     const std::vector<int32_t>& tokens = windows[w];
     std::fprintf(stderr, "\reval-sparsity: window %zu/%zu", w + 1, windows.size());
@@ -303,35 +334,9 @@ void run(const EvalOptions& o) {
     std::vector<int32_t> filler;
     for (const auto& w : windows) filler.insert(filler.end(), w.begin() + 1, w.end());  // BOS dropped
     const int64_t context = o.passkey_context > 0 ? o.passkey_context : o.context;
-    // The question is in the last 2 query blocks: SeerAttention keeps them dense.
-    std::vector<PasskeySelection> selections;
-    for (const std::string& code : o.passkey_methods) {
-      const bool forced = code.back() == '+';  // p* keeps the budgets' own forced blocks
-      SelectionOptions sel = forced ? plus : SelectionOptions{};
-      sel.dense_last_blocks = 2;
-      char target[64];
-      if (code[0] == 'a') {
-        sel.density = o.passkey_density;
-        std::snprintf(target, sizeof target, "top-k, density %g", o.passkey_density);
-      } else if (code == "p*") {
-        sel.method = SelectionOptions::Method::top_p;
-        sel.keep_sink = budgets.keep_sink;
-        sel.local_blocks = budgets.local_blocks;
-        sel.layer_mass = budgets.masses_for(o.passkey_density);
-        std::snprintf(target, sizeof target, "calibrated top-p, density %g", o.passkey_density);
-      } else if (code[0] == 'b') {
-        sel.method = SelectionOptions::Method::threshold;
-        sel.threshold = o.passkey_threshold;
-        std::snprintf(target, sizeof target, "threshold %g", o.passkey_threshold);
-      } else {
-        sel.method = SelectionOptions::Method::top_p;
-        sel.mass = o.passkey_mass;
-        std::snprintf(target, sizeof target, "top-p, mass %g", o.passkey_mass);
-      }
-      selections.push_back({"(" + code + ") trained gate, " + target + (forced ? plus_suffix : ""), sel});
-    }
-    passkey = passkey_retrieval(model, tokenizer, filler, context, o.passkey_trials, trained_gates, selections);
-    for (const auto& sel : selections) passkey_names.push_back(sel.name);
+    passkey = passkey_retrieval(model, tokenizer, filler, context, o.passkey_trials, trained_gates,
+                                passkey_selections);
+    for (const auto& sel : passkey_selections) passkey_names.push_back(sel.name);
   }
 
   // The sweep's rows: one layer sparse, the others dense (their density counts as 1).

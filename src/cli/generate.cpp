@@ -129,7 +129,7 @@ void run_generate(GenerateOptions o) {
   if (o.attention == "seer") {
     const std::string gates_path = resolve_gates_path(o.gates, path);
     gates = load_gates(gates_path, c);
-    selection = o.selection.resolve(gates_path, c.layers);
+    selection = o.selection.resolve(gates_path, c.layers, int64_t(prompt.size()));
   }
   selection.dense_last_blocks = 2;
   const bool on_gpu = use_gpu(o.device);

@@ -128,7 +128,7 @@ void run_perplexity(const PerplexityOptions& o) {
   if (seer) {
     const std::string gates_path = resolve_gates_path(o.gates, path);
     gates = load_gates(gates_path, c);
-    selection = o.selection.resolve(gates_path, c.layers);
+    selection = o.selection.resolve(gates_path, c.layers, o.context);
   }
   const double load_seconds = seconds_since(load_start);
 

@@ -1,6 +1,9 @@
 #include "cli/selection_flags.h"
 
+#include <cstdio>
+
 #include "cli/commands.h"
+#include "core/error.h"
 #include "model/gates.h"
 
 namespace seer::cli {
@@ -30,13 +33,22 @@ void SelectionFlags::add_to(CLI::App& cmd) {
       ->check(CLI::Range(0, 1 << 20));
 }
 
-SelectionOptions SelectionFlags::resolve(const std::string& gates_path, int layers) const {
+SelectionOptions SelectionFlags::resolve(const std::string& gates_path, int layers, int64_t tokens) const {
   using M = SelectionOptions::Method;
   SelectionOptions s{.method = M::top_p, .mass = kDefaultMass, .keep_sink = kDefaultKeepSink,
                      .local_blocks = kDefaultLocalBlocks};
   if (budget) {
-    s = budget_selection(load_gate_budgets(gates_path, layers), *budget);
-  } else if (density) {
+    SEER_CHECK(!sink && !local_blocks, "--budget keeps the forced blocks it was calibrated with; drop --sink, "
+               "--no-sink and --local-blocks");
+    const GateBudgets budgets = load_gate_budgets(gates_path, layers);
+    if (tokens * 2 < budgets.context || tokens > 2 * budgets.context)
+      std::fprintf(stderr,
+                   "seer: warning: the budgets were calibrated at %lld tokens; at %lld the kept density differs "
+                   "from %g\n",
+                   (long long)budgets.context, (long long)tokens, *budget);
+    return budget_selection(budgets, *budget);
+  }
+  if (density) {
     s.method = M::top_k;
     s.density = *density;
   } else if (threshold) {

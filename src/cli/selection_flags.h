@@ -18,9 +18,10 @@ struct SelectionFlags {
   void add_to(CLI::App& cmd);
   bool any() const { return density || threshold || mass || budget || sink || local_blocks; }
   // The selection they ask for, top-p at kDefaultMass when none; --budget reads the gates file at
-  // `gates_path`. The forced blocks are on unless the flags say otherwise (with --budget: the
-  // budgets' own).
-  SelectionOptions resolve(const std::string& gates_path, int layers) const;
+  // `gates_path` and keeps the forced blocks it was calibrated with (--sink and --local-blocks are
+  // refused with it), warning when `tokens` is far from the length it was calibrated at. The forced
+  // blocks are on unless the flags say otherwise.
+  SelectionOptions resolve(const std::string& gates_path, int layers, int64_t tokens) const;
 };
 
 }  // namespace seer::cli

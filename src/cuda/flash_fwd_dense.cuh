@@ -1,7 +1,7 @@
 // FlashAttention forward on Hopper with warp specialization (the FlashAttention-3 design), for the
 // dense and ground-truth variants. One thread block = three warpgroups on 128 query rows of one
 // head: a producer warp issues every TMA load (Q once, then K and V tiles of 128 keys through a
-// two-stage pipeline of full/empty mbarriers) and gives its registers to the two consumer
+// pipeline of full/empty mbarriers, kDenseStages deep) and gives its registers to the two consumer
 // warpgroups, each of which owns 64 query rows (one 64-row query block) and shares every K/V tile.
 //
 // Per consumer and key tile n, visited from the diagonal tile down to tile 0 (only the first needs
@@ -38,7 +38,7 @@ struct DenseSmem {
   static constexpr int kKvElems = Stage::kElems;
   static constexpr int kChunkElems = Stage::kChunkElems;
   static constexpr int kTileBytes = 2 * (2 * kQElems + 2 * kStages * kKvElems);  // Q[2], K[stages], V[stages]
-  static constexpr int kBarrierBytes = 256;
+  static constexpr int kBarrierBytes = kStages > 2 ? 256 : 128;
   static_assert((KvBarriers<kStages>::kCount + 1) * 8 <= kBarrierBytes, "K/V barriers and Q's");
   // Tiles (1024-byte aligned), barriers, then per consumer the ground-truth row buffers: 64 row
   // log-sum-exps, nb block maxima and 4 warp sums.
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   // TMA's 128-byte swizzle and wgmma's descriptors both assume 1024-byte-aligned tiles.
   unsigned char* base = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   T* const q_tiles = reinterpret_cast<T*>(base);  // [2 consumers][D/64 boxes]
-  T* const k_tiles = q_tiles + 2 * Smem::kQElems;  // [2 stages][D/64 chunks][128 keys][64]
+  T* const k_tiles = q_tiles + 2 * Smem::kQElems;  // [kStages][D/64 chunks][128 keys][64]
   T* const v_tiles = k_tiles + kStages * Smem::kKvElems;
   uint64_t* const bars = reinterpret_cast<uint64_t*>(base + Smem::kTileBytes);
   uint64_t* const q_full = bars + Kv::kCount;

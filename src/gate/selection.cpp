@@ -18,6 +18,7 @@ void SelectionOptions::validate() const {
     SEER_CHECK(threshold >= 0.0 && threshold < 1.0, "threshold must be in [0, 1), got ", threshold);
   else
     SEER_CHECK(mass > 0.0 && mass <= 1.0, "top-p mass must be in (0, 1], got ", mass);
+  SEER_CHECK(layer_mass.empty() || method == Method::top_p, "per-layer masses need top-p selection");
   for (const double m : layer_mass) SEER_CHECK(m > 0.0 && m <= 1.0, "a layer's top-p mass must be in (0, 1], got ", m);
   SEER_CHECK(dense_last_blocks >= 0, "dense_last_blocks must be >= 0, got ", dense_last_blocks);
   SEER_CHECK(local_blocks >= 0, "local_blocks must be >= 0, got ", local_blocks);

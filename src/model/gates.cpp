@@ -1,5 +1,6 @@
 #include "model/gates.h"
 
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -67,14 +68,21 @@ GateBudgets load_gate_budgets(const std::string& path, int layers) {
   if (it == file.metadata().end()) return b;
   try {
     const nlohmann::json j = nlohmann::json::parse(it->second);
+    const auto integer = [&](const char* name, int64_t lo, int64_t hi) {
+      const nlohmann::json& v = j.at(name);
+      SEER_CHECK(v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi, name,
+                 " must be an integer in [", lo, ", ", hi, "], got ", v.dump());
+      return v.get<int64_t>();
+    };
     b.keep_sink = j.at("keep_sink").get<bool>();
-    b.local_blocks = j.at("local_blocks").get<int>();
-    b.context = j.at("context").get<int64_t>();
+    b.local_blocks = int(integer("local_blocks", 0, 1 << 20));
+    b.context = integer("context", 1, int64_t(1) << 40);
     b.calibration = j.value("calibration", "");
     for (const auto& [key, masses] : j.at("top_p").items()) {
-      size_t used = 0;
-      const double density = std::stod(key, &used);
-      SEER_CHECK(used == key.size() && density > 0 && density <= 1, "density '", key, "'");
+      double density = 0;
+      const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), density);
+      SEER_CHECK(error == std::errc() && end == key.data() + key.size() && density > 0 && density <= 1, "density '",
+                 key, "'");
       std::vector<double> m = masses.get<std::vector<double>>();
       SEER_CHECK(int(m.size()) == layers, m.size(), " masses at density ", key, " for ", layers, " layers");
       for (const double x : m) SEER_CHECK(x > 0 && x <= 1, "mass ", x, " at density ", key);
@@ -82,8 +90,6 @@ GateBudgets load_gate_budgets(const std::string& path, int layers) {
     }
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": malformed ", kBudgetKey, ": ", e.what());
-  } catch (const std::invalid_argument&) {
-    fail(path, ": malformed ", kBudgetKey, ": a density key is not a number");
   } catch (const Error& e) {
     fail(path, ": malformed ", kBudgetKey, ": ", e.what());
   }
@@ -96,9 +102,10 @@ void save_gate_budgets(const std::string& path, const std::string& out, const Ga
   for (const SafetensorsTensor& t : file.tensors()) tensors.push_back({t.name, t.dtype, t.shape, file.data(t.name)});
   nlohmann::json top_p = nlohmann::json::object();
   for (const auto& [density, masses] : budgets.layer_mass) {
-    std::ostringstream key;
-    key << density;
-    top_p[key.str()] = masses;
+    char key[32];  // the shortest text that reads back as the same double
+    const auto [end, error] = std::to_chars(key, key + sizeof key, density);
+    SEER_CHECK(error == std::errc(), "budget density ", density, " does not print");
+    top_p[std::string(key, end)] = masses;
   }
   std::map<std::string, std::string> metadata = file.metadata();
   metadata[kBudgetKey] = nlohmann::json{{"keep_sink", budgets.keep_sink},

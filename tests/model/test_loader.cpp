@@ -425,13 +425,15 @@ TEST(Loader, GateBudgetsRoundTrip) {
   EXPECT_TRUE(load_gate_budgets(plain, 1).layer_mass.empty());
   EXPECT_THROW(GateBudgets{}.masses_for(0.1), Error);
 
-  GateBudgets b{.layer_mass = {{0.1, {0.55}}, {0.3, {0.9}}}, .keep_sink = true, .local_blocks = 3, .context = 8192,
+  GateBudgets b{.layer_mass = {{0.1, {0.55}}, {0.3, {0.9}}, {0.123456789, {0.7}}}, .keep_sink = true,
+                .local_blocks = 3, .context = 8192,
                 .calibration = "test"};
   const std::string out = (dir.path() / "calibrated.safetensors").string();
   save_gate_budgets(plain, out, b);
   const GateBudgets got = load_gate_budgets(out, 1);
   EXPECT_EQ(got.layer_mass, b.layer_mass);
   EXPECT_EQ(got.masses_for(0.3), std::vector<double>{0.9});
+  EXPECT_EQ(got.masses_for(0.123456789), std::vector<double>{0.7});  // densities keep every digit
   EXPECT_THROW(got.masses_for(0.2), Error);
   EXPECT_TRUE(got.keep_sink);
   EXPECT_EQ(got.local_blocks, 3);
@@ -441,9 +443,15 @@ TEST(Loader, GateBudgetsRoundTrip) {
   EXPECT_EQ(file.to_float(t.name), w);
   EXPECT_THROW(load_gate_budgets(out, 2), Error);  // one mass per layer of a 2-layer model is missing
 
-  for (const std::string bad : {"{", R"({"keep_sink": true})",
-                                R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"x": [0.5]}})",
-                                R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"0.1": [1.5]}})"}) {
+  for (const std::string bad :
+       {"{", R"({"keep_sink": true})",
+        R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"x": [0.5]}})",
+        R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"1e999": [0.5]}})",
+        R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"0.1x": [0.5]}})",
+        R"({"keep_sink": true, "local_blocks": 3.7, "context": 1, "top_p": {"0.1": [0.5]}})",
+        R"({"keep_sink": true, "local_blocks": -1, "context": 1, "top_p": {"0.1": [0.5]}})",
+        R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"0.1": [1.5]}})",
+        R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"0.1": ["a"]}})"}) {
     write_safetensors(out, std::span(&t, 1), {{"seer_layer_budgets", bad}});
     EXPECT_THROW(load_gate_budgets(out, 1), Error) << bad;
   }
