@@ -8,10 +8,10 @@
 #             model tests against it
 #   train     seer train-gates on the staged training books -> $OUT (SEER_TRAIN_ARGS overrides
 #             the schedule: the shipped gates' is the default)
-#   calibrate seer calibrate: per-layer top-p budgets of the shipped gates on the staged training
-#             books -> $OUT/gates.safetensors (the shipped gates plus their budgets)
-#   eval      seer eval-sparsity with the shipped gates (or the calibrate step's) on the staged dev
-#             books -> $OUT/ACCURACY.md
+#   calibrate seer calibrate: per-layer top-p budgets of the gates (the train step's, else the
+#             shipped ones) on the staged training books -> $OUT/gates.safetensors (gates + budgets)
+#   eval      seer eval-sparsity with those gates on the staged dev books -> $OUT/ACCURACY.md
+#             (its (p*) rows and pass keys need budgets: after train, run calibrate too)
 set -uo pipefail
 steps=${*:-tests bench peer}
 out=${OUT:-/tmp/seer-out}
@@ -52,13 +52,15 @@ if has train; then
     --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi
+# The gates trained (or calibrated) on this machine, else the shipped ones.
 gates=gates/smollm2-135m-instruct.safetensors
+[ -f /tmp/seer/gates.safetensors ] && gates=/tmp/seer/gates.safetensors
 if has calibrate; then
   ./.devbin/seer calibrate --model "$SEER_MODEL" --gates $gates --data /tmp/seer/train --out /tmp/seer/gates.safetensors \
     2>&1 | tr '\r' '\n' | grep -v '^calibrate: layer'
   cp /tmp/seer/gates.safetensors "$out/"
+  gates=/tmp/seer/gates.safetensors
 fi
-[ -f /tmp/seer/gates.safetensors ] && gates=/tmp/seer/gates.safetensors
 if has eval; then
   ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates $gates --data /tmp/seer/dev --windows-per-book 2 \
     --thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 --masses 0.5,0.6,0.7,0.8,0.9,0.95 --layer-sweep \
