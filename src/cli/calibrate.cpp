@@ -82,11 +82,8 @@ void run(const CalibrateOptions& o) {
                            map.data(), runtime.stream());
         cuda::select_blocks(map.data(), layout, hq, selection.for_layer(cap.layer), select_work, mask,
                             runtime.stream());
-        int32_t nnz = 0;
-        SEER_CUDA_CHECK(cudaMemcpyAsync(&nnz, mask.indptr.data() + mask.rows, sizeof nnz, cudaMemcpyDeviceToHost,
-                                        runtime.stream()));
-        SEER_CUDA_CHECK(cudaStreamSynchronize(runtime.stream()));
-        r.layer_density[size_t(cap.layer)] += double(nnz) / double(layout.host.causal_pairs()) / double(windows.size());
+        r.layer_density[size_t(cap.layer)] +=
+            double(mask.kept_blocks(runtime.stream())) / double(layout.host.causal_pairs()) / double(windows.size());
         return mask;
       };
       runtime.forward(tokens, options);

@@ -49,14 +49,6 @@ struct Tally {
   double mean_density() const { return forwards ? density / double(forwards) : 1.0; }
 };
 
-// Blocks the mask keeps, once `stream` (the runtime's, which fills the mask) has written it.
-int64_t mask_nnz(const cuda::DeviceMask& mask, cudaStream_t stream) {
-  int32_t nnz = 0;
-  SEER_CUDA_CHECK(cudaMemcpyAsync(&nnz, mask.indptr.data() + mask.rows, sizeof nnz, cudaMemcpyDeviceToHost, stream));
-  SEER_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return nnz;
-}
-
 // Pass-key retrieval (eval/passkey.h): prompts of `context` tokens of held-out text with the key at a
 // random depth; greedy decoding of up to kAnswerTokens tokens through the KV cache, correct when the key
 // appears. SeerAttention keeps the last 2 query blocks dense, its default for prompts that end in a
@@ -171,7 +163,7 @@ void run(const EvalOptions& o) {
     options.mode = cuda::AttentionMode::custom_mask;
     options.mask_for_layer = [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
       const cuda::DeviceMask& m = provider(cap);
-      tally.density += double(mask_nnz(m, runtime.stream())) / double(host_layout.causal_pairs());
+      tally.density += double(m.kept_blocks(runtime.stream())) / double(host_layout.causal_pairs());
       ++tally.forwards;
       return m;
     };
@@ -227,10 +219,8 @@ void run(const EvalOptions& o) {
       sel.density = o.passkey_density;
       std::snprintf(target, sizeof target, "top-k, density %g", o.passkey_density);
     } else if (code == "p*") {
-      sel.method = SelectionOptions::Method::top_p;
-      sel.keep_sink = budgets.keep_sink;
-      sel.local_blocks = budgets.local_blocks;
-      sel.layer_mass = budgets.masses_for(o.passkey_density);
+      sel = budget_selection(budgets, o.passkey_density);
+      sel.dense_last_blocks = 2;
       std::snprintf(target, sizeof target, "calibrated top-p, density %g", o.passkey_density);
     } else if (code[0] == 'b') {
       sel.method = SelectionOptions::Method::threshold;
@@ -290,7 +280,8 @@ void run(const EvalOptions& o) {
     }
     for (const double threshold : o.thresholds) {
       SelectionOptions sel{.method = SelectionOptions::Method::threshold, .threshold = threshold};
-      if (wanted("b")) with_mask("(b) SeerAttention, trained gate, threshold", threshold, tokens, gate_provider(trained_gates, sel));
+      if (wanted("b"))
+        with_mask("(b) SeerAttention, trained gate, threshold", threshold, tokens, gate_provider(trained_gates, sel));
       sel.keep_sink = plus.keep_sink;
       sel.local_blocks = plus.local_blocks;
       if (wanted("b+"))
@@ -308,13 +299,8 @@ void run(const EvalOptions& o) {
       }
     }
     if (wanted("p*"))
-      for (const auto& [density, masses] : budgets.layer_mass) {
-        const SelectionOptions sel{.method = SelectionOptions::Method::top_p,
-                                   .keep_sink = budgets.keep_sink,
-                                   .local_blocks = budgets.local_blocks,
-                                   .layer_mass = masses};
-        with_mask(kCalibratedName, density, tokens, gate_provider(trained_gates, sel));
-      }
+      for (const auto& [density, masses] : budgets.layer_mass)
+        with_mask(kCalibratedName, density, tokens, gate_provider(trained_gates, budget_selection(budgets, density)));
     for (const double mass : o.masses) {
       SelectionOptions sel{.method = SelectionOptions::Method::top_p, .mass = mass};
       if (wanted("p")) with_mask("(p) trained gate, top-p", mass, tokens, gate_provider(trained_gates, sel));

@@ -49,6 +49,9 @@ struct DeviceMask {
   static DeviceMask upload(const BlockMask& mask, const BlockLayout& layout);
   // Uninitialized storage for `max_nnz` entries, filled by the selection kernels.
   static DeviceMask with_capacity(int64_t rows, int64_t max_nnz);
+  // The blocks the mask keeps (indptr[rows]) once `stream`, the one that filled it, gets there.
+  // Synchronizes `stream`.
+  int64_t kept_blocks(cudaStream_t stream) const;
 };
 
 struct AttentionArgs {

@@ -103,7 +103,8 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     detail::flash_fwd_sparse_kernel<T, D>
         <<<unsigned((items + 1) / 2), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, items);
   } else {
-    const size_t smem = detail::DenseSmem<D, detail::kDenseStages<D, V>>::bytes(V == Variant::GroundTruth, layout.max_blocks);
+    using Smem = detail::DenseSmem<D, detail::kDenseStages<D, V>>;
+    const size_t smem = Smem::bytes(V == Variant::GroundTruth, layout.max_blocks);
     SEER_CHECK(smem <= size_t(detail::kMaxSharedBytes), "ground truth: ", layout.max_blocks,
                " key blocks do not fit the kernel's shared-memory row buffers");
     static const bool configured = [] {
@@ -208,6 +209,13 @@ DeviceMask DeviceMask::upload(const BlockMask& mask, const BlockLayout& layout) 
   d.indptr = DeviceBuffer<int32_t>::upload(indptr);
   d.indices = DeviceBuffer<int32_t>::upload(mask.indices);
   return d;
+}
+
+int64_t DeviceMask::kept_blocks(cudaStream_t stream) const {
+  int32_t kept = 0;
+  SEER_CUDA_CHECK(cudaMemcpyAsync(&kept, indptr.data() + rows, sizeof kept, cudaMemcpyDeviceToHost, stream));
+  SEER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return kept;
 }
 
 DeviceMask DeviceMask::with_capacity(int64_t rows, int64_t max_nnz) {
