@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Converts the reference SeerAttention gate checkpoint (`attn_gate_weights.pth`, saved with
 torch.save: a dict of tensors named model.layers.{i}.self_attn.attn_gate.mask_linear_k.weight
-[H_q, 3d, d_g], and mask_linear_q.weight when present) into the safetensors file seer loads
-(`--gates FILE`). Names, shapes and dtype (usually bf16) are kept; the gate settings of the
-repository's config.json, if given, go into the metadata.
+[H_q, 3d, d_g], or [H_kv, 3d, d_g] beside mask_linear_q.weight [H_q, d, d_g] when d_g != d) into
+the safetensors file seer loads (`--gates FILE`). Names, shapes and dtype (usually bf16) are kept;
+the gate settings of the repository's config.json, if given, go into the metadata.
 
 Needs torch (to read the pickle). Usage:
   python3 scripts/convert_official_gates.py attn_gate_weights.pth gates.safetensors [config.json]

@@ -56,7 +56,10 @@ std::vector<double> reference_gate_logits(const std::vector<double>& q, const st
             for (int x = 0; x < d; ++x) qv[size_t(y)] += qmean[size_t(x)] * w.wq[size_t((h * d + x) * dg + y)];
           else
             qv[size_t(y)] = qmean[size_t(y)];
-          for (int x = 0; x < 3 * d; ++x) kv[size_t(y)] += kpool[size_t(x)] * w.wk[size_t((h * 3 * d + x) * dg + y)];
+          // The reference code's layouts: W_k per query head without W_q, per KV head with it.
+          const int wk_head = c.has_q_proj() ? h / c.heads.group() : h;
+          for (int x = 0; x < 3 * d; ++x)
+            kv[size_t(y)] += kpool[size_t(x)] * w.wk[size_t((wk_head * 3 * d + x) * dg + y)];
         }
         qg.push_back(rotate(qv, double(b * B)));
         kg.push_back(rotate(kv, double(b * B)));
@@ -88,7 +91,8 @@ const RopeConfig kYarn{.theta = 10000.0, .scaling = RopeConfig::Scaling::yarn, .
 const std::vector<GateCase> kCases = {
     {{0, 300}, {9, 3, 64}, 64, 64, kPlain},
     {{0, 1, 130, 200}, {4, 1, 32}, 32, 16, kLlama3},
-    {{0, 100, 333}, {8, 2, 16}, 24, 32, kYarn},  // d_g != d: a Q projection exists
+    {{0, 100, 333}, {8, 2, 16}, 24, 32, kYarn},  // d_g != d: W_q exists, W_k is per KV head
+    {{0, 200}, {9, 3, 64}, 8, 64, kPlain},         // the built-in model's shape with a small d_g
     {{0, 64, 264}, {2, 2, 128}, 128, 64, kPlain},  // a one-block sequence beside a longer one
 };
 

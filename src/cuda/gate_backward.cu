@@ -110,23 +110,27 @@ __global__ void dgate_kernel(const float* dlogits, const float* q_gate, const fl
   }
 }
 
-// dW[h, c, x] = sum over block rows r of input[r, head(h), c] * dgate[h, r, x]; grid (H_q, channel
-// groups of 16), threads over x. input is [rows, in_heads, in_dim] (k_pool: in_heads = H_kv,
-// in_dim = 3d, head(h) = h / g; q_pool: H_q, d, h).
-__global__ void dweight_kernel(const float* input, int in_heads, int in_dim, int group, const float* dgate,
-                               int64_t rows, int dg, float* dw) {
-  const int h = blockIdx.x, c0 = blockIdx.y * kWeightRowsPerBlock, head = h / group;
+// dW[w, c, x] = sum over the query heads h that share weight head w (w·shared .. w·shared + shared - 1)
+// and block rows r of input[r, head(h), c] * dgate[h, r, x]; grid (weight heads, channel groups of
+// 16), threads over x. input is [rows, in_heads, in_dim] (k_pool: in_heads = H_kv, in_dim = 3d,
+// head(h) = h / g, shared = 1 per query head's W_k or g per KV head's; q_pool: H_q, d, h, 1).
+__global__ void dweight_kernel(const float* input, int in_heads, int in_dim, int group, int shared,
+                               const float* dgate, int64_t rows, int dg, float* dw) {
+  const int w = blockIdx.x, c0 = blockIdx.y * kWeightRowsPerBlock;
   const int channels = min(kWeightRowsPerBlock, in_dim - c0);
   for (int x = threadIdx.x; x < dg; x += blockDim.x) {
     float acc[kWeightRowsPerBlock] = {};
-    for (int64_t r = 0; r < rows; ++r) {
-      const float g = dgate[(int64_t(h) * rows + r) * dg + x];
-      const float* in = input + (r * in_heads + head) * in_dim + c0;  // the same address in every thread
+    for (int h = w * shared; h < (w + 1) * shared; ++h) {
+      const int head = h / group;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float g = dgate[(int64_t(h) * rows + r) * dg + x];
+        const float* in = input + (r * in_heads + head) * in_dim + c0;  // the same address in every thread
 #pragma unroll
-      for (int c = 0; c < kWeightRowsPerBlock; ++c)
-        if (c < channels) acc[c] += in[c] * g;
+        for (int c = 0; c < kWeightRowsPerBlock; ++c)
+          if (c < channels) acc[c] += in[c] * g;
+      }
     }
-    for (int c = 0; c < channels; ++c) dw[(int64_t(h) * in_dim + c0 + c) * dg + x] = acc[c];
+    for (int c = 0; c < channels; ++c) dw[(int64_t(w) * in_dim + c0 + c) * dg + x] = acc[c];
   }
 }
 
@@ -166,13 +170,13 @@ void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout
       float(1.0 / std::sqrt(double(dg))), c.has_q_proj(), gw.dq_gate.data(), gw.dk_gate.data());
   SEER_CUDA_CHECK_LAUNCH();
   const unsigned threads = unsigned(std::min(dg, 256));
-  dweight_kernel<<<dim3(unsigned(hq), unsigned((3 * d + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock)), threads, 0,
-                   stream>>>(work.k_pool.data(), c.heads.kv_heads, 3 * d, c.heads.group(), gw.dk_gate.data(),
-                             layout.total_rows, dg, dwk);
+  dweight_kernel<<<dim3(unsigned(c.k_proj_heads()), unsigned((3 * d + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock)),
+                   threads, 0, stream>>>(work.k_pool.data(), c.heads.kv_heads, 3 * d, c.heads.group(),
+                                         hq / c.k_proj_heads(), gw.dk_gate.data(), layout.total_rows, dg, dwk);
   SEER_CUDA_CHECK_LAUNCH();
   if (c.has_q_proj()) {
     dweight_kernel<<<dim3(unsigned(hq), unsigned((d + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock)), threads, 0,
-                     stream>>>(work.q_pool.data(), hq, d, 1, gw.dq_gate.data(), layout.total_rows, dg, dwq);
+                     stream>>>(work.q_pool.data(), hq, d, 1, 1, gw.dq_gate.data(), layout.total_rows, dg, dwq);
     SEER_CUDA_CHECK_LAUNCH();
   }
 }

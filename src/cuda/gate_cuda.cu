@@ -133,17 +133,19 @@ __device__ void tile_product(const float* A, int64_t lda, int a_rows, const floa
   }
 }
 
-// grid (row tiles, d_g tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by W_k[z],
-// z >= H_q projects q_pool by W_q[z - H_q]. Output [H_q, rows, d_g], not yet rotated.
+// grid (row tiles, d_g tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by
+// W_k[z / wk_group] (wk_group: the query heads sharing a W_k, 1 or g), z >= H_q projects q_pool by
+// W_q[z - H_q]. Output [H_q, rows, d_g], not yet rotated.
 __global__ void project_kernel(const float* q_pool, const float* k_pool, const float* wq, const float* wk,
-                               int64_t rows, int hq, int hkv, int d, int dg, float* q_gate, float* k_gate) {
+                               int64_t rows, int hq, int hkv, int wk_group, int d, int dg, float* q_gate,
+                               float* k_gate) {
   const bool is_k = int(blockIdx.z) < hq;
   const int h = is_k ? int(blockIdx.z) : int(blockIdx.z) - hq;
   const int64_t row0 = int64_t(blockIdx.x) * kTile;
   const int col0 = int(blockIdx.y) * kTile;
   const int in_dim = is_k ? 3 * d : d;
   const float* a = is_k ? k_pool + row0 * hkv * 3 * d + int64_t(h / (hq / hkv)) * 3 * d : q_pool + row0 * hq * d + int64_t(h) * d;
-  const float* w = (is_k ? wk + int64_t(h) * 3 * d * dg : wq + int64_t(h) * d * dg) + col0;
+  const float* w = (is_k ? wk + int64_t(h / wk_group) * 3 * d * dg : wq + int64_t(h) * d * dg) + col0;
   float acc[4][4] = {};
   tile_product<false>(a, is_k ? int64_t(hkv) * 3 * d : int64_t(hq) * d, int(rows - row0 < kTile ? rows - row0 : kTile), w, dg,
                       min(kTile, dg - col0), in_dim, acc);
@@ -491,7 +493,8 @@ void gate_forward(const void* q_pre, const void* k_pre, DType dtype, const Devic
                    unsigned(c.has_q_proj() ? 2 * hq : hq));
   project_kernel<<<pgrid, 256, 0, stream>>>(work.q_pool.data(), work.k_pool.data(),
                                             c.has_q_proj() ? gate.wq.data() : nullptr, gate.wk.data(), rows, hq,
-                                            c.heads.kv_heads, d, dg, work.q_gate.data(), work.k_gate.data());
+                                            c.heads.kv_heads, hq / c.k_proj_heads(), d, dg, work.q_gate.data(),
+                                            work.k_gate.data());
   SEER_CUDA_CHECK_LAUNCH();
   const int64_t pairs = 2 * int64_t(hq) * rows * (dg / 2);
   rope_kernel<<<unsigned(std::min<int64_t>((pairs + 255) / 256, 8192)), 256, 0, stream>>>(

@@ -50,9 +50,9 @@ struct GateGradWorkspace {
 // From the logits of gate_forward (whose workspace `work` still holds that call's pooled and rotated
 // vectors) and the ground-truth map gt: adds KL(gt ‖ softmax(logits)) averaged over the kept
 // elements (the first skip_fraction of each sequence's block rows left out) to *kl (a device
-// double), and writes loss_scale · dKL/dW_k into dwk [H_q, 3d, d_g] (and dW_q into dwq [H_q, d, d_g]
-// when the gate has W_q; dwq may be null otherwise). The gradient is of this call only: it is
-// written, not accumulated.
+// double), and writes loss_scale · dKL/dW_k into dwk [k_proj_heads, 3d, d_g] (and dW_q into dwq
+// [H_q, d, d_g] when the gate has W_q; dwq may be null otherwise). The gradient is of this call only:
+// it is written, not accumulated.
 void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,
                         const GateWorkspace& work, float loss_scale, GateGradWorkspace& grad_work, double* kl,
                         float* dwk, float* dwq, cudaStream_t stream);

@@ -71,7 +71,7 @@ HeadVectors<Real> project_head(const PooledBlocks<Real>& p, const GateWeights<Re
   const int kvh = h / cfg.heads.group();
   const size_t n = size_t(p.nb) * dg;
   HeadVectors<Real> v{std::vector<Real>(n, Real(0)), std::vector<Real>(n, Real(0)), {}, {}};
-  const Real* wk = w.wk.data() + int64_t(h) * 3 * d * dg;
+  const Real* wk = w.wk.data() + int64_t(cfg.k_proj_head(h)) * 3 * d * dg;
   for (int64_t i = 0; i < p.nb; ++i) {
     const Real* qp = p.q.data() + (i * hq + h) * d;
     Real* qg = v.qg.data() + i * dg;
@@ -223,39 +223,43 @@ void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Seq
   for (int64_t s = 0; s < seqs.count(); ++s) {
     const PooledBlocks<Real> pooled = pool_sequence<Real>(q_pre, k_pre, seqs, s, cfg);
     const int64_t nb = pooled.nb;
+    // One thread per W_k head, so that the query heads sharing it (d_g != d) add into it in turn.
+    const int heads_per_wk = hq / cfg.k_proj_heads();
 #pragma omp parallel for schedule(dynamic)
-    for (int h = 0; h < hq; ++h) {
-      const HeadVectors<Real> v = project_head(pooled, weights, rope, h);
-      const Real* ds = dlogits.data() + layout.map_offset[size_t(s)] + int64_t(h) * nb * nb;
-      // d(logit)/d(q_r[i]) = k_r[j] / √d_g and symmetrically for k_r[j].
-      std::vector<Real> dq(size_t(nb * dg), Real(0)), dk(size_t(nb * dg), Real(0));
-      for (int64_t i = 0; i < nb; ++i)
-        for (int64_t j = 0; j <= i; ++j) {
-          const Real g = ds[i * nb + j] * scale;
-          if (g == Real(0)) continue;
-          for (int x = 0; x < dg; ++x) {
-            dq[size_t(i * dg + x)] += g * v.kr[size_t(j * dg + x)];
-            dk[size_t(j * dg + x)] += g * v.qr[size_t(i * dg + x)];
+    for (int kh = 0; kh < cfg.k_proj_heads(); ++kh) {
+      for (int h = kh * heads_per_wk; h < (kh + 1) * heads_per_wk; ++h) {
+        const HeadVectors<Real> v = project_head(pooled, weights, rope, h);
+        const Real* ds = dlogits.data() + layout.map_offset[size_t(s)] + int64_t(h) * nb * nb;
+        // d(logit)/d(q_r[i]) = k_r[j] / √d_g and symmetrically for k_r[j].
+        std::vector<Real> dq(size_t(nb * dg), Real(0)), dk(size_t(nb * dg), Real(0));
+        for (int64_t i = 0; i < nb; ++i)
+          for (int64_t j = 0; j <= i; ++j) {
+            const Real g = ds[i * nb + j] * scale;
+            if (g == Real(0)) continue;
+            for (int x = 0; x < dg; ++x) {
+              dq[size_t(i * dg + x)] += g * v.kr[size_t(j * dg + x)];
+              dk[size_t(j * dg + x)] += g * v.qr[size_t(i * dg + x)];
+            }
           }
+        for (int64_t i = 0; i < nb; ++i) {  // back through RoPE: its transpose
+          const double pos = double(i * cfg.block);
+          rope.apply(std::span(dq).subspan(size_t(i * dg), size_t(dg)), pos, true);
+          rope.apply(std::span(dk).subspan(size_t(i * dg), size_t(dg)), pos, true);
         }
-      for (int64_t i = 0; i < nb; ++i) {  // back through RoPE: its transpose
-        const double pos = double(i * cfg.block);
-        rope.apply(std::span(dq).subspan(size_t(i * dg), size_t(dg)), pos, true);
-        rope.apply(std::span(dk).subspan(size_t(i * dg), size_t(dg)), pos, true);
-      }
-      const int kvh = h / cfg.heads.group();
-      Real* gwk = grad.wk.data() + int64_t(h) * 3 * d * dg;
-      for (int64_t j = 0; j < nb; ++j) {
-        const Real* kp = pooled.k.data() + (j * hkv + kvh) * 3 * d;
-        for (int c = 0; c < 3 * d; ++c)
-          for (int x = 0; x < dg; ++x) gwk[c * dg + x] += kp[c] * dk[size_t(j * dg + x)];
-      }
-      if (cfg.has_q_proj()) {
-        Real* gwq = grad.wq.data() + int64_t(h) * d * dg;
-        for (int64_t i = 0; i < nb; ++i) {
-          const Real* qp = pooled.q.data() + (i * hq + h) * d;
-          for (int c = 0; c < d; ++c)
-            for (int x = 0; x < dg; ++x) gwq[c * dg + x] += qp[c] * dq[size_t(i * dg + x)];
+        const int kvh = h / cfg.heads.group();
+        Real* gwk = grad.wk.data() + int64_t(kh) * 3 * d * dg;
+        for (int64_t j = 0; j < nb; ++j) {
+          const Real* kp = pooled.k.data() + (j * hkv + kvh) * 3 * d;
+          for (int c = 0; c < 3 * d; ++c)
+            for (int x = 0; x < dg; ++x) gwk[c * dg + x] += kp[c] * dk[size_t(j * dg + x)];
+        }
+        if (cfg.has_q_proj()) {
+          Real* gwq = grad.wq.data() + int64_t(h) * d * dg;
+          for (int64_t i = 0; i < nb; ++i) {
+            const Real* qp = pooled.q.data() + (i * hq + h) * d;
+            for (int c = 0; c < d; ++c)
+              for (int x = 0; x < dg; ++x) gwq[c * dg + x] += qp[c] * dq[size_t(i * dg + x)];
+          }
         }
       }
     }

@@ -4,10 +4,13 @@
 // (a partial last block pools over its valid tokens only):
 //   q_pool[i, h]  = mean of q over block i                                   [nb, H_q, d]
 //   k_pool[j, kv] = concat(max, min, mean) of k over block j                  [nb, H_kv, 3d]
-//   q_g[h, i] = q_pool[i, h] (· W_q[h] when d_g != d),   k_g[h, j] = k_pool[j, h/g] · W_k[h]
+//   q_g[h, i] = q_pool[i, h] (· W_q[h] when d_g != d),   k_g[h, j] = k_pool[j, h/g] · W_k[h] (d_g == d)
+//                                                                  or · W_k[h/g] (d_g != d)
 //   both rotated by RoPE at position (first token of the block) = i*B, j*B
 //   logits[h, i, j] = q_g·k_g / √d_g for j <= i, -inf above the diagonal    [H_q, nb, nb]
-// Weights: W_k [H_q, 3d, d_g], W_q [H_q, d, d_g] only when d_g != d; no biases.
+// Weights, as the reference code lays them out: with d_g == d (every released gate) W_k [H_q, 3d, d_g]
+// and no W_q; with d_g != d, W_q [H_q, d, d_g] and W_k [H_kv, 3d, d_g], one K projection per KV head
+// shared by its group's query heads. No biases.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -25,7 +28,10 @@ struct GateConfig {
   int block = 64;
 
   bool has_q_proj() const { return gate_dim != heads.head_dim; }
-  int64_t wk_size() const { return int64_t(heads.q_heads) * 3 * heads.head_dim * gate_dim; }
+  // W_k's leading dimension, and which of its heads query head h uses.
+  int k_proj_heads() const { return has_q_proj() ? heads.kv_heads : heads.q_heads; }
+  int k_proj_head(int h) const { return has_q_proj() ? h / heads.group() : h; }
+  int64_t wk_size() const { return int64_t(k_proj_heads()) * 3 * heads.head_dim * gate_dim; }
   int64_t wq_size() const { return has_q_proj() ? int64_t(heads.q_heads) * heads.head_dim * gate_dim : 0; }
   void validate() const;
 };
@@ -33,7 +39,7 @@ struct GateConfig {
 template <typename Real>
 struct GateWeights {
   GateConfig config;
-  std::vector<Real> wk;  // [H_q, 3d, d_g]
+  std::vector<Real> wk;  // [k_proj_heads, 3d, d_g]
   std::vector<Real> wq;  // [H_q, d, d_g], empty when d_g == d
 
   // Zero weights of the right sizes (gradient buffers).

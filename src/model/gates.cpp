@@ -23,10 +23,14 @@ std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaC
     const std::string prefix = "model.layers." + std::to_string(l) + ".self_attn.attn_gate.";
     const SafetensorsTensor* wk = file.find(prefix + "mask_linear_k.weight");
     SEER_CHECK(wk != nullptr, path, ": missing '", prefix, "mask_linear_k.weight'");
-    SEER_CHECK(wk->shape.size() == 3 && wk->shape[0] == config.q_heads && wk->shape[1] == 3 * d && wk->shape[2] > 0,
-               path, ": '", wk->name, "' must be [", config.q_heads, ", ", 3 * d, ", d_g]");
+    SEER_CHECK(wk->shape.size() == 3 && wk->shape[1] == 3 * d && wk->shape[2] > 0 && wk->shape[2] % 2 == 0, path,
+               ": '", wk->name, "' must be [heads, ", 3 * d, ", d_g] with an even d_g");
     GateWeights<float>& g = gates[size_t(l)];
     g.config = GateConfig{heads, int(wk->shape[2]), 64};
+    // W_k is per query head when d_g == d, per KV head when there is a W_q (the reference's layouts).
+    SEER_CHECK(wk->shape[0] == g.config.k_proj_heads(), path, ": '", wk->name, "' must be [",
+               g.config.k_proj_heads(), ", ", 3 * d, ", ", g.config.gate_dim, "]",
+               g.config.has_q_proj() ? " (d_g != d: one K projection per KV head)" : "");
     g.wk = file.to_float(wk->name);
     if (g.config.has_q_proj()) {
       const SafetensorsTensor* wq = file.find(prefix + "mask_linear_q.weight");

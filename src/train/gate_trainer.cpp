@@ -107,7 +107,8 @@ void GateTrainer::save(const std::string& path, const std::map<std::string, std:
   std::vector<SafetensorsWriteTensor> tensors;
   const auto add = [&](const std::string& name, const GateConfig& c, const std::vector<float>& data, bool is_k) {
     const int64_t in = is_k ? 3 * c.heads.head_dim : c.heads.head_dim;
-    tensors.push_back({name, SafetensorsDtype::f32, {c.heads.q_heads, in, c.gate_dim}, bytes_of(data)});
+    tensors.push_back(
+        {name, SafetensorsDtype::f32, {is_k ? c.k_proj_heads() : c.heads.q_heads, in, c.gate_dim}, bytes_of(data)});
   };
   for (size_t l = 0; l < weights_.size(); ++l) {
     const GateConfig& c = weights_[l].config;

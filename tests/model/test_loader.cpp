@@ -366,8 +366,8 @@ TEST(Loader, NamesTheTensorThatIsMissingOrMisshapen) {
   EXPECT_THROW(load_llama((dir.path() / "absent.gguf").string()), Error);
 }
 
-// Gate checkpoints: per layer mask_linear_k [H_q, 3d, d_g], and mask_linear_q [H_q, d, d_g] when
-// d_g != d.
+// Gate checkpoints: per layer mask_linear_k [H_q, 3d, d_g] when d_g == d; mask_linear_q [H_q, d, d_g]
+// and mask_linear_k [H_kv, 3d, d_g] when d_g != d.
 TEST(Gates, LoadFromSafetensors) {
   LlamaConfig c;
   c.layers = 2;
@@ -375,7 +375,7 @@ TEST(Gates, LoadFromSafetensors) {
   c.kv_heads = 2;
   c.head_dim = 8;
   TempDir dir;
-  const auto write = [&](int gate_dim, bool with_q, int layers, const std::string& file) {
+  const auto write = [&](int gate_dim, bool with_q, int layers, const std::string& file, int k_heads = 4) {
     std::vector<std::vector<float>> data;
     std::vector<SafetensorsWriteTensor> tensors;
     std::mt19937_64 rng(9);
@@ -390,7 +390,7 @@ TEST(Gates, LoadFromSafetensors) {
     };
     for (int l = 0; l < layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".self_attn.attn_gate.";
-      add(p + "mask_linear_k.weight", {4, 24, gate_dim});
+      add(p + "mask_linear_k.weight", {k_heads, 24, gate_dim});
       if (with_q) add(p + "mask_linear_q.weight", {4, 8, gate_dim});
     }
     write_safetensors((dir.path() / file).string(), tensors, {{"seerattn_gate_block_size", "64"}});
@@ -403,9 +403,14 @@ TEST(Gates, LoadFromSafetensors) {
   EXPECT_FALSE(gates[1].config.has_q_proj());
   EXPECT_EQ(gates[1].wk, plain[1]);
 
-  write(4, true, 2, "projected.safetensors");
-  EXPECT_TRUE(load_gates((dir.path() / "projected.safetensors").string(), c)[0].config.has_q_proj());
-  write(4, false, 2, "no_q.safetensors");
+  const std::vector<std::vector<float>> projected = write(4, true, 2, "projected.safetensors", 2);
+  const std::vector<GateWeights<float>> small = load_gates((dir.path() / "projected.safetensors").string(), c);
+  EXPECT_TRUE(small[0].config.has_q_proj());
+  EXPECT_EQ(small[1].wk, projected[2]);  // [H_kv, 3d, d_g]
+  EXPECT_EQ(small[1].wq, projected[3]);
+  write(4, true, 2, "per_q_head_k.safetensors", 4);  // W_k per query head beside W_q: not the reference's
+  EXPECT_THROW(load_gates((dir.path() / "per_q_head_k.safetensors").string(), c), Error);
+  write(4, false, 2, "no_q.safetensors", 2);
   EXPECT_THROW(load_gates((dir.path() / "no_q.safetensors").string(), c), Error);
   write(8, false, 1, "one_layer.safetensors");
   EXPECT_THROW(load_gates((dir.path() / "one_layer.safetensors").string(), c), Error);
