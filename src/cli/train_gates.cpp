@@ -16,6 +16,7 @@
 #include "train/gate_trainer.h"
 #include "train/gpu_gate_step.h"
 #include "train/token_corpus.h"
+#include "train/training_log.h"
 
 namespace seer::cli {
 namespace {
@@ -70,11 +71,22 @@ void run(const TrainGatesOptions& o) {
   GpuGateStep gpu_step(trainer, config, runtime);
   const int64_t t = seqs.tokens();
 
+  // On --resume the log keeps its rows up to the checkpoint (the killed run's later ones are done
+  // again), the curve shows every step and the elapsed time goes on from the log's.
   const std::string log_path = o.out + ".csv";
-  std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
+  const TrainingLog earlier = o.resume ? read_training_log(log_path, trainer.step()) : TrainingLog{};
+  {
+    const std::string tmp = log_path + ".tmp";  // the kept rows replace the log at once, or not at all
+    std::ofstream kept(tmp, std::ios::trunc);
+    kept << kTrainingLogHeader << '\n';
+    for (const std::string& row : earlier.rows) kept << row << '\n';
+    kept.close();
+    SEER_CHECK(kept.good(), "cannot write '", tmp, "'");
+    std::filesystem::rename(tmp, log_path);
+  }
+  std::ofstream log(log_path, std::ios::app);
   SEER_CHECK(log.good(), "cannot write '", log_path, "'");
-  if (!o.resume) log << "step,loss,lr,tokens_per_second,seconds\n";
-  std::vector<double> losses;
+  std::vector<double> losses = earlier.losses;
 
   const auto start = std::chrono::steady_clock::now();
   const int64_t first = trainer.step();
@@ -88,7 +100,7 @@ void run(const TrainGatesOptions& o) {
     const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double per_step = now / double(trainer.step() - first);
     losses.push_back(loss);
-    log << step << ',' << loss << ',' << lr << ',' << double(t) / step_s << ',' << now << '\n';
+    log << step << ',' << loss << ',' << lr << ',' << double(t) / step_s << ',' << earlier.seconds + now << '\n';
     std::fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s   ", (long long)trainer.step(),
                  (long long)o.train.steps, loss, lr, double(t) / step_s,
                  format_duration(per_step * double(o.train.steps - trainer.step())).c_str());

@@ -53,6 +53,7 @@ LlamaCpu::LlamaCpu(const LlamaWeights& weights, const CpuForwardOptions& options
                  " do not match the model's ", c.q_heads, "/", c.kv_heads, " x ", c.head_dim);
       SEER_CHECK(g.config.block == CachedAttention::kTile, "gate block ", g.config.block, ", the CPU forward uses ",
                  CachedAttention::kTile);
+      gate_ropes_.emplace_back(c.rope, g.config.gate_dim);
     }
     options.selection.validate();
     SEER_CHECK(options.selection.layer_mass.empty() || int64_t(options.selection.layer_mass.size()) == c.layers,
@@ -172,7 +173,7 @@ void LlamaCpu::step(std::span<const int32_t> tokens, int64_t logits_from, int64_
     BlockMask mask;
     if (sparse) {  // the gate reads Q and K before RoPE
       gate_forward<float, float>(std::span<const float>(q_.data(), size_t(n * qd)),
-                                 std::span<const float>(k, size_t(n * kvd)), seqs, options_.gates[size_t(l)], rope_,
+                                 std::span<const float>(k, size_t(n * kvd)), seqs, options_.gates[size_t(l)], gate_ropes_[size_t(l)],
                                  gate_logits_);
       mask = select_blocks(gate_logits_, layout, options_.selection.for_layer(l));
       density_sum += mask_density(mask, layout);

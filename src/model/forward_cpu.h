@@ -75,6 +75,7 @@ class LlamaCpu {
   int64_t capacity_ = 0;
   int64_t position_ = 0;
   Rope rope_;
+  std::vector<Rope> gate_ropes_;  // per layer, over its gate's d_g (SeerAttention)
   CachedAttention attention_;
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer [capacity, H_kv, d]
   int64_t rows_ = 0;                                   // tokens the activation buffers hold
