@@ -1,7 +1,9 @@
 // AttnGate and block selection on the GPU against the CPU operators, on fresh random inputs.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
+#include <random>
 
 #include "cuda/gate_cuda.h"
 #include "cuda/random_fill.h"
@@ -143,22 +145,46 @@ TEST(CudaGate, LossAndGradientMatchCpu) {
               worst_grad);
 }
 
-// Random logits, optionally coarse so that many values tie at the cut.
-std::vector<float> random_logits(const BlockLayout& layout, bool coarse) {
+enum class LogitRows { plain, coarse, special };
+
+// Random logits: plain; coarse, so that many values tie at the cut; or special rows in turn, one
+// block 60 above the rest (the others weigh nothing in top-p's integer masses), some causal blocks
+// -inf (the diagonal kept finite), all blocks equal.
+std::vector<float> random_logits(const BlockLayout& layout, LogitRows kind) {
   auto logits = test::random_values<float>(size_t(layout.map_elements()), 2.0f);
-  if (coarse)
+  if (kind == LogitRows::coarse)
     for (float& x : logits) x = std::round(x * 2.0f) / 2.0f;
+  if (kind != LogitRows::special) return logits;
+  std::mt19937_64& rng = test::rng();
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)];
+    for (int64_t row = 0; row < layout.heads * nb; ++row) {
+      const int64_t i = row % nb;
+      float* x = logits.data() + layout.map_offset[size_t(s)] + row * nb;
+      switch (row % 3) {
+        case 0:
+          x[std::uniform_int_distribution<int64_t>(0, i)(rng)] += 60.0f;
+          break;
+        case 1:
+          for (int64_t j = 0; j < i; ++j)
+            if (rng() % 2) x[j] = -INFINITY;
+          break;
+        default:
+          for (int64_t j = 0; j <= i; ++j) x[j] = 0.5f;
+      }
+    }
+  }
   return logits;
 }
 
 TEST(CudaSelection, MatchesCpuExactly) {
   int cases = 0;
   for (const auto& lengths : std::vector<std::vector<int64_t>>{{8192}, {1, 640, 3000, 64}, {32768}})
-    for (bool coarse : {false, true}) {
+    for (LogitRows kind : {LogitRows::plain, LogitRows::coarse, LogitRows::special}) {
       const Sequences seqs = Sequences::from_lengths(lengths);
       const int heads = lengths.size() == 1 && lengths[0] == 32768 ? 2 : 5;
       const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, heads);
-      const std::vector<float> logits = random_logits(layout.host, coarse);
+      const std::vector<float> logits = random_logits(layout.host, kind);
       const DeviceBuffer<float> dlogits = DeviceBuffer<float>::upload(logits);
       cuda::SelectionWorkspace work = cuda::SelectionWorkspace::create(layout, heads);
       cuda::DeviceMask mask =
