@@ -100,12 +100,13 @@ void run(const TrainGatesOptions& o) {
     const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double per_step = now / double(trainer.step() - first);
     losses.push_back(loss);
-    log << step << ',' << loss << ',' << lr << ',' << double(t) / step_s << ',' << earlier.seconds + now << '\n';
+    // Flushed every step, so that a killed run leaves at most its last row unfinished.
+    log << step << ',' << loss << ',' << lr << ',' << double(t) / step_s << ',' << earlier.seconds + now
+        << std::endl;
     std::fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s   ", (long long)trainer.step(),
                  (long long)o.train.steps, loss, lr, double(t) / step_s,
                  format_duration(per_step * double(o.train.steps - trainer.step())).c_str());
     if (trainer.step() % o.checkpoint_every == 0 || trainer.step() == o.train.steps) {
-      log.flush();
       trainer.save(checkpoint, metadata, true);
     }
   }

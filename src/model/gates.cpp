@@ -32,6 +32,9 @@ std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaC
                g.config.k_proj_heads(), ", ", 3 * d, ", ", g.config.gate_dim, "]",
                g.config.has_q_proj() ? " (d_g != d: one K projection per KV head)" : "");
     g.wk = file.to_float(wk->name);
+    SEER_CHECK(g.config.has_q_proj() || file.find(prefix + "mask_linear_q.weight") == nullptr, path, ": '", prefix,
+               "mask_linear_q.weight' beside a gate dimension equal to the head dimension (the reference's "
+               "seerattn_gate_force_double gates) is not supported");
     if (g.config.has_q_proj()) {
       const SafetensorsTensor* wq = file.find(prefix + "mask_linear_q.weight");
       SEER_CHECK(wq != nullptr, path, ": gate dimension ", g.config.gate_dim, " differs from the head dimension ", d,

@@ -1,8 +1,10 @@
 #include "train/training_log.h"
 
 #include <charconv>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -11,13 +13,23 @@ namespace seer {
 TrainingLog read_training_log(const std::string& path, int64_t steps) {
   TrainingLog log;
   if (!std::filesystem::exists(path)) return log;
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   SEER_CHECK(in.good(), "cannot read '", path, "'");
+  std::ostringstream whole;
+  whole << in.rdbuf();
+  std::string text = whole.str();
+  // A run killed while writing leaves its last row without the newline: that step is done again.
+  if (const size_t end = text.rfind('\n'); end + 1 != text.size()) {
+    std::fprintf(stderr, "train-gates: %s: dropping an unfinished last row\n", path.c_str());
+    text.resize(end == std::string::npos ? 0 : end + 1);
+  }
   std::vector<int64_t> row_steps;
   std::vector<double> row_seconds;
+  std::istringstream lines(text);
   std::string line;
-  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
-    if (line_no == 1 && line == kTrainingLogHeader) continue;
+  for (int64_t line_no = 1; std::getline(lines, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (line_no == 1 && line == kTrainingLogHeader)) continue;
     // step, loss, lr, tokens/s, seconds: an integer and four reals, comma-separated.
     int64_t step = -1;
     double fields[5] = {};

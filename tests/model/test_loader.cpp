@@ -410,6 +410,8 @@ TEST(Gates, LoadFromSafetensors) {
   EXPECT_EQ(small[1].wq, projected[3]);
   write(4, true, 2, "per_q_head_k.safetensors", 4);  // W_k per query head beside W_q: not the reference's
   EXPECT_THROW(load_gates((dir.path() / "per_q_head_k.safetensors").string(), c), Error);
+  write(8, true, 2, "force_double.safetensors");  // W_q although d_g == d: refused, not ignored
+  EXPECT_THROW(load_gates((dir.path() / "force_double.safetensors").string(), c), Error);
   write(4, false, 2, "no_q.safetensors", 2);
   EXPECT_THROW(load_gates((dir.path() / "no_q.safetensors").string(), c), Error);
   write(8, false, 1, "one_layer.safetensors");

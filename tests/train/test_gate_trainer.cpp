@@ -5,7 +5,9 @@
 #include <filesystem>
 
 #include "attention/attention_cpu.h"
+#include "model/gates.h"
 #include "reference.h"
+#include "test_support.h"
 #include "train/gate_trainer.h"
 
 namespace seer {
@@ -99,6 +101,33 @@ TEST(GateTrainer, ResumeContinuesExactly) {
   GateTrainer other(initial_gates(p.dims, 2), options);
   EXPECT_THROW(other.resume(path), Error);
   std::filesystem::remove(path);
+}
+
+// What the trainer saves loads back through the loader of the shipped gates, in the reference's
+// layouts: W_k [H_q, 3d, d_g] alone for d_g == d; W_q [H_q, d, d_g] and W_k [H_kv, 3d, d_g] otherwise.
+TEST(GateTrainer, SavedGatesLoadInThePublishedLayout) {
+  test::TempDir dir;
+  LlamaConfig config;
+  config.layers = 2;
+  config.q_heads = 4;
+  config.kv_heads = 2;
+  config.head_dim = 32;
+  for (const int gate_dim : {32, 8}) {
+    std::vector<GateWeights<float>> gates;
+    for (int l = 0; l < 2; ++l)
+      gates.push_back(GateWeights<float>::random({{4, 2, 32}, gate_dim, 64}, 200 + l));
+    const GateTrainer trainer(gates, TrainOptions{.steps = 1, .warmup = 0});
+    const std::string path = (dir.path() / ("gates" + std::to_string(gate_dim) + ".safetensors")).string();
+    trainer.save(path, {}, false);
+    const std::vector<GateWeights<float>> loaded = load_gates(path, config);
+    ASSERT_EQ(loaded.size(), 2u);
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_EQ(loaded[size_t(l)].config.gate_dim, gate_dim);
+      EXPECT_EQ(loaded[size_t(l)].wk, gates[size_t(l)].wk);
+      EXPECT_EQ(loaded[size_t(l)].wq, gates[size_t(l)].wq);
+      EXPECT_EQ(loaded[size_t(l)].wk.size(), size_t((gate_dim == 32 ? 4 : 2) * 96 * gate_dim));
+    }
+  }
 }
 
 // A gradient computed elsewhere (as the GPU does) and handed in takes the same step as the

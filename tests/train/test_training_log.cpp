@@ -38,11 +38,31 @@ TEST(TrainingLog, KeepsTheStepsBeforeTheCheckpoint) {
   EXPECT_TRUE(read_training_log(path, 0).rows.empty());
 }
 
+TEST(TrainingLog, ReadsWhatKilledRunsAndOtherEditorsLeave) {
+  test::TempDir dir;
+  const std::string path = (dir.path() / "log.csv").string();
+  const auto write = [&](const std::string& text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+  };
+  write(std::string(kTrainingLogHeader) + "\n");
+  EXPECT_TRUE(read_training_log(path, 10).rows.empty());  // header only
+  write(std::string(kTrainingLogHeader) + "\n" + row(0, 1) + "\n" + row(1, 2) + "\n2,0.4");  // killed mid-row
+  EXPECT_EQ(read_training_log(path, 10).rows, (std::vector<std::string>{row(0, 1), row(1, 2)}));
+  write(std::string(kTrainingLogHeader) + "\r\n" + row(0, 1) + "\r\n\r\n" + row(1, 2) + "\r\n\n");  // CRLF, blanks
+  const TrainingLog crlf = read_training_log(path, 10);
+  EXPECT_EQ(crlf.rows, (std::vector<std::string>{row(0, 1), row(1, 2)}));
+  EXPECT_DOUBLE_EQ(crlf.seconds, 2.0);
+  write("0,0.5,0.001,350000,1");  // one unfinished row, no header
+  EXPECT_TRUE(read_training_log(path, 10).rows.empty());
+}
+
 TEST(TrainingLog, RejectsMalformedRows) {
   test::TempDir dir;
   const std::string path = (dir.path() / "log.csv").string();
   for (const char* bad : {"0,0.5,0.001,350000", "0,0.5,0.001,350000,1,2", "x,0.5,0.001,350000,1",
-                          "-1,0.5,0.001,350000,1", "0,0.5,,350000,1", "0,0.5,0.001,350000,1 "}) {
+                          "-1,0.5,0.001,350000,1", "0,0.5,,350000,1", "0,0.5,0.001,350000,1 ",
+                          "0;0.5;0.001;350000;1"}) {
     {
       std::ofstream out(path);
       out << kTrainingLogHeader << '\n' << bad << '\n';
