@@ -173,8 +173,8 @@ void LlamaCpu::step(std::span<const int32_t> tokens, int64_t logits_from, int64_
     BlockMask mask;
     if (sparse) {  // the gate reads Q and K before RoPE
       gate_forward<float, float>(std::span<const float>(q_.data(), size_t(n * qd)),
-                                 std::span<const float>(k, size_t(n * kvd)), seqs, options_.gates[size_t(l)], gate_ropes_[size_t(l)],
-                                 gate_logits_);
+                                 std::span<const float>(k, size_t(n * kvd)), seqs, options_.gates[size_t(l)],
+                                 gate_ropes_[size_t(l)], gate_logits_);
       mask = select_blocks(gate_logits_, layout, options_.selection.for_layer(l));
       density_sum += mask_density(mask, layout);
     }

@@ -52,8 +52,7 @@ class GateTrainer {
 
   // Published layout (model.layers.{i}.self_attn.attn_gate.mask_linear_k.weight [k_proj_heads, 3d,
   // d_g], mask_linear_q [H_q, d, d_g] when d_g != d) plus `metadata`; with_optimizer adds the AdamW
-  // moments and the step
-  // so that resume() continues exactly.
+  // moments and the step so that resume() continues exactly.
   void save(const std::string& path, const std::map<std::string, std::string>& metadata, bool with_optimizer) const;
   // Restores weights, moments and step from a checkpoint written by save(..., true). Throws if the
   // checkpoint's shapes do not match this trainer's.
