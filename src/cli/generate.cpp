@@ -104,8 +104,7 @@ void run_generate(GenerateOptions o) {
   SEER_CHECK(!o.prompt.empty() || !o.chat.empty(), "give a --prompt TEXT or a --chat TEXT");
   o.sampling.validate();
   if (!o.seed_given) o.sampling.seed = std::random_device{}();
-  SEER_CHECK(o.attention == "seer" || (o.gates.empty() && !o.selection.any()),
-             "--gates, --density, --threshold, --mass, --budget, --sink and --local-blocks apply to --attn seer only");
+  o.selection.require_seer(o.attention == "seer", !o.gates.empty());
   const std::string path = resolve_model_path(o.model);
   const LlamaWeights weights = load_llama(path);
   const Tokenizer tokenizer = load_llama_tokenizer(path);

@@ -113,8 +113,7 @@ void report_progress(size_t done, size_t total, double elapsed, const NllStats& 
 
 void run_perplexity(const PerplexityOptions& o) {
   const bool seer = o.attention == "seer";
-  SEER_CHECK(seer || (o.gates.empty() && !o.selection.any()),
-             "--gates, --density, --threshold, --mass, --budget, --sink and --local-blocks apply to --attn seer only");
+  o.selection.require_seer(seer, !o.gates.empty());
   const std::string path = resolve_model_path(o.model);
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaWeights weights = load_llama(path);

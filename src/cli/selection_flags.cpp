@@ -33,6 +33,11 @@ void SelectionFlags::add_to(CLI::App& cmd) {
       ->check(CLI::Range(0, 1 << 20));
 }
 
+void SelectionFlags::require_seer(bool seer, bool gates_given) const {
+  SEER_CHECK(seer || (!gates_given && !any()),
+             "--gates, --density, --threshold, --mass, --budget, --sink and --local-blocks apply to --attn seer only");
+}
+
 SelectionOptions SelectionFlags::resolve(const std::string& gates_path, int layers, int64_t tokens) const {
   using M = SelectionOptions::Method;
   SelectionOptions s{.method = M::top_p, .mass = kDefaultMass, .keep_sink = kDefaultKeepSink,

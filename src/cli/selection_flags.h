@@ -17,6 +17,8 @@ struct SelectionFlags {
   // masses), mutually exclusive; --sink/--no-sink and --local-blocks.
   void add_to(CLI::App& cmd);
   bool any() const { return density || threshold || mass || budget || sink || local_blocks; }
+  // Refuses these flags and --gates (`gates_given`) when the attention is not SeerAttention.
+  void require_seer(bool seer, bool gates_given) const;
   // The selection they ask for, top-p at kDefaultMass when none; --budget reads the gates file at
   // `gates_path` and keeps the forced blocks it was calibrated with (--sink and --local-blocks are
   // refused with it), warning when `tokens` is far from the length it was calibrated at. The forced

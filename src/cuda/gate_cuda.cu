@@ -22,22 +22,22 @@ __device__ __forceinline__ int sequence_of(const int32_t* row_offset, int sequen
   return s;
 }
 
-// Eight consecutive elements as floats (one 16-byte load).
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&out)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(pairs[i]);
-    out[2 * i] = f.x, out[2 * i + 1] = f.y;
-  }
+// Two consecutive 16-bit elements as floats (the pair intrinsics differ by type).
+__device__ __forceinline__ float2 pair_to_float2(const __nv_bfloat16* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
 }
-__device__ __forceinline__ void load8(const __half* p, float (&out)[8]) {
+__device__ __forceinline__ float2 pair_to_float2(const __half* p) {
+  return __half22float2(*reinterpret_cast<const __half2*>(p));
+}
+
+// Eight consecutive elements as floats (one 16-byte load).
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float (&out)[8]) {
   const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const __half2* pairs = reinterpret_cast<const __half2*>(&raw);
+  const T* elems = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 f = __half22float2(pairs[i]);
+    const float2 f = pair_to_float2(elems + 2 * i);
     out[2 * i] = f.x, out[2 * i + 1] = f.y;
   }
 }

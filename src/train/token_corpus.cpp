@@ -28,16 +28,23 @@ std::vector<std::string> list_text_files(const std::vector<std::string>& paths) 
   return files;
 }
 
+namespace {
+// A text file's tokens, BOS first (one document).
+std::vector<int32_t> encode_file(const std::string& file, const Tokenizer& tokenizer) {
+  std::ifstream in(file, std::ios::binary);
+  SEER_CHECK(in.good(), "cannot read '", file, "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return tokenizer.encode(text.str(), /*add_bos=*/true);
+}
+}  // namespace
+
 std::vector<std::vector<int32_t>> text_windows(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
                                                int64_t context, int64_t per_file, int64_t max_windows) {
   std::vector<std::vector<int32_t>> out;
   for (const std::string& file : list_text_files(paths)) {
     if (max_windows > 0 && int64_t(out.size()) >= max_windows) break;
-    std::ifstream in(file, std::ios::binary);
-    SEER_CHECK(in.good(), "cannot read '", file, "'");
-    std::ostringstream text;
-    text << in.rdbuf();
-    const std::vector<int32_t> ids = tokenizer.encode(text.str(), /*add_bos=*/true);
+    const std::vector<int32_t> ids = encode_file(file, tokenizer);
     for (int64_t w = 0; w < per_file && (w + 1) * context <= int64_t(ids.size()); ++w) {
       if (max_windows > 0 && int64_t(out.size()) >= max_windows) break;
       out.emplace_back(ids.begin() + w * context, ids.begin() + (w + 1) * context);
@@ -52,11 +59,7 @@ TokenCorpus TokenCorpus::load(const std::vector<std::string>& paths, const Token
   TokenCorpus corpus;
   corpus.length_ = length;
   for (const std::string& file : list_text_files(paths)) {
-    std::ifstream in(file, std::ios::binary);
-    SEER_CHECK(in.good(), "cannot read '", file, "'");
-    std::ostringstream text;
-    text << in.rdbuf();
-    const std::vector<int32_t> ids = tokenizer.encode(text.str(), /*add_bos=*/true);
+    const std::vector<int32_t> ids = encode_file(file, tokenizer);
     corpus.tokens_.insert(corpus.tokens_.end(), ids.begin(), ids.end());
     ++corpus.documents_;
   }
