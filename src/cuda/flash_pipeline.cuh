@@ -157,10 +157,12 @@ struct FlashConsumer {
     if (lane == 0) mbarrier_arrive(bar);
   }
 
-  // Online softmax of the tile in s: scale, mask (kMayMask: only the first tile visited can hold the
-  // diagonal block or keys past the end, so only it pays for the test), hand each row's max per 64-key block to
-  // record(block half, row half, max) (the ground truth), update the running max and sum, and
-  // s <- 2^(s - max). Returns in alpha the factor by which O must be rescaled.
+  // Online softmax of the tile in s: mask (kMayMask: only the first tile visited can hold the
+  // diagonal block or keys past the end, so only it pays for the test), hand each row's scaled max per
+  // 64-key block to record(block half, row half, max) (the ground truth), update the running max and
+  // sum, and s <- 2^(s·scale - max). Returns in alpha the factor by which O must be rescaled. As in
+  // the dense kernel (bench/RESULTS.md, v8): maxima over the raw scores, scaled once (the scale is
+  // positive), and the scale inside the exponent's FFMA.
   template <bool kMayMask, class Record>
   __device__ void softmax(float scale_log2, const TileInfo& tile, int len, float (&alpha)[2], Record&& record) {
     constexpr int kHalves = kKeys / 64;
@@ -171,7 +173,7 @@ struct FlashConsumer {
     for (int n = 0; n < kS / 4; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float x = s[4 * n + e] * scale_log2;
+        float x = s[4 * n + e];
         if (kMayMask && tile.diagonal) {
           const int key = n * 8 + 2 * t + (e & 1), row = row_offset + warp * 16 + g + (e >> 1) * 8;
           if (key > row || tile.key_base + key >= len) x = -INFINITY;
@@ -179,6 +181,11 @@ struct FlashConsumer {
         s[4 * n + e] = x;
         half_max[n / 8][e >> 1] = fmaxf(half_max[n / 8][e >> 1], x);
       }
+#pragma unroll
+    for (int kh = 0; kh < kHalves; ++kh) {
+      half_max[kh][0] *= scale_log2;
+      half_max[kh][1] *= scale_log2;
+    }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float tile_max = -INFINITY;
@@ -193,18 +200,21 @@ struct FlashConsumer {
       row_sum[r] *= alpha[r];
 #pragma unroll
       for (int n = 0; n < kS / 4; ++n) {
-        s[4 * n + 2 * r] = exp2f(s[4 * n + 2 * r] - base_exp);
-        s[4 * n + 2 * r + 1] = exp2f(s[4 * n + 2 * r + 1] - base_exp);
+        s[4 * n + 2 * r] = exp2f(fmaf(s[4 * n + 2 * r], scale_log2, -base_exp));
+        s[4 * n + 2 * r + 1] = exp2f(fmaf(s[4 * n + 2 * r + 1], scale_log2, -base_exp));
         row_sum[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
       }
     }
   }
 
   __device__ void rescale_and_pack(const float (&alpha)[2]) {
+    // Only when a row of the warp has a new max (alpha != 1); the vote keeps the branch warp-uniform.
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n)
+      for (int n = 0; n < D / 8; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[4 * n + e] *= alpha[e >> 1];
+        for (int e = 0; e < 4; ++e) acc[4 * n + e] *= alpha[e >> 1];
+    }
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
 #pragma unroll
