@@ -99,6 +99,25 @@ __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float 
   }
 }
 
+// Rows 16·warp + g and + 8 of a 64-row Q tile (64-column chunks of [64 rows][128 bytes], the
+// 16-byte units of a row permuted by XOR with row % 8: the 128-byte swizzle) into wgmma's register
+// A-fragment layout: qa[kk] = pairs of columns {(g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8)}
+// + 16·kk. The 8 rows g of a warp read 8 different units of their rows: no bank conflicts.
+template <typename T, int D>
+__device__ __forceinline__ void load_q_fragments(const T* q_tile, int warp, int g, int t, uint32_t (&qa)[D / 16][4]) {
+  const int row = warp * 16 + g;
+  const uint32_t rows = smem_u32(q_tile) + row * 128 + 4 * t;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint32_t chunk = rows + (kk / 4) * KvStage<D, 64>::kBox * uint32_t(sizeof(T));
+    const int unit = (kk % 4) * 2;
+    qa[kk][0] = lds_u32(chunk + ((unit ^ (row & 7)) << 4));
+    qa[kk][1] = lds_u32(chunk + 8 * 128 + ((unit ^ (row & 7)) << 4));
+    qa[kk][2] = lds_u32(chunk + (((unit + 1) ^ (row & 7)) << 4));
+    qa[kk][3] = lds_u32(chunk + 8 * 128 + (((unit + 1) ^ (row & 7)) << 4));
+  }
+}
+
 // What the consumer needs to know about tile `it` of its sequence of tiles.
 struct TileInfo {
   int key_base;    // first key (sequence-local) of the tile
@@ -112,7 +131,12 @@ struct TileInfo {
 // The online softmax works in base 2 with log2(e)/sqrt(d) folded into the scale. Used by the
 // block-sparse and ground-truth kernels; the dense kernel writes the same steps as lambdas, which
 // ptxas compiles 10% faster there (flash_fwd_dense.cuh says why) but slower for the ground truth.
-template <typename T, int D, int kKeys, int kStages>
+//
+// kQInRegisters: S = Q K^T takes Q from registers (loaded once from the Q tile) instead of shared
+// memory. Each wgmma with both operands in shared memory reads A and B there; at 64-key tiles that
+// is Q's 16 KB beside K's 16 KB per tile, and shared-memory bandwidth, which the TMA writes share,
+// bounds the block-sparse kernel (bench/RESULTS.md, v9). It costs D/4 registers per thread.
+template <typename T, int D, int kKeys, int kStages, bool kQInRegisters = false>
 struct FlashConsumer {
   static constexpr int kS = kKeys / 2;  // S accumulators per thread (m64 x kKeys)
   using Stage = KvStage<D, kKeys>;
@@ -124,6 +148,7 @@ struct FlashConsumer {
   float acc[D / 2];                           // O: wgmma m64nD accumulator layout
   float s[kS];  // s[4n + e]: row 16*warp + g + 8*(e >> 1), key 8n + 2t + (e & 1)
   uint32_t pa[kKeys / 16][4];  // P as wgmma's register A operand, 16 keys per k-step
+  uint32_t qa[D / 16][4];  // Q in the same layout, 16 columns per k-step (kQInRegisters)
 
   __device__ FlashConsumer(int tid, int row_offset_) : row_offset(row_offset_) {
     warp = tid / 32;
@@ -138,19 +163,23 @@ struct FlashConsumer {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
-      const uint64_t a = desc_k_major(q_tile + chunk * Stage::kBox + step * 16);
       const uint64_t b = desc_k_major(k_tile + chunk * Stage::kChunkElems + step * 16);
-      if constexpr (kKeys == 128)
-        wgmma_m64n128_ss<T>(s, a, b, kk > 0);
-      else
-        wgmma_m64n64_ss<T>(s, a, b, kk > 0);
+      if constexpr (kQInRegisters) {
+        wgmma_rs<T, kKeys, false>(s, qa[kk], b, kk > 0);
+      } else {
+        const uint64_t a = desc_k_major(q_tile + chunk * Stage::kBox + step * 16);
+        if constexpr (kKeys == 128)
+          wgmma_m64n128_ss<T>(s, a, b, kk > 0);
+        else
+          wgmma_m64n64_ss<T>(s, a, b, kk > 0);
+      }
     }
     wgmma_commit();
   }
   __device__ void issue_pv(const T* v_tile) {  // V is MN-major: +2048 bytes per 16 keys
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
-      wgmma_rs<T, D>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))));
+      wgmma_rs<T, D, true>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))), true);
     wgmma_commit();
   }
   __device__ void release(uint64_t* bar) const {
@@ -227,6 +256,7 @@ struct FlashConsumer {
   __device__ void run(int n_tiles, const T* q_tile, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
                       float scale_log2, int len, Info&& info, Record&& record) {
     float alpha[2];
+    if constexpr (kQInRegisters) load_q_fragments<T, D>(q_tile, warp, g, t, qa);
     mbarrier_wait(&bar.k_full[0], 0);
     wgmma_fence();
     issue_qk(q_tile, k_tiles);

@@ -12,6 +12,12 @@
 namespace seer::cuda::detail {
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+// A 32-bit shared-memory load at a shared-window address (ld.shared, not a generic load).
+__device__ __forceinline__ uint32_t lds_u32(uint32_t address) {
+  uint32_t v;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(address));
+  return v;
+}
 
 // ---- mbarrier --------------------------------------------------------------------------------
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
@@ -148,39 +154,53 @@ SEER_WGMMA_SS_128(__nv_bfloat16, "bf16")
 SEER_WGMMA_SS_128(__half, "f16")
 #undef SEER_WGMMA_SS_128
 
-// D[64xN] += A[64x16] (registers, the mma.sync A-fragment layout per warp) * B[16xN] (smem, MN-major).
+// D[64xN] (+)= A[64x16] (registers, the mma.sync A-fragment layout per warp) * B[16xN] (smem; MN-major
+// when kMnMajorB, as V is for O += P V, else K-major, as K is for S = Q K^T), fp32 accumulators.
 template <typename T, int N>
-__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b);
+struct WgmmaRs;
 
 #define SEER_WGMMA_RS_64(TYPE, TNAME)                                                                              \
   template <>                                                                                                      \
-  __device__ __forceinline__ void wgmma_rs<TYPE, 64>(float(&d)[32], const uint32_t(&a)[4], uint64_t desc_b) {     \
-    asm volatile(                                                                                                  \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                               \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TNAME "." TNAME                                               \
-        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
-        "%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"                                               \
-        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24)                                                          \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));                                        \
-  }
+  struct WgmmaRs<TYPE, 64> {                                                                                       \
+    template <bool kMnMajorB>                                                                                      \
+    __device__ __forceinline__ static void run(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,           \
+                                               bool accumulate) {                                                  \
+      asm volatile(                                                                                                \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                             \
+          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TNAME "." TNAME                                             \
+          " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"   \
+          "%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"                                        \
+          : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24)                                                        \
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)), "n"(int(kMnMajorB)));  \
+    }                                                                                                              \
+  };
 #define SEER_WGMMA_RS_128(TYPE, TNAME)                                                                             \
   template <>                                                                                                      \
-  __device__ __forceinline__ void wgmma_rs<TYPE, 128>(float(&d)[64], const uint32_t(&a)[4], uint64_t desc_b) {    \
-    asm volatile(                                                                                                  \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                               \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TNAME "." TNAME                                              \
-        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
-        "%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53," \
-        "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"                      \
-        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24), SEER_R8(32), SEER_R8(40), SEER_R8(48), SEER_R8(56)      \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));                                        \
-  }
+  struct WgmmaRs<TYPE, 128> {                                                                                      \
+    template <bool kMnMajorB>                                                                                      \
+    __device__ __forceinline__ static void run(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b,           \
+                                               bool accumulate) {                                                  \
+      asm volatile(                                                                                                \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                             \
+          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TNAME "." TNAME                                            \
+          " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"   \
+          "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"   \
+          "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, %70;\n}\n"            \
+          : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24), SEER_R8(32), SEER_R8(40), SEER_R8(48), SEER_R8(56)    \
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)), "n"(int(kMnMajorB)));  \
+    }                                                                                                              \
+  };
 SEER_WGMMA_RS_64(__nv_bfloat16, "bf16")
 SEER_WGMMA_RS_64(__half, "f16")
 SEER_WGMMA_RS_128(__nv_bfloat16, "bf16")
 SEER_WGMMA_RS_128(__half, "f16")
 #undef SEER_WGMMA_RS_64
 #undef SEER_WGMMA_RS_128
+
+template <typename T, int N, bool kMnMajorB>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
+  WgmmaRs<T, N>::template run<kMnMajorB>(d, a, desc_b, accumulate);
+}
 #undef SEER_R8
 
 }  // namespace seer::cuda::detail
