@@ -17,24 +17,34 @@ steps=${*:-tests bench peer}
 out=${OUT:-/tmp/seer-out}
 mkdir -p "$out"
 has() { [[ " $steps " == *" $1 "* ]]; }
+# Each program runs under a time limit, so that a hung kernel costs minutes, not the session's
+# whole device budget (a deadlocked pipeline otherwise runs until the device tool's own limit).
+run_for() {
+  local seconds=$1
+  shift
+  timeout --signal=KILL "$seconds" "$@"
+  local rc=$?
+  [ $rc -eq 137 ] && echo "run_device.sh: killed after $seconds s (hung?): $*" >&2
+  return $rc
+}
 mkdir -p /tmp/seer && tar xJf .devbin/libs.tar.xz -C /tmp/seer && export LD_LIBRARY_PATH=/tmp/seer/lib
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 if has tests; then
-  ./.devbin/seer_cuda_tests --gtest_filter=-CudaLlama.* 2>&1 | tee "$out/cuda_tests.log" |
+  run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=-CudaLlama.* 2>&1 | tee "$out/cuda_tests.log" |
     grep -E '^\[measured\]|FAILED|PASSED|Failure|rror' | head -60
 fi
 if has bench; then
-  ./.devbin/seer bench --json > "$out/bench_gqa128.json"
-  ./.devbin/seer bench
-  ./.devbin/seer bench --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
+  run_for 120 ./.devbin/seer bench --json > "$out/bench_gqa128.json"
+  run_for 120 ./.devbin/seer bench
+  run_for 60 ./.devbin/seer bench --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
 fi
 if has peer; then
-  python3 bench/gpu/sdpa_peer.py --json-out "$out/peer_gqa128.json"
-  python3 bench/gpu/sdpa_peer.py --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
+  run_for 120 python3 bench/gpu/sdpa_peer.py --json-out "$out/peer_gqa128.json"
+  run_for 60 python3 bench/gpu/sdpa_peer.py --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
 fi
 if has sanitize; then
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --print-limit 5 ./.devbin/seer bench --lengths 300,1000 --q-heads 4 \
+    run_for 120 compute-sanitizer --tool $tool --print-limit 5 ./.devbin/seer bench --lengths 300,1000 --q-heads 4 \
       --kv-heads 2 --head-dim 128 --seconds 0.001 --densities 0.3 2>&1 | tail -1
   done
 fi
@@ -45,10 +55,10 @@ if has model || has train || has calibrate || has eval; then
   export SEER_MODEL=/tmp/seer/model.gguf
 fi
 if has model; then
-  ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
+  run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
 fi
 if has train; then
-  ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 1500 --batch 2 --checkpoint-every 100} \
+  run_for 540 ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 1500 --batch 2 --checkpoint-every 100} \
     --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi
@@ -56,13 +66,13 @@ fi
 gates=gates/smollm2-135m-instruct.safetensors
 [ -f /tmp/seer/gates.safetensors ] && gates=/tmp/seer/gates.safetensors
 if has calibrate; then
-  ./.devbin/seer calibrate --model "$SEER_MODEL" --gates $gates --data /tmp/seer/train --out /tmp/seer/gates.safetensors \
+  run_for 300 ./.devbin/seer calibrate --model "$SEER_MODEL" --gates $gates --data /tmp/seer/train --out /tmp/seer/gates.safetensors \
     2>&1 | tr '\r' '\n' | grep -v '^calibrate: layer'
   cp /tmp/seer/gates.safetensors "$out/"
   gates=/tmp/seer/gates.safetensors
 fi
 if has eval; then
-  ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates $gates --data /tmp/seer/dev --windows-per-book 2 \
+  run_for 580 ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates $gates --data /tmp/seer/dev --windows-per-book 2 \
     --thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 --masses 0.5,0.6,0.7,0.8,0.9,0.95 --layer-sweep \
     --passkey-trials 400 --passkey-methods a,a+,p+,p* --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
 fi
