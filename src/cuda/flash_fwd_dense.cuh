@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   const int w = warpgroup - 1;
   const int qblock = 2 * tile + w;
   if constexpr (V == Variant::GroundTruth) {
-    FlashConsumer<T, D, kDenseKeys, kStages, true> consumer(threadIdx.x - 128 * warpgroup, w * kTile);
+    FlashConsumer<T, D, kDenseKeys, kStages> consumer(threadIdx.x - 128 * warpgroup, w * kTile);
     const int64_t scratch_base = p.seq_scratch_offset[seq] + int64_t(h) * nb * len;
     const auto info = [&](int it) {
       const int n = tile - it;
@@ -143,14 +143,15 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
   float s[64];          // S: m64n128 accumulators; s[4n + e] is row 16*warp + g + 8*(e >> 1), key 8n + 2t + (e & 1)
   uint32_t pa[8][4];    // P as wgmma's register A operand, 16 keys per k-step
-  uint32_t qa[D / 16][4];  // Q in the same layout, 16 columns per k-step (FlashConsumer's kQInRegisters)
+  uint32_t qa[D / 16][4];  // Q in the same layout, 16 columns per k-step (load_q_fragments)
 
   const auto issue_qk = [&](int stage) {
     const T* k_tile = k_tiles + stage * Smem::kKvElems;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
-      wgmma_rs<T, kDenseKeys, false>(s, qa[kk], desc_k_major(k_tile + chunk * Smem::kChunkElems + step * 16), kk > 0);
+      wgmma_rs<T, kDenseKeys, false>(s, qa[kk], desc_k_major(k_tile + chunk * Smem::kChunkElems + step * 16),
+                                     kk > 0);
     }
     wgmma_commit();
   };

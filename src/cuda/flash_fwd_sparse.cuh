@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
     if (item >= items) return;
     const Item it = item_of(c);
     T* const q_tile = tiles_of(c);
-    FlashConsumer<T, D, kTile, Smem::kStages, true> consumer(threadIdx.x - 128 * warpgroup, 0);
+    FlashConsumer<T, D, kTile, Smem::kStages> consumer(threadIdx.x - 128 * warpgroup, 0);
     if (it.n_keys > 0) {
       mbarrier_wait(barriers_of(c) + Barriers::kCount, 0);
       consumer.run(

@@ -131,12 +131,9 @@ struct TileInfo {
 // The online softmax works in base 2 with log2(e)/sqrt(d) folded into the scale. Used by the
 // block-sparse and ground-truth kernels; the dense kernel writes the same steps as lambdas, which
 // ptxas compiles 10% faster there (flash_fwd_dense.cuh says why) but slower for the ground truth.
-//
-// kQInRegisters: S = Q K^T takes Q from registers (loaded once from the Q tile) instead of shared
-// memory. Each wgmma with both operands in shared memory reads A and B there; at 64-key tiles that
-// is Q's 16 KB beside K's 16 KB per tile, and shared-memory bandwidth, which the TMA writes share,
-// bounds the block-sparse kernel (bench/RESULTS.md, v9). It costs D/4 registers per thread.
-template <typename T, int D, int kKeys, int kStages, bool kQInRegisters = false>
+// S = Q K^T takes Q from registers, read once from the Q tile by run(): a wgmma with both operands
+// in shared memory reads both there, each time (bench/RESULTS.md, v9). It costs D/4 registers.
+template <typename T, int D, int kKeys, int kStages>
 struct FlashConsumer {
   static constexpr int kS = kKeys / 2;  // S accumulators per thread (m64 x kKeys)
   using Stage = KvStage<D, kKeys>;
@@ -148,7 +145,7 @@ struct FlashConsumer {
   float acc[D / 2];                           // O: wgmma m64nD accumulator layout
   float s[kS];  // s[4n + e]: row 16*warp + g + 8*(e >> 1), key 8n + 2t + (e & 1)
   uint32_t pa[kKeys / 16][4];  // P as wgmma's register A operand, 16 keys per k-step
-  uint32_t qa[D / 16][4];  // Q in the same layout, 16 columns per k-step (kQInRegisters)
+  uint32_t qa[D / 16][4];  // Q in the same layout, 16 columns per k-step
 
   __device__ FlashConsumer(int tid, int row_offset_) : row_offset(row_offset_) {
     warp = tid / 32;
@@ -159,27 +156,19 @@ struct FlashConsumer {
     for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
   }
 
-  __device__ void issue_qk(const T* q_tile, const T* k_tile) {
+  __device__ void issue_qk(const T* k_tile) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
-      const uint64_t b = desc_k_major(k_tile + chunk * Stage::kChunkElems + step * 16);
-      if constexpr (kQInRegisters) {
-        wgmma_rs<T, kKeys, false>(s, qa[kk], b, kk > 0);
-      } else {
-        const uint64_t a = desc_k_major(q_tile + chunk * Stage::kBox + step * 16);
-        if constexpr (kKeys == 128)
-          wgmma_m64n128_ss<T>(s, a, b, kk > 0);
-        else
-          wgmma_m64n64_ss<T>(s, a, b, kk > 0);
-      }
+      wgmma_rs<T, kKeys, false>(s, qa[kk], desc_k_major(k_tile + chunk * Stage::kChunkElems + step * 16), kk > 0);
     }
     wgmma_commit();
   }
   __device__ void issue_pv(const T* v_tile) {  // V is MN-major: +2048 bytes per 16 keys
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
-      wgmma_rs<T, D, true>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))), true);
+      wgmma_rs<T, D, true>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))),
+                           true);
     wgmma_commit();
   }
   __device__ void release(uint64_t* bar) const {
@@ -256,10 +245,10 @@ struct FlashConsumer {
   __device__ void run(int n_tiles, const T* q_tile, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
                       float scale_log2, int len, Info&& info, Record&& record) {
     float alpha[2];
-    if constexpr (kQInRegisters) load_q_fragments<T, D>(q_tile, warp, g, t, qa);
+    load_q_fragments<T, D>(q_tile, warp, g, t, qa);  // the Q tile is not read again
     mbarrier_wait(&bar.k_full[0], 0);
     wgmma_fence();
-    issue_qk(q_tile, k_tiles);
+    issue_qk(k_tiles);
     wgmma_wait<0>();
     fence_registers(s);
     release(&bar.k_empty[0]);
@@ -269,7 +258,7 @@ struct FlashConsumer {
       const int stage = bar.stage(it), prev = bar.stage(it - 1);
       mbarrier_wait(&bar.k_full[stage], bar.parity(it));
       wgmma_fence();
-      issue_qk(q_tile, k_tiles + stage * Stage::kElems);
+      issue_qk(k_tiles + stage * Stage::kElems);
       mbarrier_wait(&bar.v_full[prev], bar.parity(it - 1));
       issue_pv(v_tiles + prev * Stage::kElems);
       wgmma_wait<1>();  // S of tile `it` has landed; P V of tile it - 1 may still run

@@ -113,47 +113,6 @@ __device__ __forceinline__ void fence_registers(uint32_t (&r)[N][4]) {
 #define SEER_R8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                    "+f"(d[i + 6]), "+f"(d[i + 7])
 
-// D[64x64] (+)= A[64x16] (smem, K-major) * B[16x64] (smem, K-major), fp32 accumulators.
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n64_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate);
-
-#define SEER_WGMMA_SS_64(TYPE, TNAME)                                                                              \
-  template <>                                                                                                      \
-  __device__ __forceinline__ void wgmma_m64n64_ss<TYPE>(float(&d)[32], uint64_t desc_a, uint64_t desc_b,          \
-                                                        bool accumulate) {                                         \
-    asm volatile(                                                                                                  \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                               \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TNAME "." TNAME                                               \
-        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
-        "%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"                                                          \
-        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24)                                                          \
-        : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                                         \
-  }
-SEER_WGMMA_SS_64(__nv_bfloat16, "bf16")
-SEER_WGMMA_SS_64(__half, "f16")
-#undef SEER_WGMMA_SS_64
-
-// D[64x128] (+)= A[64x16] (smem, K-major) * B[16x128] (smem, K-major), fp32 accumulators.
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate);
-
-#define SEER_WGMMA_SS_128(TYPE, TNAME)                                                                             \
-  template <>                                                                                                      \
-  __device__ __forceinline__ void wgmma_m64n128_ss<TYPE>(float(&d)[64], uint64_t desc_a, uint64_t desc_b,         \
-                                                         bool accumulate) {                                        \
-    asm volatile(                                                                                                  \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                               \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TNAME "." TNAME                                              \
-        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
-        "%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53," \
-        "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"                                  \
-        : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24), SEER_R8(32), SEER_R8(40), SEER_R8(48), SEER_R8(56)      \
-        : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                                         \
-  }
-SEER_WGMMA_SS_128(__nv_bfloat16, "bf16")
-SEER_WGMMA_SS_128(__half, "f16")
-#undef SEER_WGMMA_SS_128
-
 // D[64xN] (+)= A[64x16] (registers, the mma.sync A-fragment layout per warp) * B[16xN] (smem; MN-major
 // when kMnMajorB, as V is for O += P V, else K-major, as K is for S = Q K^T), fp32 accumulators.
 template <typename T, int N>
