@@ -18,13 +18,15 @@ out=${OUT:-/tmp/seer-out}
 mkdir -p "$out"
 has() { [[ " $steps " == *" $1 "* ]]; }
 # Each program runs under a time limit, so that a hung kernel costs minutes, not the session's
-# whole device budget (a deadlocked pipeline otherwise runs until the device tool's own limit).
+# whole device budget (a deadlocked pipeline otherwise runs until the device tool's own limit). The
+# notice goes to the job's own stdout (fd 3), past any grep the program's output is piped into.
+exec 3>&1
 run_for() {
   local seconds=$1
   shift
   timeout --signal=KILL "$seconds" "$@"
   local rc=$?
-  [ $rc -eq 137 ] && echo "run_device.sh: killed after $seconds s (hung?): $*" >&2
+  [ $rc -eq 137 ] && echo "run_device.sh: killed after $seconds s (hung?): $*" >&3
   return $rc
 }
 mkdir -p /tmp/seer && tar xJf .devbin/libs.tar.xz -C /tmp/seer && export LD_LIBRARY_PATH=/tmp/seer/lib

@@ -5,7 +5,7 @@
 // warpgroups, each of which owns 64 query rows (one 64-row query block) and shares every K/V tile.
 //
 // Per consumer and key tile n, visited from the diagonal tile down to tile 0 (only the first needs
-// the causal mask): S_n = Q K_n^T (wgmma, both operands in shared memory) is issued, then
+// the causal mask): S_n = Q K_n^T (wgmma, Q from registers, K from shared memory) is issued, then
 // O += P_{n-1} V_{n-1} (P from registers); the softmax of S_n runs while that second product is in
 // flight, and O is rescaled once it lands. The online softmax works in base 2 with log2(e)/sqrt(d)
 // folded into the scale. The consumer is written as lambdas over kernel-local arrays, and the
@@ -150,8 +150,8 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
-      wgmma_rs<T, kDenseKeys, false>(s, qa[kk], desc_k_major(k_tile + chunk * Smem::kChunkElems + step * 16),
-                                     kk > 0);
+      wgmma_rs<T, kDenseKeys, BMajor::K>(s, qa[kk], desc_k_major(k_tile + chunk * Smem::kChunkElems + step * 16),
+                                         kk > 0);
     }
     wgmma_commit();
   };
@@ -159,8 +159,8 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     const T* v_tile = v_tiles + stage * Smem::kKvElems;  // MN-major: +2048 bytes per 16 keys
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk)
-      wgmma_rs<T, D, true>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Smem::kChunkElems * int(sizeof(T))),
-                           true);
+      wgmma_rs<T, D, BMajor::MN>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Smem::kChunkElems * int(sizeof(T))),
+                                 true);
     wgmma_commit();
   };
   const auto release = [&](uint64_t* bar) {

@@ -105,16 +105,18 @@ __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float 
 // + 16·kk. The 8 rows g of a warp read 8 different units of their rows: no bank conflicts.
 template <typename T, int D>
 __device__ __forceinline__ void load_q_fragments(const T* q_tile, int warp, int g, int t, uint32_t (&qa)[D / 16][4]) {
+  static_assert(sizeof(T) == 2, "16-bit elements: 128-byte rows of 64 columns");
+  constexpr uint32_t kChunkBytes = 64 * 128;  // one TMA box, [64 rows][64 columns]
   const int row = warp * 16 + g;
-  const uint32_t rows = smem_u32(q_tile) + row * 128 + 4 * t;
+  const uint32_t row_address = smem_u32(q_tile) + row * 128 + 4 * t;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    const uint32_t chunk = rows + (kk / 4) * KvStage<D, 64>::kBox * uint32_t(sizeof(T));
+    const uint32_t chunk_address = row_address + (kk / 4) * kChunkBytes;
     const int unit = (kk % 4) * 2;
-    qa[kk][0] = lds_u32(chunk + ((unit ^ (row & 7)) << 4));
-    qa[kk][1] = lds_u32(chunk + 8 * 128 + ((unit ^ (row & 7)) << 4));
-    qa[kk][2] = lds_u32(chunk + (((unit + 1) ^ (row & 7)) << 4));
-    qa[kk][3] = lds_u32(chunk + 8 * 128 + (((unit + 1) ^ (row & 7)) << 4));
+    qa[kk][0] = lds_u32(chunk_address + ((unit ^ (row & 7)) << 4));
+    qa[kk][1] = lds_u32(chunk_address + 8 * 128 + ((unit ^ (row & 7)) << 4));
+    qa[kk][2] = lds_u32(chunk_address + (((unit + 1) ^ (row & 7)) << 4));
+    qa[kk][3] = lds_u32(chunk_address + 8 * 128 + (((unit + 1) ^ (row & 7)) << 4));
   }
 }
 
@@ -126,13 +128,13 @@ struct TileInfo {
 };
 
 // One consumer warpgroup: 64 query rows against a stream of kKeys-key tiles. Per tile n, S_n = Q K_n^T
-// (wgmma, both operands in shared memory) is issued, then O += P_{n-1} V_{n-1} (P from registers);
+// (wgmma, Q from registers, K from shared memory) is issued, then O += P_{n-1} V_{n-1} (P from registers);
 // the softmax of S_n runs while that second product is in flight, and O is rescaled once it lands.
 // The online softmax works in base 2 with log2(e)/sqrt(d) folded into the scale. Used by the
 // block-sparse and ground-truth kernels; the dense kernel writes the same steps as lambdas, which
 // ptxas compiles 10% faster there (flash_fwd_dense.cuh says why) but slower for the ground truth.
-// S = Q K^T takes Q from registers, read once from the Q tile by run(): a wgmma with both operands
-// in shared memory reads both there, each time (bench/RESULTS.md, v9). It costs D/4 registers.
+// Q is read once from its tile by run() (load_q_fragments): a wgmma with A in shared memory re-reads
+// it there every time (bench/RESULTS.md, v9). It costs D/4 registers.
 template <typename T, int D, int kKeys, int kStages>
 struct FlashConsumer {
   static constexpr int kS = kKeys / 2;  // S accumulators per thread (m64 x kKeys)
@@ -160,15 +162,16 @@ struct FlashConsumer {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
-      wgmma_rs<T, kKeys, false>(s, qa[kk], desc_k_major(k_tile + chunk * Stage::kChunkElems + step * 16), kk > 0);
+      wgmma_rs<T, kKeys, BMajor::K>(s, qa[kk], desc_k_major(k_tile + chunk * Stage::kChunkElems + step * 16),
+                                    kk > 0);
     }
     wgmma_commit();
   }
   __device__ void issue_pv(const T* v_tile) {  // V is MN-major: +2048 bytes per 16 keys
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
-      wgmma_rs<T, D, true>(acc, pa[kk], desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))),
-                           true);
+      wgmma_rs<T, D, BMajor::MN>(acc, pa[kk],
+                                 desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))), true);
     wgmma_commit();
   }
   __device__ void release(uint64_t* bar) const {
@@ -240,7 +243,8 @@ struct FlashConsumer {
   }
 
   // The whole pipeline over n_tiles tiles (n_tiles >= 1): tile `it` sits in stage it % kStages. Only tile
-  // 0 may be diagonal: callers visit key blocks from the diagonal down.
+  // 0 may be diagonal: callers visit key blocks from the diagonal down. The caller has waited for Q's
+  // barrier.
   template <class Info, class Record>
   __device__ void run(int n_tiles, const T* q_tile, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
                       float scale_log2, int len, Info&& info, Record&& record) {

@@ -113,15 +113,19 @@ __device__ __forceinline__ void fence_registers(uint32_t (&r)[N][4]) {
 #define SEER_R8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                    "+f"(d[i + 6]), "+f"(d[i + 7])
 
-// D[64xN] (+)= A[64x16] (registers, the mma.sync A-fragment layout per warp) * B[16xN] (smem; MN-major
-// when kMnMajorB, as V is for O += P V, else K-major, as K is for S = Q K^T), fp32 accumulators.
+// How a shared-memory B operand is laid out: K-major (rows of contiguous k, as K is for S = Q K^T) or
+// MN-major (rows of contiguous n, as V is for O += P V): wgmma's transpose-B immediate.
+enum class BMajor { K = 0, MN = 1 };
+
+// D[64xN] (+)= A[64x16] (registers, the mma.sync A-fragment layout per warp) * B[16xN] (smem, laid out
+// as kMajor says), fp32 accumulators.
 template <typename T, int N>
 struct WgmmaRs;
 
 #define SEER_WGMMA_RS_64(TYPE, TNAME)                                                                              \
   template <>                                                                                                      \
   struct WgmmaRs<TYPE, 64> {                                                                                       \
-    template <bool kMnMajorB>                                                                                      \
+    template <BMajor kMajor>                                                                                       \
     __device__ __forceinline__ static void run(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,           \
                                                bool accumulate) {                                                  \
       asm volatile(                                                                                                \
@@ -130,13 +134,13 @@ struct WgmmaRs;
           " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"   \
           "%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"                                        \
           : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24)                                                        \
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)), "n"(int(kMnMajorB)));  \
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)), "n"(int(kMajor)));     \
     }                                                                                                              \
   };
 #define SEER_WGMMA_RS_128(TYPE, TNAME)                                                                             \
   template <>                                                                                                      \
   struct WgmmaRs<TYPE, 128> {                                                                                      \
-    template <bool kMnMajorB>                                                                                      \
+    template <BMajor kMajor>                                                                                       \
     __device__ __forceinline__ static void run(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b,           \
                                                bool accumulate) {                                                  \
       asm volatile(                                                                                                \
@@ -146,7 +150,7 @@ struct WgmmaRs;
           "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"   \
           "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, %70;\n}\n"            \
           : SEER_R8(0), SEER_R8(8), SEER_R8(16), SEER_R8(24), SEER_R8(32), SEER_R8(40), SEER_R8(48), SEER_R8(56)    \
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)), "n"(int(kMnMajorB)));  \
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)), "n"(int(kMajor)));     \
     }                                                                                                              \
   };
 SEER_WGMMA_RS_64(__nv_bfloat16, "bf16")
@@ -156,9 +160,9 @@ SEER_WGMMA_RS_128(__half, "f16")
 #undef SEER_WGMMA_RS_64
 #undef SEER_WGMMA_RS_128
 
-template <typename T, int N, bool kMnMajorB>
+template <typename T, int N, BMajor kMajor>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
-  WgmmaRs<T, N>::template run<kMnMajorB>(d, a, desc_b, accumulate);
+  WgmmaRs<T, N>::template run<kMajor>(d, a, desc_b, accumulate);
 }
 #undef SEER_R8
 

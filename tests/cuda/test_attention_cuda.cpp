@@ -123,22 +123,26 @@ TEST_P(CudaAttention, BlockSparseMatchesCpu) {
   std::printf("[measured] block-sparse %s: max rel error %.2e\n", name(GetParam()), worst);
 }
 
-// A longer two-sequence problem: about 1800 (head, query block) items of every length, empty rows
-// included, so thread blocks run in many waves; two launches on one layout, each on poisoned outputs.
+// Longer two-sequence problems: about 900-1800 (head, query block) items of every length, empty rows
+// included, so thread blocks run in many waves, at both head dims (their pipelines differ in depth);
+// two launches on one layout, each on poisoned outputs.
 TEST_P(CudaAttention, BlockSparseManyItems) {
-  Problem p({{4096, 3000}, 16, 4, 64}, GetParam());
-  for (double keep : {0.1, 0.5}) {
-    const BlockMask mask = test::random_mask(p.layout.host, keep, false);
-    const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, p.layout.host);
-    std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
-    block_sparse_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, mask, ref, ref_lse);
-    for (int launch = 0; launch < 2; ++launch) {
-      poison(p.out);
-      poison(p.lse);
-      cuda::block_sparse_forward(p.args(), p.layout, dmask, nullptr);
-      SEER_CUDA_CHECK(cudaDeviceSynchronize());
-      EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "keep " << keep << ", launch " << launch;
-      EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
+  for (const Shape& shape : {Shape{{4096, 3000}, 16, 4, 64}, Shape{{4096, 3000}, 8, 2, 128}}) {
+    Problem p(shape, GetParam());
+    for (double keep : {0.1, 0.5}) {
+      const BlockMask mask = test::random_mask(p.layout.host, keep, false);
+      const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, p.layout.host);
+      std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+      block_sparse_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, mask, ref, ref_lse);
+      for (int launch = 0; launch < 2; ++launch) {
+        poison(p.out);
+        poison(p.lse);
+        cuda::block_sparse_forward(p.args(), p.layout, dmask, nullptr);
+        SEER_CUDA_CHECK(cudaDeviceSynchronize());
+        EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2)
+            << "d " << shape.head_dim << ", keep " << keep << ", launch " << launch;
+        EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
+      }
     }
   }
 }
