@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "cli/commands.h"
+#include "core/atomic_file.h"
 #include "core/png.h"
 #include "cuda/llama_cuda.h"
 #include "model/llama_loader.h"
@@ -76,13 +77,9 @@ void run(const TrainGatesOptions& o) {
   const std::string log_path = o.out + ".csv";
   const TrainingLog earlier = o.resume ? read_training_log(log_path, trainer.step()) : TrainingLog{};
   {
-    const std::string tmp = log_path + ".tmp";  // the kept rows replace the log at once, or not at all
-    std::ofstream kept(tmp, std::ios::trunc);
-    kept << kTrainingLogHeader << '\n';
-    for (const std::string& row : earlier.rows) kept << row << '\n';
-    kept.close();
-    SEER_CHECK(kept.good(), "cannot write '", tmp, "'");
-    std::filesystem::rename(tmp, log_path);
+    std::string kept = std::string(kTrainingLogHeader) + '\n';  // replaces the log at once, or not at all
+    for (const std::string& row : earlier.rows) kept += row + '\n';
+    write_file_atomically(log_path, kept);
   }
   std::ofstream log(log_path, std::ios::app);
   SEER_CHECK(log.good(), "cannot write '", log_path, "'");

@@ -2,9 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <filesystem>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 #include <zlib.h>
@@ -56,12 +55,7 @@ void write_png(const std::string& path, const Image& image) {
   chunk(png, "IHDR", header);
   chunk(png, "IDAT", z);
   chunk(png, "IEND", {});
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  SEER_CHECK(f != nullptr, "cannot write '", tmp, "'");
-  const bool ok = std::fwrite(png.data(), 1, png.size(), f) == png.size();
-  SEER_CHECK(std::fclose(f) == 0 && ok, "failed writing '", tmp, "'");
-  std::filesystem::rename(tmp, path);
+  write_file_atomically(path, png);
 }
 
 Image plot_series(const std::vector<double>& values, int width, int height) {
