@@ -98,10 +98,20 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     }();
     (void)configured;
     p.work = layout.work.data();
-    const int64_t items = layout.total_rows * p.q_heads;  // (head, query block), two per thread block
-    SEER_CHECK((items + 1) / 2 <= int64_t(INT32_MAX), "block-sparse: too many query blocks for the grid");
+    p.work_counter = layout.work_counter.data();
+    const int64_t items = layout.total_rows * p.q_heads;  // (head, query block) pairs
+    // Each producer draws one past the end to learn that the work is done.
+    SEER_CHECK(items + 2 * int64_t(detail::kMaxPersistentBlocks) <= int64_t(INT32_MAX),
+               "block-sparse: too many (head, query block) items: ", items);
+    int device = 0, sms = 0;
+    SEER_CUDA_CHECK(cudaGetDevice(&device));
+    SEER_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    // Persistent: one thread block per multiprocessor (its shared memory allows no second), two
+    // consumers each, drawing items from the counter.
+    const int blocks = int(std::min<int64_t>({int64_t(sms), int64_t(detail::kMaxPersistentBlocks), (items + 1) / 2}));
+    SEER_CUDA_CHECK(cudaMemsetAsync(p.work_counter, 0, sizeof(int), stream));
     detail::flash_fwd_sparse_kernel<T, D>
-        <<<unsigned((items + 1) / 2), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, items);
+        <<<unsigned(blocks), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, int(items));
   } else {
     using Smem = detail::DenseSmem<D, detail::kDenseStages<D, V>>;
     const size_t smem = Smem::bytes(V == Variant::GroundTruth, layout.max_blocks);
@@ -196,6 +206,7 @@ DeviceLayout DeviceLayout::create(const Sequences& seqs, int q_heads) {
   d.seq_scratch_offset = DeviceBuffer<int64_t>::upload(scratch_offset);
   d.work = DeviceBuffer<int2>::upload(work);
   d.tile_work = DeviceBuffer<int2>::upload(tile_work);
+  d.work_counter = DeviceBuffer<int32_t>(1);
   return d;
 }
 

@@ -122,7 +122,8 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
       }
     };
     mbarrier_wait(q_full, 0);
-    consumer.run(n_tiles, q_tiles + w * Smem::kQElems, k_tiles, v_tiles, kv, p.scale_log2, len, info, record);
+    consumer.load_q(q_tiles + w * Smem::kQElems);
+    consumer.run(n_tiles, k_tiles, v_tiles, kv, p.scale_log2, len, info, record);
     float* const row_lse2 = gt_rows + w * (kTile + nb + 4);
     consumer.store(p, start, qblock, h, len, row_lse2);
     if (qblock >= nb) return;  // past the end of the sequence (odd block count)

@@ -46,28 +46,39 @@ struct KvBarriers {
   }
 };
 
-// Producer side, one thread: tile `it` of n_tiles goes to stage it % kStages once every consumer
-// warp has released that stage's previous tile (it - kStages); block_of(it, half) is the
-// sequence-local 64-key block in half `half` of tile `it`. K and V complete on separate barriers, so S = Q K^T can start
-// before V lands.
+// Producer side, one thread: tile `it` of n_tiles is the pipeline's tile first + it (`first`: the
+// tiles loaded before, for a pipeline that runs on across work items) and goes to stage (first + it)
+// % kStages once every consumer warp has released that stage's previous tile; block_of(it, half) is
+// the sequence-local 64-key block in half `half` of tile `it`. K and V complete on separate
+// barriers, so S = Q K^T can start before V lands.
 template <typename T, int D, int kKeys, int kStages, class BlockOf>
 __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensorMap* v_map, int kv_head, int start,
-                           T* k_tiles, T* v_tiles, const KvBarriers<kStages>& bar, BlockOf&& block_of) {
+                           T* k_tiles, T* v_tiles, const KvBarriers<kStages>& bar, BlockOf&& block_of,
+                           int first = 0) {
   using Stage = KvStage<D, kKeys>;
-  const auto load = [&](const CUtensorMap* map, T* stage_tiles, uint64_t* full, int it) {
+  constexpr int kHalves = kKeys / 64;
+  int block[kHalves], next[kHalves];  // tile it's blocks; tile it + 1's, read before tile it's waits
+  const auto load = [&](const CUtensorMap* map, T* stage_tiles, uint64_t* full) {
     mbarrier_expect_tx(full, Stage::kElems * int(sizeof(T)));
     for (int c = 0; c < D / 64; ++c)
-      for (int half = 0; half < kKeys / 64; ++half)
+      for (int half = 0; half < kHalves; ++half)
         tma_load_3d(stage_tiles + c * Stage::kChunkElems + half * Stage::kBox, map, full, c * 64, kv_head,
-                    start + block_of(it, half) * kTile);
+                    start + block[half] * kTile);
   };
+  for (int half = 0; half < kHalves; ++half) next[half] = n_tiles > 0 ? block_of(0, half) : 0;
+#pragma unroll 1  // the producer has few registers (setmaxnreg)
   for (int it = 0; it < n_tiles; ++it) {
-    const int stage = bar.stage(it);
-    const uint32_t empty_parity = bar.parity(it) ^ 1u;  // the release of tile it - kStages
-    if (it >= kStages) mbarrier_wait(&bar.k_empty[stage], empty_parity);
-    load(k_map, k_tiles + stage * Stage::kElems, &bar.k_full[stage], it);
-    if (it >= kStages) mbarrier_wait(&bar.v_empty[stage], empty_parity);
-    load(v_map, v_tiles + stage * Stage::kElems, &bar.v_full[stage], it);
+    for (int half = 0; half < kHalves; ++half) block[half] = next[half];
+    // A gathered block index is a global load: issue the next one now, so that its latency hides
+    // behind this tile's waits instead of delaying the next tile's loads.
+    if (it + 1 < n_tiles)
+      for (int half = 0; half < kHalves; ++half) next[half] = block_of(it + 1, half);
+    const int stage = bar.stage(first + it);
+    const uint32_t empty_parity = bar.parity(first + it) ^ 1u;  // the release of tile first + it - kStages
+    if (first + it >= kStages) mbarrier_wait(&bar.k_empty[stage], empty_parity);
+    load(k_map, k_tiles + stage * Stage::kElems, &bar.k_full[stage]);
+    if (first + it >= kStages) mbarrier_wait(&bar.v_empty[stage], empty_parity);
+    load(v_map, v_tiles + stage * Stage::kElems, &bar.v_full[stage]);
   }
 }
 
@@ -133,7 +144,7 @@ struct TileInfo {
 // The online softmax works in base 2 with log2(e)/sqrt(d) folded into the scale. Used by the
 // block-sparse and ground-truth kernels; the dense kernel writes the same steps as lambdas, which
 // ptxas compiles 10% faster there (flash_fwd_dense.cuh says why) but slower for the ground truth.
-// Q is read once from its tile by run() (load_q_fragments): a wgmma with A in shared memory re-reads
+// Q is read once from its tile by load_q() (load_q_fragments): a wgmma with A in shared memory re-reads
 // it there every time (bench/RESULTS.md, v9). It costs D/4 registers.
 template <typename T, int D, int kKeys, int kStages>
 struct FlashConsumer {
@@ -242,28 +253,31 @@ struct FlashConsumer {
       for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<T>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
   }
 
-  // The whole pipeline over n_tiles tiles (n_tiles >= 1): tile `it` sits in stage it % kStages. Only tile
-  // 0 may be diagonal: callers visit key blocks from the diagonal down. The caller has waited for Q's
-  // barrier.
+  // Q from its tile into registers (load_q_fragments), before run(); the tile is free afterwards.
+  __device__ void load_q(const T* q_tile) { load_q_fragments<T, D>(q_tile, warp, g, t, qa); }
+
+  // The whole pipeline over n_tiles tiles (n_tiles >= 1), Q already in registers (load_q): tile `it`
+  // is the pipeline's tile first + it (produce_kv's numbering) and sits in stage (first + it) %
+  // kStages. Only tile 0 may be diagonal: callers visit key blocks from the diagonal down.
   template <class Info, class Record>
-  __device__ void run(int n_tiles, const T* q_tile, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
-                      float scale_log2, int len, Info&& info, Record&& record) {
+  __device__ void run(int n_tiles, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
+                      float scale_log2, int len, Info&& info, Record&& record, int first = 0) {
     float alpha[2];
-    load_q_fragments<T, D>(q_tile, warp, g, t, qa);  // the Q tile is not read again
-    mbarrier_wait(&bar.k_full[0], 0);
+    const int stage0 = bar.stage(first);
+    mbarrier_wait(&bar.k_full[stage0], bar.parity(first));
     wgmma_fence();
-    issue_qk(k_tiles);
+    issue_qk(k_tiles + stage0 * Stage::kElems);
     wgmma_wait<0>();
     fence_registers(s);
-    release(&bar.k_empty[0]);
+    release(&bar.k_empty[stage0]);
     softmax<true>(scale_log2, info(0), len, alpha, record);
     rescale_and_pack(alpha);
     for (int it = 1; it < n_tiles; ++it) {
-      const int stage = bar.stage(it), prev = bar.stage(it - 1);
-      mbarrier_wait(&bar.k_full[stage], bar.parity(it));
+      const int stage = bar.stage(first + it), prev = bar.stage(first + it - 1);
+      mbarrier_wait(&bar.k_full[stage], bar.parity(first + it));
       wgmma_fence();
       issue_qk(k_tiles + stage * Stage::kElems);
-      mbarrier_wait(&bar.v_full[prev], bar.parity(it - 1));
+      mbarrier_wait(&bar.v_full[prev], bar.parity(first + it - 1));
       issue_pv(v_tiles + prev * Stage::kElems);
       wgmma_wait<1>();  // S of tile `it` has landed; P V of tile it - 1 may still run
       fence_registers(s);
@@ -275,13 +289,14 @@ struct FlashConsumer {
       release(&bar.v_empty[prev]);
       rescale_and_pack(alpha);
     }
-    const int last = bar.stage(n_tiles - 1);
-    mbarrier_wait(&bar.v_full[last], bar.parity(n_tiles - 1));
+    const int last = bar.stage(first + n_tiles - 1);
+    mbarrier_wait(&bar.v_full[last], bar.parity(first + n_tiles - 1));
     wgmma_fence();
     issue_pv(v_tiles + last * Stage::kElems);
     wgmma_wait<0>();
     fence_registers(acc);
     fence_registers(pa);
+    release(&bar.v_empty[last]);  // a pipeline that runs on to the next item reuses the stage
   }
 
   __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, float* row_lse2) const {
