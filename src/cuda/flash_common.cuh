@@ -1,5 +1,5 @@
 // Shared pieces of the FlashAttention forward kernels: parameters, the three variants, warp
-// reductions over the 4 threads that share an accumulator row, and the ground-truth epilogue.
+// reductions over the 4 threads that share an accumulator row, and the ground-truth epilogue kernel.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -63,20 +63,29 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// Ground-truth epilogue of query block i, head h, run by one warpgroup (thread `tid` of 128,
-// synchronizing on named barrier `barrier`) once every row's base-2 log-sum-exp is in row_lse2
-// (+inf for rows past the end) and the rows' max scores per key block are in the scratch ([H, nb,
-// len] per sequence: a key block's 64 rows are contiguous):
+// Ground-truth epilogue, a kernel of its own after the forward (which leaves the tensor cores idle
+// while its last rows reduce: 5% of the forward at 32k, bench/RESULTS.md, v11). One 128-thread
+// block per (query block i of a sequence: work item blockIdx.x, head blockIdx.y), once the forward has
+// written every row's natural-log LSE and its rows' max scores per key block to the scratch ([H, nb,
+// len] per sequence, base-2 scaled: a key block's 64 rows are contiguous):
 // gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i. Each warp takes 8 key blocks at a
-// time, a lane two rows of each.
+// time, a lane two rows of each. Dynamic shared memory: nb + 4 floats.
 template <typename T>
-__device__ void reduce_ground_truth_row(const FlashParams<T>& p, int seq, int i, int h, int len, int nb,
-                                        const float* row_lse2, float* gt_row, int tid, int barrier) {
+__global__ void __launch_bounds__(128) ground_truth_reduce_kernel(const FlashParams<T> p) {
   constexpr int kWarps = 4, kUnroll = 8;  // 8 key blocks per warp at a time: 16 loads in flight per lane
-  const int warp = tid / 32, lane = tid % 32;
+  extern __shared__ float gt_row[];       // [nb] block maxima, then the 4 warp sums
+  const int2 item = p.work[blockIdx.x];
+  const int seq = item.x, i = item.y, h = blockIdx.y;
+  const int start = p.seq_start[seq], len = p.seq_len[seq];
+  const int nb = (len + kTile - 1) / kTile;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const float* scr = p.scratch + p.seq_scratch_offset[seq] + int64_t(h) * nb * len + int64_t(i) * kTile;
   const int rows = min(kTile, len - i * kTile);
-  const float lse_lo = row_lse2[lane], lse_hi = row_lse2[lane + 32];  // +inf past the end
+  // The rows' base-2 log-sum-exps (+inf past the end: those rows contribute 0).
+  const float* lse = p.lse + int64_t(h) * p.tokens + start + i * kTile;
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float lse_lo = lane < rows ? lse[lane] * kLog2e : INFINITY;
+  const float lse_hi = lane + 32 < rows ? lse[lane + 32] * kLog2e : INFINITY;
   float partial = 0.f;
   for (int j0 = warp * kUnroll; j0 <= i; j0 += kWarps * kUnroll) {
     float best[kUnroll];
@@ -95,10 +104,9 @@ __device__ void reduce_ground_truth_row(const FlashParams<T>& p, int seq, int i,
       partial += best[u];  // identical in every lane; 0 for blocks past i
     }
   }
-  // The four warps' partial sums meet in shared memory just past the row (the caller reserves them).
   float* const warp_sums = gt_row + nb;
   if (lane == 0) warp_sums[warp] = partial;
-  named_barrier_sync(barrier, 128);
+  __syncthreads();
   float total = 0.f;
   for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
   float* dst = p.gt + p.seq_map_offset[seq] + (int64_t(h) * nb + i) * nb;

@@ -84,6 +84,24 @@ CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, in
   return map;
 }
 
+// The block map from the forward's row maxima and LSEs: one 128-thread block per (query block, head),
+// a block row of maxima in shared memory.
+template <typename T>
+void launch_ground_truth_reduce(FlashParams<T> p, const DeviceLayout& layout, cudaStream_t stream) {
+  const size_t smem = size_t(layout.max_blocks + 4) * sizeof(float);
+  SEER_CHECK(smem <= size_t(detail::kMaxSharedBytes), "ground truth: ", layout.max_blocks,
+             " key blocks do not fit the block-map row in shared memory");
+  static const bool configured = [] {
+    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::ground_truth_reduce_kernel<T>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
+    return true;
+  }();
+  (void)configured;
+  p.work = layout.work.data();
+  const dim3 grid(unsigned(layout.work.size()), unsigned(p.q_heads));
+  detail::ground_truth_reduce_kernel<T><<<grid, 128, smem, stream>>>(p);
+}
+
 template <typename T, int D, Variant V>
 void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout, cudaStream_t stream) {
   const CUtensorMap q_map = tokens_heads_dim_map<T>(a.q, layout.tokens, a.dims.q_heads, D);
@@ -114,9 +132,7 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
         <<<unsigned(blocks), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, int(items));
   } else {
     using Smem = detail::DenseSmem<D, detail::kDenseStages<D, V>>;
-    const size_t smem = Smem::bytes(V == Variant::GroundTruth, layout.max_blocks);
-    SEER_CHECK(smem <= size_t(detail::kMaxSharedBytes), "ground truth: ", layout.max_blocks,
-               " key blocks do not fit the kernel's shared-memory row buffers");
+    const size_t smem = Smem::kBytes;
     static const bool configured = [] {
       SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_dense_kernel<T, D, V>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
@@ -126,6 +142,10 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     p.work = layout.tile_work.data();
     const dim3 grid(unsigned(layout.tile_work.size()), unsigned(p.q_heads));
     detail::flash_fwd_dense_kernel<T, D, V><<<grid, detail::kDenseThreads, smem, stream>>>(q_map, k_map, v_map, p);
+    if constexpr (V == Variant::GroundTruth) {
+      SEER_CUDA_CHECK_LAUNCH();
+      launch_ground_truth_reduce(p, layout, stream);
+    }
   }
   SEER_CUDA_CHECK_LAUNCH();
 }

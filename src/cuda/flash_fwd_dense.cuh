@@ -14,7 +14,7 @@
 // (bench/RESULTS.md, v5). The ground-truth variant measured the other way round and uses FlashConsumer.
 //
 // GroundTruth also records each row's max score per 64-key block (the two halves of a 128-key tile)
-// in the scratch, and once the row's log-sum-exp is known reduces them to the block map row.
+// in the scratch; ground_truth_reduce_kernel turns them into the block map once the forward is done.
 #pragma once
 #include "cuda/flash_pipeline.cuh"
 
@@ -40,12 +40,8 @@ struct DenseSmem {
   static constexpr int kTileBytes = 2 * (2 * kQElems + 2 * kStages * kKvElems);  // Q[2], K[stages], V[stages]
   static constexpr int kBarrierBytes = kStages > 2 ? 256 : 128;
   static_assert((KvBarriers<kStages>::kCount + 1) * 8 <= kBarrierBytes, "K/V barriers and Q's");
-  // Tiles (1024-byte aligned), barriers, then per consumer the ground-truth row buffers: 64 row
-  // log-sum-exps, nb block maxima and 4 warp sums.
-  static constexpr int kBytes = kTileBytes + kBarrierBytes + 1024;
-  static constexpr size_t bytes(bool ground_truth, int64_t max_blocks) {
-    return size_t(kBytes) + (ground_truth ? size_t(2 * (kTile + max_blocks + 4)) * sizeof(float) : 0);
-  }
+  static constexpr int kBytes = kTileBytes + kBarrierBytes + 1024;  // + alignment of the tiles
+  static_assert(kBytes <= kMaxSharedBytes, "shared memory of one thread block on sm_90");
 };
 
 template <typename T, int D, Variant V>
@@ -67,7 +63,6 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   uint64_t* const bars = reinterpret_cast<uint64_t*>(base + Smem::kTileBytes);
   uint64_t* const q_full = bars + Kv::kCount;
   const Kv kv = Kv::at(bars);
-  float* const gt_rows = reinterpret_cast<float*>(base + Smem::kTileBytes + Smem::kBarrierBytes);
 
   const int2 item = p.work[blockIdx.x];
   const int seq = item.x, tile = item.y, h = blockIdx.y;
@@ -111,25 +106,29 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
       const int n = tile - it;
       return TileInfo{n * kDenseKeys, it == 0, 2 * n};
     };
-    // Each row's max score per 64-key block j <= qblock goes to the scratch.
-    const auto record = [&](const TileInfo& ti, float (&half_max)[2][2], int r) {
-      const int row = qblock * kTile + consumer.warp * 16 + consumer.g + r * 8;
+    // Each row's max score per 64-key block j <= qblock goes to the scratch. A quad's four threads
+    // hold parts of rows g and g + 8 of both 64-key halves: a reduce-scatter over the quad (3
+    // shuffles instead of a quad max per value: 8) leaves thread t the max of row half t & 1 in key
+    // half t >> 1, and every thread stores one value (v11).
+    const auto record = [&](const TileInfo& ti, const float (&half_max)[2][2]) {
+      const bool odd_row = consumer.t & 1, odd_key = consumer.t >> 1;  // selects, not indices: registers
+      float pair[2];  // key halves 0 and 1 of this thread's row half, max over threads t and t ^ 1
 #pragma unroll
-      for (int kh = 0; kh < 2; ++kh) {
-        const float m = quad_max(half_max[kh][r]);
-        const int j = ti.first_block + kh;
-        if (consumer.t == 0 && row < len && j <= qblock) p.scratch[scratch_base + int64_t(j) * len + row] = m;
+      for (int k = 0; k < 2; ++k) {
+        const float keep = odd_row ? half_max[k][1] : half_max[k][0];
+        const float give = odd_row ? half_max[k][0] : half_max[k][1];  // what thread t ^ 1 keeps
+        pair[k] = fmaxf(keep, __shfl_xor_sync(0xffffffffu, give, 1));
       }
+      const float keep = odd_key ? pair[1] : pair[0], give = odd_key ? pair[0] : pair[1];
+      const float m = fmaxf(keep, __shfl_xor_sync(0xffffffffu, give, 2));
+      const int row = qblock * kTile + consumer.warp * 16 + consumer.g + 8 * int(odd_row);
+      const int j = ti.first_block + int(odd_key);
+      if (row < len && j <= qblock) p.scratch[scratch_base + int64_t(j) * len + row] = m;
     };
     mbarrier_wait(q_full, 0);
     consumer.load_q(q_tiles + w * Smem::kQElems);
     consumer.run(n_tiles, k_tiles, v_tiles, kv, p.scale_log2, len, info, record);
-    float* const row_lse2 = gt_rows + w * (kTile + nb + 4);
-    consumer.store(p, start, qblock, h, len, row_lse2);
-    if (qblock >= nb) return;  // past the end of the sequence (odd block count)
-    named_barrier_sync(1 + w, 128);
-    reduce_ground_truth_row(p, seq, qblock, h, len, nb, row_lse2, row_lse2 + kTile, threadIdx.x - 128 * warpgroup,
-                            1 + w);
+    consumer.store(p, start, qblock, h, len);
     return;
   }
   const int tid = threadIdx.x - 128 * warpgroup;
@@ -254,7 +253,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     fence_registers(pa);
   }
 
-  store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len, nullptr);
+  store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len);
 }
 
 }  // namespace seer::cuda::detail

@@ -137,9 +137,9 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
               const int j = it.keys[it.n_keys - 1 - n_key];
               return TileInfo{j * kTile, j == it.i, j};
             },
-            [](const TileInfo&, float (&)[1][2], int) {}, first);
+            [](const TileInfo&, const float (&)[1][2]) {}, first);
       first += it.n_keys;
-      consumer.store(p, it.start, it.i, it.h, it.len, nullptr);  // an empty row writes zeros and LSE -inf
+      consumer.store(p, it.start, it.i, it.h, it.len);  // an empty row writes zeros and LSE -inf
     }
   }
 }

@@ -84,12 +84,11 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
 
 // Epilogue of a consumer: normalizes O (wgmma m64nD accumulator layout: this thread holds rows
 // `row_in_block` and + 8, columns 8n + 2t + {0, 1}) and writes rows qblock*64.. of head h that are
-// < len, the natural-log LSE, and each row's base-2 log-sum-exp to row_lse2[local row] (+inf past
-// the end) when row_lse2 is given.
+// < len, and their natural-log LSE.
 template <typename T, int D>
 __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float (&acc)[D / 2], const float (&row_max)[2],
                                            const float (&row_sum)[2], int row_in_block, int t, int start, int qblock,
-                                           int h, int len, float* row_lse2) {
+                                           int h, int len) {
   const int64_t q_stride = int64_t(p.q_heads) * D;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -97,16 +96,15 @@ __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float 
     const float inv = l > 0.f ? 1.f / l : 0.f;
     const int local = row_in_block + r * 8;
     const int row = qblock * kTile + local;
-    const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
     if (row < len) {
       T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
 #pragma unroll
       for (int n = 0; n < D / 8; ++n)
         *reinterpret_cast<uint32_t*>(dst + n * 8 + 2 * t) =
             pack2<T>(acc[4 * n + 2 * r] * inv, acc[4 * n + 2 * r + 1] * inv);
+      const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
       if (t == 0) p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
     }
-    if (row_lse2 && t == 0) row_lse2[local] = row < len ? lse2 : INFINITY;
   }
 }
 
@@ -190,8 +188,9 @@ struct FlashConsumer {
   }
 
   // Online softmax of the tile in s: mask (kMayMask: only the first tile visited can hold the
-  // diagonal block or keys past the end, so only it pays for the test), hand each row's scaled max per
-  // 64-key block to record(block half, row half, max) (the ground truth), update the running max and
+  // diagonal block or keys past the end, so only it pays for the test), hand this thread's scaled
+  // maxima per 64-key block half and row half to record(tile, half_max) (the ground truth; a quad's
+  // four threads hold parts of the same rows), update the running max and
   // sum, and s <- 2^(s·scale - max). Returns in alpha the factor by which O must be rescaled. As in
   // the dense kernel (bench/RESULTS.md, v8): maxima over the raw scores, scaled once (the scale is
   // positive), and the scale inside the exponent's FFMA.
@@ -218,13 +217,13 @@ struct FlashConsumer {
       half_max[kh][0] *= scale_log2;
       half_max[kh][1] *= scale_log2;
     }
+    record(tile, half_max);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float tile_max = -INFINITY;
 #pragma unroll
       for (int kh = 0; kh < kHalves; ++kh) tile_max = fmaxf(tile_max, half_max[kh][r]);
       tile_max = quad_max(tile_max);
-      record(tile, half_max, r);
       const float m_new = fmaxf(row_max[r], tile_max);
       const float base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
       alpha[r] = exp2f(row_max[r] - base_exp);
@@ -299,8 +298,8 @@ struct FlashConsumer {
     release(&bar.v_empty[last]);  // a pipeline that runs on to the next item reuses the stage
   }
 
-  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, float* row_lse2) const {
-    store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len, row_lse2);
+  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len) const {
+    store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len);
   }
 };
 
