@@ -17,13 +17,15 @@ namespace seer::cuda::detail {
 constexpr int kSparseThreads = 384;
 constexpr int kMaxPersistentBlocks = 1024;  // more than any GPU's multiprocessors
 
-// Per consumer: Q, then kStages K and kStages V tiles of 64 keys; as many stages as fit next to the
-// other consumer's (a gathered tile usually comes from L2 or memory, not from a neighbour's load).
-// Then per consumer the K/V barriers, Q's full and empty barriers, and two item slots.
+// Per consumer: Q, then kStages K and kStages V tiles; then per consumer the K/V barriers, Q's full
+// and empty barriers, and two item slots. A tile is one 64-key block of the mask row at d = 128; at
+// d = 64 it pairs two (128 keys, as in the dense kernel: half the barrier waits, wgmma groups and
+// softmax reductions per key), which three stages per consumer still fit.
 template <int D>
 struct SparseSmem {
-  using Stage = KvStage<D, kTile>;
-  static constexpr int kStages = D == 128 ? 3 : 4;
+  static constexpr int kKeys = D == 128 ? 64 : 128;
+  using Stage = KvStage<D, kKeys>;
+  static constexpr int kStages = 3;
   // setmaxnreg moves registers within the 168 per thread allocated at launch (384 threads): what the
   // producer warpgroup gives away must cover what the consumers take, or setmaxnreg.inc waits
   // forever. The producer needs more than 24 for its loop over items without spilling.
@@ -38,6 +40,23 @@ struct SparseSmem {
   static constexpr int kBytes = kTileBytes + 2 * kConsumerBarriers * 8 + 2 * 2 * 4 + 1024;  // + slots, alignment
   static_assert(kBytes <= kMaxSharedBytes, "shared memory of one thread block on sm_90");
 };
+
+// A mask row of n key blocks, visited from the last (the diagonal, when kept) down, in tiles of
+// kKeys / 64 blocks. With pairs and n odd, tile 0 holds the last block and a padding half (the same
+// block again, its scores masked), so that only tile 0 needs the mask.
+template <int kKeys>
+__device__ __forceinline__ int tiles_of_row(int n) {
+  return kKeys == 128 ? (n + 1) / 2 : n;
+}
+// Position, counted from the row's last block, of the block in half `half` of tile `tile`.
+template <int kKeys>
+__device__ __forceinline__ int key_of(int n, int tile, int half) {
+  if (kKeys == 64) return tile;
+  const int odd = n & 1;
+  if (tile == 0) return odd ? 0 : half;  // padding: block 0 again
+  return 2 * tile + half - odd;
+}
+constexpr int kPastEveryKey = 1 << 20;  // an upper_shift that masks a whole half
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(const __grid_constant__ CUtensorMap q_map,
@@ -108,10 +127,12 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
       for (int chunk = 0; chunk < D / 64; ++chunk)
         tma_load_3d(q_tile + chunk * Smem::Stage::kBox, &q_map, q_full_of(c), chunk * 64, it.h,
                     it.start + it.i * kTile);
-      produce_kv<T, D, kTile>(it.n_keys, &k_map, &v_map, it.h / p.group, it.start, k_tiles, v_tiles,
-                              Barriers::at(barriers_of(c)),
-                              [&](int n_key, int) { return it.keys[it.n_keys - 1 - n_key]; }, first);
-      first += it.n_keys;
+      const int n_tiles = tiles_of_row<Smem::kKeys>(it.n_keys);
+      produce_kv<T, D, Smem::kKeys>(n_tiles, &k_map, &v_map, it.h / p.group, it.start, k_tiles, v_tiles,
+                                    Barriers::at(barriers_of(c)),
+                                    [&](int tile, int half) { return it.keys[it.n_keys - 1 - key_of<Smem::kKeys>(it.n_keys, tile, half)]; },
+                                    first);
+      first += n_tiles;
     }
   } else {
     setmaxnreg_inc<Smem::kConsumerRegisters>();
@@ -127,18 +148,27 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
       const int item = __shfl_sync(0xffffffffu, *reinterpret_cast<volatile int*>(&all_slots[2 * c + (n & 1)]), 0);
       if (item >= items) return;
       const Item it = item_of(item);
-      FlashConsumer<T, D, kTile, Smem::kStages> consumer(threadIdx.x - 128 * warpgroup, 0);
+      FlashConsumer<T, D, Smem::kKeys, Smem::kStages> consumer(threadIdx.x - 128 * warpgroup, 0);
       consumer.load_q(q_tile);
       mbarrier_arrive(q_empty_of(c));
-      if (it.n_keys > 0)
+      const int n_tiles = tiles_of_row<Smem::kKeys>(it.n_keys);
+      if (n_tiles > 0)
         consumer.run(
-            it.n_keys, k_tiles, v_tiles, Barriers::at(barriers_of(c)), p.scale_log2, it.len,
-            [&](int n_key) {
-              const int j = it.keys[it.n_keys - 1 - n_key];
-              return TileInfo{j * kTile, j == it.i, j};
+            n_tiles, k_tiles, v_tiles, Barriers::at(barriers_of(c)), p.scale_log2, it.len,
+            [&](int tile) {
+              // Only tile 0 is masked (it.i's diagonal block, when kept, comes first), so only its
+              // key blocks are read here.
+              const int j0 = it.keys[it.n_keys - 1 - key_of<Smem::kKeys>(it.n_keys, tile, 0)];
+              TileInfo info{j0 * kTile, tile == 0, j0, (j0 - it.i) * kTile};
+              if (Smem::kKeys == 128 && tile == 0) {
+                const int upper = key_of<Smem::kKeys>(it.n_keys, 0, 1);
+                info.upper_shift = upper == 0 ? kPastEveryKey  // the padding half
+                                              : (it.keys[it.n_keys - 1 - upper] - j0 - 1) * kTile;
+              }
+              return info;
             },
-            [](const TileInfo&, const float (&)[1][2]) {}, first);
-      first += it.n_keys;
+            [](const TileInfo&, const float (&)[Smem::kKeys / 64][2]) {}, first);
+      first += n_tiles;
       consumer.store(p, it.start, it.i, it.h, it.len);  // an empty row writes zeros and LSE -inf
     }
   }

@@ -132,8 +132,15 @@ __device__ __forceinline__ void load_q_fragments(const T* q_tile, int warp, int 
 // What the consumer needs to know about tile `it` of its sequence of tiles.
 struct TileInfo {
   int key_base;    // first key (sequence-local) of the tile
-  bool diagonal;   // the causal mask applies: key > row (both relative to the tile/block starts)
+  bool masked;     // test key > row and key >= len (only the first tile visited may need it)
   int first_block; // 64-key block index of the tile's first half, for the ground-truth record
+  // Key positions for the causal test, relative to the consumer's rows: the tile's first key lies
+  // causal_shift keys past (row_offset - first row), and a 128-key tile's second half starts
+  // upper_shift keys past the end of its first. Both 0 for contiguous tiles from the diagonal;
+  // block-sparse pairs two blocks of a mask row, the first possibly below the diagonal, and a
+  // padding half lies past every key.
+  int causal_shift = 0;
+  int upper_shift = 0;
 };
 
 // One consumer warpgroup: 64 query rows against a stream of kKeys-key tiles. Per tile n, S_n = Q K_n^T
@@ -205,9 +212,10 @@ struct FlashConsumer {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[4 * n + e];
-        if (kMayMask && tile.diagonal) {
-          const int key = n * 8 + 2 * t + (e & 1), row = row_offset + warp * 16 + g + (e >> 1) * 8;
-          if (key > row || tile.key_base + key >= len) x = -INFINITY;
+        if (kMayMask && tile.masked) {
+          const int key = n * 8 + 2 * t + (e & 1) + (n >= 8 ? tile.upper_shift : 0);
+          const int row = row_offset + warp * 16 + g + (e >> 1) * 8;
+          if (key + tile.causal_shift > row || tile.key_base + key >= len) x = -INFINITY;
         }
         s[4 * n + e] = x;
         half_max[n / 8][e >> 1] = fmaxf(half_max[n / 8][e >> 1], x);
@@ -257,7 +265,7 @@ struct FlashConsumer {
 
   // The whole pipeline over n_tiles tiles (n_tiles >= 1), Q already in registers (load_q): tile `it`
   // is the pipeline's tile first + it (produce_kv's numbering) and sits in stage (first + it) %
-  // kStages. Only tile 0 may be diagonal: callers visit key blocks from the diagonal down.
+  // kStages. Only tile 0 may need masking: callers visit key blocks from the diagonal down.
   template <class Info, class Record>
   __device__ void run(int n_tiles, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
                       float scale_log2, int len, Info&& info, Record&& record, int first = 0) {
