@@ -3,12 +3,12 @@
 // per consumer warpgroup. Work items are (head, query block) pairs, head by head (thread blocks
 // running together then share one KV head's K/V in L2), query blocks in the work list's
 // longest-first order. Each producer draws its next item from a global counter, loads the item's Q
-// tile, then the K/V tiles of its CSR mask row from the last block (the diagonal, when kept) down, a
-// 64-key tile per block; a key block's index is simply the TMA coordinate, so the gather costs
-// nothing extra. Its consumer reads Q into registers, which frees the Q tile at once, and runs the
+// tile, then the K/V tiles of its CSR mask row from the last block (the diagonal, when kept) down,
+// one block per tile at d = 128 and two at d = 64 (SparseSmem); a key block's index is simply the
+// TMA coordinate, so the gather costs nothing extra. Its consumer reads Q into registers, which frees the Q tile at once, and runs the
 // item. The K/V pipeline (flash_pipeline.cuh) runs on across items, so the next item's Q and first
 // tiles load while the consumer finishes the current one, and the two consumers never wait for each
-// other: one that draws short mask rows takes more of them (bench/RESULTS.md, v10).
+// other: one that draws short mask rows takes more of them (bench/RESULTS.md, v10, v12).
 #pragma once
 #include "cuda/flash_pipeline.cuh"
 
