@@ -70,8 +70,8 @@ struct AttentionArgs {
 void dense_forward(const AttentionArgs& args, const DeviceLayout& layout, cudaStream_t stream);
 
 // Dense forward that also writes gt [H_q, nb, nb] per sequence (layout.host.map_offset), using
-// `scratch` (layout.scratch_elements floats: each row's max score per key block, reduced by the
-// same thread block once the row's log-sum-exp is known).
+// `scratch` (layout.scratch_elements floats: each row's max score per key block, reduced to the map
+// by a second kernel once every row's log-sum-exp is known).
 void ground_truth_forward(const AttentionArgs& args, const DeviceLayout& layout, float* gt, float* scratch,
                           cudaStream_t stream);
 
