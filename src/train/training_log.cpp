@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "core/error.h"
 
@@ -23,8 +24,12 @@ TrainingLog read_training_log(const std::string& path, int64_t steps) {
     std::fprintf(stderr, "train-gates: %s: dropping an unfinished last row\n", path.c_str());
     text.resize(end == std::string::npos ? 0 : end + 1);
   }
-  std::vector<int64_t> row_steps;
-  std::vector<double> row_seconds;
+  struct Row {
+    int64_t step;
+    double loss, seconds;
+    std::string text;
+  };
+  std::vector<Row> kept;
   std::istringstream lines(text);
   std::string line;
   for (int64_t line_no = 1; std::getline(lines, line); ++line_no) {
@@ -44,19 +49,14 @@ TrainingLog read_training_log(const std::string& path, int64_t steps) {
     SEER_CHECK(ok && step >= 0, path, ":", line_no, ": not a training log row (", kTrainingLogHeader, "): '", line,
                "'");
     // A step at or before the last one starts the rows of an earlier resume: they replace what they repeat.
-    while (!row_steps.empty() && row_steps.back() >= step) {
-      row_steps.pop_back();
-      row_seconds.pop_back();
-      log.rows.pop_back();
-      log.losses.pop_back();
-    }
-    if (step >= steps) continue;
-    row_steps.push_back(step);
-    row_seconds.push_back(fields[4]);
-    log.rows.push_back(line);
-    log.losses.push_back(fields[1]);
+    while (!kept.empty() && kept.back().step >= step) kept.pop_back();
+    if (step < steps) kept.push_back(Row{step, fields[1], fields[4], line});
   }
-  log.seconds = row_seconds.empty() ? 0.0 : row_seconds.back();
+  for (Row& row : kept) {
+    log.rows.push_back(std::move(row.text));
+    log.losses.push_back(row.loss);
+  }
+  log.seconds = kept.empty() ? 0.0 : kept.back().seconds;
   return log;
 }
 
