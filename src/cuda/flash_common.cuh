@@ -11,8 +11,8 @@
 
 namespace seer::cuda::detail {
 
-// Dense visits key blocks 0..i; GroundTruth also records each row's max score per key block and
-// reduces the block map at the end; Sparse visits the key blocks of its CSR mask row.
+// Dense visits key blocks 0..i; GroundTruth also records each row's max score per key block, which
+// ground_truth_reduce_kernel turns into the block map; Sparse visits the key blocks of its CSR mask row.
 enum class Variant { Dense, GroundTruth, Sparse };
 
 template <typename T>

@@ -88,9 +88,7 @@ CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, in
 // a block row of maxima in shared memory.
 template <typename T>
 void launch_ground_truth_reduce(FlashParams<T> p, const DeviceLayout& layout, cudaStream_t stream) {
-  const size_t smem = size_t(layout.max_blocks + 4) * sizeof(float);
-  SEER_CHECK(smem <= size_t(detail::kMaxSharedBytes), "ground truth: ", layout.max_blocks,
-             " key blocks do not fit the block-map row in shared memory");
+  const size_t smem = size_t(layout.max_blocks + 4) * sizeof(float);  // checked by ground_truth_forward
   static const bool configured = [] {
     SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::ground_truth_reduce_kernel<T>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
@@ -183,6 +181,9 @@ void dense_forward(const AttentionArgs& args, const DeviceLayout& layout, cudaSt
 void ground_truth_forward(const AttentionArgs& args, const DeviceLayout& layout, float* gt, float* scratch,
                           cudaStream_t stream) {
   SEER_CHECK(gt && scratch, "ground truth: null gt or scratch pointer");
+  // Before any launch: the reduction keeps a row of the block map in shared memory.
+  SEER_CHECK(size_t(layout.max_blocks + 4) * sizeof(float) <= size_t(detail::kMaxSharedBytes), "ground truth: ",
+             layout.max_blocks, " key blocks do not fit the block-map row in shared memory");
   dispatch<Variant::GroundTruth>(args, layout, stream, gt, scratch, nullptr);
 }
 
@@ -190,6 +191,9 @@ void block_sparse_forward(const AttentionArgs& args, const DeviceLayout& layout,
                           cudaStream_t stream) {
   SEER_CHECK(mask.rows == layout.total_rows * args.dims.q_heads, "block mask has ", mask.rows,
              " rows, the call needs ", layout.total_rows * args.dims.q_heads);
+  SEER_CHECK(args.dims.head_dim != 64 || layout.max_blocks <= detail::kMaxPairedBlocks,
+             "block-sparse attention at head dim 64 takes sequences of up to ", detail::kMaxPairedBlocks * kBlock,
+             " tokens, got one of ", layout.max_blocks, " blocks");
   dispatch<Variant::Sparse>(args, layout, stream, nullptr, nullptr, &mask);
 }
 

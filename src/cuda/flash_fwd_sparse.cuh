@@ -56,7 +56,10 @@ __device__ __forceinline__ int key_of(int n, int tile, int half) {
   if (tile == 0) return odd ? 0 : half;  // padding: block 0 again
   return 2 * tile + half - odd;
 }
-constexpr int kPastEveryKey = 1 << 20;  // an upper_shift that masks a whole half
+// An upper_shift that masks a whole half: past every row while causal_shift >= -(2^20 - 64), that is
+// for sequences of up to kMaxPairedBlocks blocks (the launcher checks).
+constexpr int kPastEveryKey = 1 << 20;
+constexpr int64_t kMaxPairedBlocks = kPastEveryKey / kTile;
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(const __grid_constant__ CUtensorMap q_map,
@@ -156,8 +159,8 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
         consumer.run(
             n_tiles, k_tiles, v_tiles, Barriers::at(barriers_of(c)), p.scale_log2, it.len,
             [&](int tile) {
-              // Only tile 0 is masked (it.i's diagonal block, when kept, comes first), so only its
-              // key blocks are read here.
+              // Only tile 0 is masked (it.i's diagonal block, when kept, comes first): the fields
+              // after j0 serve only it, and ptxas drops the load of j0 for the other tiles.
               const int j0 = it.keys[it.n_keys - 1 - key_of<Smem::kKeys>(it.n_keys, tile, 0)];
               TileInfo info{j0 * kTile, tile == 0, j0, (j0 - it.i) * kTile};
               if (Smem::kKeys == 128 && tile == 0) {

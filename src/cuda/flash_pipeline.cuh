@@ -1,5 +1,6 @@
 // The K/V pipeline of the warp-specialized FlashAttention kernels: a producer thread loads K/V tiles
-// of kKeys keys (128 for dense: two 64-key blocks; 64 for block-sparse: one block) by TMA into
+// of kKeys keys (128: two 64-key blocks, for dense and ground truth and for block-sparse at d = 64;
+// 64: one block, for block-sparse at d = 128) by TMA into
 // kStages shared-memory stages on full/empty mbarriers, for consumer warpgroups of 64 query rows.
 #pragma once
 #include "cuda/flash_common.cuh"
@@ -132,7 +133,7 @@ __device__ __forceinline__ void load_q_fragments(const T* q_tile, int warp, int 
 // What the consumer needs to know about tile `it` of its sequence of tiles.
 struct TileInfo {
   int key_base;    // first key (sequence-local) of the tile
-  bool masked;     // test key > row and key >= len (only the first tile visited may need it)
+  bool masked;     // test key + causal_shift > row and key >= len (only the first tile visited may need it)
   int first_block; // 64-key block index of the tile's first half, for the ground-truth record
   // Key positions for the causal test, relative to the consumer's rows: the tile's first key lies
   // causal_shift keys past (row_offset - first row), and a 128-key tile's second half starts
