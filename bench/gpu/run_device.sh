@@ -45,9 +45,14 @@ if has peer; then
   run_for 60 python3 bench/gpu/sdpa_peer.py --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
 fi
 if has sanitize; then
-  for tool in memcheck racecheck; do
-    run_for 120 compute-sanitizer --tool $tool --print-limit 5 ./.devbin/seer bench --lengths 300,1000 --q-heads 4 \
-      --kv-heads 2 --head-dim 128 --seconds 0.001 --densities 0.3 2>&1 | tail -1
+  # Both head dims: their block-sparse kernels differ (one 64-key block per tile at d = 128, pairs at 64).
+  for heads in "4 2 128" "8 2 64"; do
+    read -r hq hkv d <<< "$heads"
+    for tool in memcheck racecheck; do
+      echo "compute-sanitizer $tool, d = $d:"
+      run_for 120 compute-sanitizer --tool $tool --print-limit 5 ./.devbin/seer bench --lengths 300,1000 --q-heads $hq \
+        --kv-heads $hkv --head-dim $d --seconds 0.001 --densities 0.3 2>&1 | tail -1
+    done
   done
 fi
 if has model || has train || has calibrate || has eval; then
