@@ -64,7 +64,7 @@ __device__ __forceinline__ float quad_sum(float x) {
 }
 
 // Ground-truth epilogue, a kernel of its own after the forward (which leaves the tensor cores idle
-// while its last rows reduce: 5% of the forward at 32k, bench/RESULTS.md, v11). One 128-thread
+// while its last rows reduce: 5-6% of the forward at 32k, bench/RESULTS.md, v11). One 128-thread
 // block per (query block i of a sequence: work item blockIdx.x, head blockIdx.y), once the forward has
 // written every row's natural-log LSE and its rows' max scores per key block to the scratch ([H, nb,
 // len] per sequence, base-2 scaled: a key block's 64 rows are contiguous):
