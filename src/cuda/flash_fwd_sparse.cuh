@@ -5,10 +5,11 @@
 // longest-first order. Each producer draws its next item from a global counter, loads the item's Q
 // tile, then the K/V tiles of its CSR mask row from the last block (the diagonal, when kept) down,
 // one block per tile at d = 128 and two at d = 64 (SparseSmem); a key block's index is simply the
-// TMA coordinate, so the gather costs nothing extra. Its consumer reads Q into registers, which frees the Q tile at once, and runs the
-// item. The K/V pipeline (flash_pipeline.cuh) runs on across items, so the next item's Q and first
-// tiles load while the consumer finishes the current one, and the two consumers never wait for each
-// other: one that draws short mask rows takes more of them (bench/RESULTS.md, v10, v12).
+// TMA coordinate, so the gather costs nothing extra. Its consumer reads Q into registers, which
+// frees the Q tile at once, and runs the item. The K/V pipeline (flash_pipeline.cuh) runs on across
+// items, so the next item's Q and first tiles load while the consumer finishes the current one, and
+// the two consumers never wait for each other: one that draws short mask rows takes more of them
+// (bench/RESULTS.md, v10, v12).
 #pragma once
 #include "cuda/flash_pipeline.cuh"
 
@@ -131,10 +132,11 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
         tma_load_3d(q_tile + chunk * Smem::Stage::kBox, &q_map, q_full_of(c), chunk * 64, it.h,
                     it.start + it.i * kTile);
       const int n_tiles = tiles_of_row<Smem::kKeys>(it.n_keys);
+      const auto block_of = [&](int tile, int half) {
+        return it.keys[it.n_keys - 1 - key_of<Smem::kKeys>(it.n_keys, tile, half)];
+      };
       produce_kv<T, D, Smem::kKeys>(n_tiles, &k_map, &v_map, it.h / p.group, it.start, k_tiles, v_tiles,
-                                    Barriers::at(barriers_of(c)),
-                                    [&](int tile, int half) { return it.keys[it.n_keys - 1 - key_of<Smem::kKeys>(it.n_keys, tile, half)]; },
-                                    first);
+                                    Barriers::at(barriers_of(c)), block_of, first);
       first += n_tiles;
     }
   } else {
