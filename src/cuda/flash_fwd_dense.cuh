@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     const int64_t scratch_base = p.seq_scratch_offset[seq] + int64_t(h) * nb * len;
     const auto info = [&](int it) {
       const int n = tile - it;
-      return TileInfo{n * kDenseKeys, it == 0, 2 * n};
+      return TileInfo{n * kDenseKeys, 2 * n};
     };
     // Each row's max score per 64-key block j <= qblock goes to the scratch. A quad's four threads
     // hold parts of rows g and g + 8 of both 64-key halves: a reduce-scatter over the quad (3

@@ -161,10 +161,10 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
         consumer.run(
             n_tiles, k_tiles, v_tiles, Barriers::at(barriers_of(c)), p.scale_log2, it.len,
             [&](int tile) {
-              // Only tile 0 is masked (it.i's diagonal block, when kept, comes first): the fields
-              // after j0 serve only it, and ptxas drops the load of j0 for the other tiles.
+              // Only tile 0 is masked (it.i's diagonal block, when kept, comes first): the shifts
+              // serve only it, and ptxas drops the load of j0 for the other tiles.
               const int j0 = it.keys[it.n_keys - 1 - key_of<Smem::kKeys>(it.n_keys, tile, 0)];
-              TileInfo info{j0 * kTile, tile == 0, j0, (j0 - it.i) * kTile};
+              TileInfo info{j0 * kTile, j0, (j0 - it.i) * kTile};
               if (Smem::kKeys == 128 && tile == 0) {
                 const int upper = key_of<Smem::kKeys>(it.n_keys, 0, 1);
                 info.upper_shift = upper == 0 ? kPastEveryKey  // the padding half

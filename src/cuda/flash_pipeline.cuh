@@ -133,7 +133,6 @@ __device__ __forceinline__ void load_q_fragments(const T* q_tile, int warp, int 
 // What the consumer needs to know about tile `it` of its sequence of tiles.
 struct TileInfo {
   int key_base;    // first key (sequence-local) of the tile
-  bool masked;     // test key + causal_shift > row and key >= len (only the first tile visited may need it)
   int first_block; // 64-key block index of the tile's first half, for the ground-truth record
   // Key positions for the causal test, relative to the consumer's rows: the tile's first key lies
   // causal_shift keys past (row_offset - first row), and a 128-key tile's second half starts
@@ -213,7 +212,7 @@ struct FlashConsumer {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[4 * n + e];
-        if (kMayMask && tile.masked) {
+        if (kMayMask) {
           const int key = n * 8 + 2 * t + (e & 1) + (n >= 8 ? tile.upper_shift : 0);
           const int row = row_offset + warp * 16 + g + (e >> 1) * 8;
           if (key + tile.causal_shift > row || tile.key_base + key >= len) x = -INFINITY;
