@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
-#include <sstream>
 
 #include "core/error.h"
+#include "formats/mapped_file.h"
 
 namespace seer {
 
@@ -29,13 +29,9 @@ std::vector<std::string> list_text_files(const std::vector<std::string>& paths) 
 }
 
 namespace {
-// A text file's tokens, BOS first (one document).
+// A text file's tokens, BOS first (one document); a corpus file may be as large as it is.
 std::vector<int32_t> encode_file(const std::string& file, const Tokenizer& tokenizer) {
-  std::ifstream in(file, std::ios::binary);
-  SEER_CHECK(in.good(), "cannot read '", file, "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return tokenizer.encode(text.str(), /*add_bos=*/true);
+  return tokenizer.encode(read_text_file(file, std::numeric_limits<size_t>::max()), /*add_bos=*/true);
 }
 }  // namespace
 

@@ -3,22 +3,19 @@
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <sstream>
 #include <utility>
 
 #include "core/error.h"
+#include "formats/mapped_file.h"
 
 namespace seer {
 
 TrainingLog read_training_log(const std::string& path, int64_t steps) {
   TrainingLog log;
   if (!std::filesystem::exists(path)) return log;
-  std::ifstream in(path, std::ios::binary);
-  SEER_CHECK(in.good(), "cannot read '", path, "'");
-  std::ostringstream whole;
-  whole << in.rdbuf();
-  std::string text = whole.str();
+  std::string text = read_text_file(path, std::numeric_limits<size_t>::max());
   // A run killed while writing leaves its last row without the newline: that step is done again.
   if (const size_t end = text.rfind('\n'); end + 1 != text.size()) {
     std::fprintf(stderr, "train-gates: %s: dropping an unfinished last row\n", path.c_str());
