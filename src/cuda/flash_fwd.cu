@@ -191,9 +191,6 @@ void block_sparse_forward(const AttentionArgs& args, const DeviceLayout& layout,
                           cudaStream_t stream) {
   SEER_CHECK(mask.rows == layout.total_rows * args.dims.q_heads, "block mask has ", mask.rows,
              " rows, the call needs ", layout.total_rows * args.dims.q_heads);
-  SEER_CHECK(args.dims.head_dim != 64 || layout.max_blocks <= detail::kMaxPairedBlocks,
-             "block-sparse attention at head dim 64 takes sequences of up to ", detail::kMaxPairedBlocks * kBlock,
-             " tokens, got one of ", layout.max_blocks, " blocks");
   dispatch<Variant::Sparse>(args, layout, stream, nullptr, nullptr, &mask);
 }
 

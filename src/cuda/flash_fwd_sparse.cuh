@@ -57,10 +57,6 @@ __device__ __forceinline__ int key_of(int n, int tile, int half) {
   if (tile == 0) return odd ? 0 : half;  // padding: block 0 again
   return 2 * tile + half - odd;
 }
-// An upper_shift that masks a whole half: past every row while causal_shift >= -(2^20 - 64), that is
-// for sequences of up to kMaxPairedBlocks blocks (the launcher checks).
-constexpr int kPastEveryKey = 1 << 20;
-constexpr int64_t kMaxPairedBlocks = kPastEveryKey / kTile;
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(const __grid_constant__ CUtensorMap q_map,
@@ -167,7 +163,8 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
               TileInfo info{j0 * kTile, j0, (j0 - it.i) * kTile};
               if (Smem::kKeys == 128 && tile == 0) {
                 const int upper = key_of<Smem::kKeys>(it.n_keys, 0, 1);
-                info.upper_shift = upper == 0 ? kPastEveryKey  // the padding half
+                // The padding half starts at key len: the length test masks all of it.
+                info.upper_shift = upper == 0 ? it.len - (j0 + 1) * kTile
                                               : (it.keys[it.n_keys - 1 - upper] - j0 - 1) * kTile;
               }
               return info;
