@@ -30,25 +30,22 @@ __device__ __forceinline__ float2 pair_to_float2(const __half* p) {
   return __half22float2(*reinterpret_cast<const __half2*>(p));
 }
 
-// Eight consecutive elements as floats (one 16-byte load).
-template <typename T>
-__device__ __forceinline__ void load8(const T* p, float (&out)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* elems = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = pair_to_float2(elems + 2 * i);
-    out[2 * i] = f.x, out[2 * i + 1] = f.y;
-  }
+// The RoPE rotation of one pair (x, x + d_g/2) by (cos, sin)·attention_scaling.
+__device__ __forceinline__ float2 rotate(float lo, float hi, float2 cs) {
+  return make_float2(lo * cs.x - hi * cs.y, hi * cs.x + lo * cs.y);
 }
 
 // One thread block (128 threads) per (global block row, head): heads [0, H_q) pool q by mean, heads
 // [H_q, H_q + H_kv) pool k by max, min and mean. A token's head vector is read as d/8 16-byte loads
-// by d/8 threads, 128/(d/8) tokens at a time; the partial results meet in shared memory.
+// by d/8 threads, 128/(d/8) tokens at a time, up to 8 such loads in flight per thread before any is
+// used (one at a time: 135 instead of 119 µs at 32k tokens, 32/8 heads, d = 128 on the H200); the
+// partial results meet in shared memory. Without W_q (d_g == d) the q mean is the gate's q before RoPE, so it is rotated
+// here and written to q_gate [H_q, rows, d]; with W_q it goes to q_pool [rows, H_q, d].
 template <typename T>
 __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, const int32_t* seq_len,
-                            const int32_t* row_offset, int sequences, int hq, int hkv, int d, float* q_pool,
-                            float* k_pool) {
+                            const int32_t* row_offset, int sequences, int64_t rows, int hq, int hkv, int d,
+                            const float2* rope, float* q_pool, float* q_gate, float* k_pool) {
+  constexpr int kLoads = 8;
   __shared__ float partial[3][kPoolThreads * 8];  // sum, max, min of each thread's 8 channels
   const int64_t row = blockIdx.x;
   const int head = blockIdx.y;
@@ -59,15 +56,28 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
   const int count = min(64, seq_len[s] - i * 64);
   const int lanes = d / 8, groups = kPoolThreads / lanes;
   const int lane = threadIdx.x % lanes, group = threadIdx.x / lanes;
+  const T* src = is_q ? q + (first * hq + head) * d + lane * 8 : k + (first * hkv + head - hq) * d + lane * 8;
+  const int64_t token_stride = int64_t(is_q ? hq : hkv) * d;
   float sum[8], mx[8], mn[8];
 #pragma unroll
   for (int v = 0; v < 8; ++v) sum[v] = 0.f, mx[v] = -INFINITY, mn[v] = INFINITY;
   if (group < groups)
-    for (int t = group; t < count; t += groups) {
-      float x[8];
-      load8(is_q ? q + ((first + t) * hq + head) * d + lane * 8 : k + ((first + t) * hkv + head - hq) * d + lane * 8, x);
+    for (int t0 = group; t0 < count; t0 += kLoads * groups) {
+      uint4 raw[kLoads];
 #pragma unroll
-      for (int v = 0; v < 8; ++v) sum[v] += x[v], mx[v] = fmaxf(mx[v], x[v]), mn[v] = fminf(mn[v], x[v]);
+      for (int u = 0; u < kLoads; ++u)
+        if (t0 + u * groups < count) raw[u] = *reinterpret_cast<const uint4*>(src + (t0 + u * groups) * token_stride);
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u)
+        if (t0 + u * groups < count) {
+          const T* elems = reinterpret_cast<const T*>(&raw[u]);
+#pragma unroll
+          for (int v = 0; v < 8; v += 2) {
+            const float2 x = pair_to_float2(elems + v);
+            sum[v] += x.x, mx[v] = fmaxf(mx[v], x.x), mn[v] = fminf(mn[v], x.x);
+            sum[v + 1] += x.y, mx[v + 1] = fmaxf(mx[v + 1], x.y), mn[v + 1] = fminf(mn[v + 1], x.y);
+          }
+        }
     }
 #pragma unroll
   for (int v = 0; v < 8; ++v) {
@@ -77,20 +87,34 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
   }
   __syncthreads();
   // Channel c of group g sits at (g * lanes + c / 8) * 8 + c % 8 = g * d + c.
-  for (int c = threadIdx.x; c < d; c += kPoolThreads) {
-    float total = 0.f, hi = -INFINITY, lo = INFINITY;
-    for (int g = 0; g < groups; ++g) {
-      total += partial[0][g * d + c];
-      hi = fmaxf(hi, partial[1][g * d + c]);
-      lo = fminf(lo, partial[2][g * d + c]);
+  const auto mean_of = [&](int c) {
+    float total = 0.f;
+    for (int g = 0; g < groups; ++g) total += partial[0][g * d + c];
+    return total / float(count);
+  };
+  if (is_q && q_gate) {
+    const int half = d / 2;
+    for (int x = threadIdx.x; x < half; x += kPoolThreads) {
+      const float2 r = rotate(mean_of(x), mean_of(x + half), rope[int64_t(i) * half + x]);
+      float* dst = q_gate + (int64_t(head) * rows + row) * d;
+      dst[x] = r.x;
+      dst[x + half] = r.y;
     }
+    return;
+  }
+  for (int c = threadIdx.x; c < d; c += kPoolThreads) {
     if (is_q) {
-      q_pool[(row * hq + head) * d + c] = total / float(count);
+      q_pool[(row * hq + head) * d + c] = mean_of(c);
     } else {
+      float hi = -INFINITY, lo = INFINITY;
+      for (int g = 0; g < groups; ++g) {
+        hi = fmaxf(hi, partial[1][g * d + c]);
+        lo = fminf(lo, partial[2][g * d + c]);
+      }
       float* dst = k_pool + (row * hkv + head - hq) * 3 * d;
       dst[c] = hi;
       dst[d + c] = lo;
-      dst[2 * d + c] = total / float(count);
+      dst[2 * d + c] = mean_of(c);
     }
   }
 }
@@ -98,97 +122,133 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
 // ---- the projection and the scores: small fp32 GEMMs in 64x64 tiles -------------------------
 
 // acc += A[a_rows x K] · B over one 64x64 output tile: A row-major with K contiguous (lda); B is
-// [K, N] row-major (ldb) or, kBTransposed, [N, K] row-major. Rows past a_rows and columns past
-// b_cols read as zero. 256 threads; thread (ty, tx) = (tid / 16, tid % 16) owns the 4x4 outputs at
-// rows 4·ty.., columns 4·tx..; operands pass through shared memory k-major, 16 k at a time.
-template <bool kBTransposed>
-__device__ void tile_product(const float* A, int64_t lda, int a_rows, const float* B, int64_t ldb, int b_cols, int K,
-                             float (&acc)[4][4]) {
-  __shared__ __align__(16) float as[kTileK][kTile + 4];
-  __shared__ __align__(16) float bs[kTileK][kTile + 4];
+// [K, N] row-major (ldb) or, kBTransposed, [N, K] row-major, its tile column c being B's column
+// b_column(c); rows past a_rows and tile columns whose b_column is -1 read as zero. 256 threads; thread
+// (ty, tx) = (tid / 16, tid % 16) owns rows 4·ty + i and tile columns tile_column(tx, j) (j < 4):
+// 2·tx, 2·tx + 1, 32 + 2·tx, 33 + 2·tx, so that the projection's RoPE pairs (tile columns c and
+// c + 32) meet in one thread. Operands pass through shared memory k-major, kTileK k at a time, in
+// two buffers: the next step's global loads are issued before this step's products, one barrier per
+// step. (Single-buffered, at 69 registers, 3 thread blocks per SM, the projection at 32k tokens
+// waited on its loads in two waves: 137 µs, now 60.)
+__device__ __forceinline__ int tile_column(int tx, int j) { return (j / 2) * 32 + 2 * tx + j % 2; }
+
+template <bool kBTransposed, class BColumn>
+__device__ __forceinline__ void tile_product(const float* A, int64_t lda, int a_rows, const float* B, int64_t ldb,
+                                             int K, BColumn&& b_column, float (&acc)[4][4]) {
+  constexpr int kPerThread = kTile * kTileK / 256;  // elements of each operand one thread stages per step
+  __shared__ __align__(16) float as[2][kTileK][kTile + 4];
+  __shared__ __align__(16) float bs[2][kTileK][kTile + 4];
   const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
-  for (int k0 = 0; k0 < K; k0 += kTileK) {
-    for (int e = tid; e < kTile * kTileK; e += 256) {
-      const int r = e / kTileK, k = e % kTileK;  // consecutive threads: consecutive k of a row
-      as[k][r] = r < a_rows && k0 + k < K ? A[r * lda + k0 + k] : 0.f;
-      if constexpr (kBTransposed) bs[k][r] = r < b_cols && k0 + k < K ? B[r * ldb + k0 + k] : 0.f;
-    }
-    if constexpr (!kBTransposed)
-      for (int e = tid; e < kTile * kTileK; e += 256) {
-        const int k = e / kTile, col = e % kTile;  // consecutive threads: consecutive columns
-        bs[k][col] = col < b_cols && k0 + k < K ? B[(k0 + k) * ldb + col] : 0.f;
+  float a_next[kPerThread], b_next[kPerThread];
+  // Element tid + 256·u of a step: A's row tid / 16 + 16·u at k tid % 16 (consecutive threads read
+  // consecutive k of a row); B's column tid % 64 at k tid / 64 + 4·u (consecutive columns), or,
+  // transposed, as A. Each thread's columns are fixed, so b_column runs once per thread.
+  static_assert(kTileK == 16 && kPerThread == 4, "the index arithmetic below");
+  const int a_row = tid / 16, a_k = tid % 16;
+  const float* const a_src = A + a_row * lda + a_k;  // + 16·u·lda + k0
+  int b_col[kBTransposed ? kPerThread : 1];
+  bool a_in[kPerThread];
+#pragma unroll
+  for (int u = 0; u < kPerThread; ++u) a_in[u] = a_row + 16 * u < a_rows;
+  if constexpr (kBTransposed) {
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) b_col[u] = b_column(a_row + 16 * u);
+  } else {
+    b_col[0] = b_column(tid % kTile);
+  }
+  // Past K (the step after the last) everything reads as zero: the loop needs no branch around it.
+  const auto fetch = [&](int k0) {
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      a_next[u] = a_in[u] && k0 + a_k < K ? a_src[16 * u * lda + k0] : 0.f;
+      if constexpr (kBTransposed) {
+        b_next[u] = b_col[u] >= 0 && k0 + a_k < K ? B[b_col[u] * ldb + k0 + a_k] : 0.f;
+      } else {
+        const int k = k0 + tid / kTile + 4 * u;
+        b_next[u] = b_col[0] >= 0 && k < K ? B[k * ldb + b_col[0]] : 0.f;
       }
-    __syncthreads();
+    }
+  };
+  const auto stage = [&](int buf) {
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      as[buf][a_k][a_row + 16 * u] = a_next[u];
+      if constexpr (kBTransposed)
+        bs[buf][a_k][a_row + 16 * u] = b_next[u];
+      else
+        bs[buf][tid / kTile + 4 * u][tid % kTile] = b_next[u];
+    }
+  };
+  fetch(0);
+  stage(0);
+  __syncthreads();
+  int buf = 0;
+  for (int k0 = 0; k0 < K; k0 += kTileK, buf ^= 1) {
+    fetch(k0 + kTileK);
 #pragma unroll
     for (int k = 0; k < kTileK; ++k) {
-      const float4 a = *reinterpret_cast<const float4*>(&as[k][ty * 4]);
-      const float4 b = *reinterpret_cast<const float4*>(&bs[k][tx * 4]);
-      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+      const float4 a = *reinterpret_cast<const float4*>(&as[buf][k][ty * 4]);
+      const float2 b_lo = *reinterpret_cast<const float2*>(&bs[buf][k][2 * tx]);
+      const float2 b_hi = *reinterpret_cast<const float2*>(&bs[buf][k][32 + 2 * tx]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b_lo.x, b_lo.y, b_hi.x, b_hi.y};
 #pragma unroll
       for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
     }
+    // The other buffer was last read in the previous step, before the barrier that ended it.
+    stage(buf ^ 1);
     __syncthreads();
   }
 }
 
-// grid (row tiles, d_g tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by
+// grid (row tiles, pair tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by
 // W_k[z / wk_group] (wk_group: the query heads sharing a W_k, 1 or g), z >= H_q projects q_pool by
-// W_q[z - H_q]. Output [H_q, rows, d_g], not yet rotated.
-__global__ void project_kernel(const float* q_pool, const float* k_pool, const float* wq, const float* wk,
-                               int64_t rows, int hq, int hkv, int wk_group, int d, int dg, float* q_gate,
-                               float* k_gate) {
+// W_q[z - H_q], then rotates by RoPE at each block's first position. Output [H_q, rows, d_g]. A tile
+// covers 32 RoPE pairs (x, x + d_g/2): its columns 0..31 are the x, 32..63 the x + d_g/2.
+__global__ void __launch_bounds__(256, 4)
+    project_kernel(const float* q_pool, const float* k_pool, const float* wq, const float* wk, const float2* rope,
+                   const int32_t* row_offset, int sequences, int64_t rows, int hq, int hkv, int wk_group, int d,
+                   int dg, float* q_gate, float* k_gate) {
   const bool is_k = int(blockIdx.z) < hq;
   const int h = is_k ? int(blockIdx.z) : int(blockIdx.z) - hq;
   const int64_t row0 = int64_t(blockIdx.x) * kTile;
-  const int col0 = int(blockIdx.y) * kTile;
+  const int half = dg / 2, pair0 = int(blockIdx.y) * 32;
+  const int pairs = min(32, half - pair0);
   const int in_dim = is_k ? 3 * d : d;
   const float* a = is_k ? k_pool + row0 * hkv * 3 * d + int64_t(h / (hq / hkv)) * 3 * d : q_pool + row0 * hq * d + int64_t(h) * d;
-  const float* w = (is_k ? wk + int64_t(h / wk_group) * 3 * d * dg : wq + int64_t(h) * d * dg) + col0;
+  const float* w = is_k ? wk + int64_t(h / wk_group) * 3 * d * dg : wq + int64_t(h) * d * dg;
+  const int a_rows = int(rows - row0 < kTile ? rows - row0 : kTile);
   float acc[4][4] = {};
-  tile_product<false>(a, is_k ? int64_t(hkv) * 3 * d : int64_t(hq) * d, int(rows - row0 < kTile ? rows - row0 : kTile), w, dg,
-                      min(kTile, dg - col0), in_dim, acc);
-  float* out = (is_k ? k_gate : q_gate) + (int64_t(h) * rows + row0) * dg + col0;
+  const auto column = [&](int c) {  // pair pair0 + c % 32, its first or second half
+    const int pair = c % 32;
+    return pair < pairs ? pair0 + pair + (c / 32) * half : -1;
+  };
+  tile_product<false>(a, is_k ? int64_t(hkv) * 3 * d : int64_t(hq) * d, a_rows, w, dg, in_dim, column, acc);
+  float* out = (is_k ? k_gate : q_gate) + int64_t(h) * rows * dg;
   const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j)
-      if (row0 + ty * 4 + i < rows && col0 + tx * 4 + j < dg) out[int64_t(ty * 4 + i) * dg + tx * 4 + j] = acc[i][j];
-}
-
-// RoPE at each block's first position on q_gate and k_gate [H_q, rows, d_g], in place; without W_q
-// (d_g == d) q_gate is first filled from q_pool [rows, H_q, d]. One thread per (head, row, pair).
-__global__ void rope_kernel(const float* q_pool, const float2* rope, const int32_t* row_offset, int sequences,
-                            int64_t rows, int hq, int dg, bool copy_q, float* q_gate, float* k_gate) {
-  const int half = dg / 2;
-  const int64_t pairs = int64_t(hq) * rows * half;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < 2 * pairs; e += int64_t(gridDim.x) * blockDim.x) {
-    const bool is_k = e >= pairs;
-    const int64_t p = is_k ? e - pairs : e;
-    const int x = int(p % half);
-    const int64_t hr = p / half, row = hr % rows;
-    const int h = int(hr / rows);
-    float* v = (is_k ? k_gate : q_gate) + hr * dg;
-    float lo, hi;
-    if (!is_k && copy_q) {
-      lo = q_pool[(row * hq + h) * dg + x];
-      hi = q_pool[(row * hq + h) * dg + x + half];
-    } else {
-      lo = v[x];
-      hi = v[x + half];
-    }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t row = row0 + ty * 4 + i;
+    if (row >= rows) break;
     const int s = sequence_of(row_offset, sequences, row);
-    const float2 cs = rope[(row - row_offset[s]) * half + x];
-    v[x] = lo * cs.x - hi * cs.y;
-    v[x + half] = hi * cs.x + lo * cs.y;
+    const int64_t position = row - row_offset[s];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int x = pair0 + 2 * tx + j;  // acc[i][j] is pair x's first half, acc[i][j + 2] its second
+      if (2 * tx + j >= pairs) continue;
+      const float2 r = rotate(acc[i][j], acc[i][j + 2], rope[position * half + x]);
+      out[row * dg + x] = r.x;
+      out[row * dg + x + half] = r.y;
+    }
   }
 }
 
 // grid (tile pairs of the longest sequence, H_q, sequences): logits = q_g·k_gᵀ/√d_g on 64x64
 // tiles, -inf above the diagonal (whole tiles above it only write -inf).
-__global__ void scores_kernel(const float* q_gate, const float* k_gate, const int32_t* seq_len,
-                              const int32_t* row_offset, const int64_t* map_offset, int64_t rows, int dg,
-                              float scale, float* logits) {
+__global__ void __launch_bounds__(256, 4)
+    scores_kernel(const float* q_gate, const float* k_gate, const int32_t* seq_len, const int32_t* row_offset,
+                  const int64_t* map_offset, int64_t rows, int dg, float scale, float* logits) {
   const int s = blockIdx.z, h = blockIdx.y;
   const int nb = (seq_len[s] + 63) / 64;
   const int tiles = (nb + kTile - 1) / kTile;
@@ -200,11 +260,14 @@ __global__ void scores_kernel(const float* q_gate, const float* k_gate, const in
   if (tj <= ti) {
     const float* q = q_gate + (int64_t(h) * rows + row_offset[s] + int64_t(ti) * kTile) * dg;
     const float* k = k_gate + (int64_t(h) * rows + row_offset[s] + int64_t(tj) * kTile) * dg;
-    tile_product<true>(q, dg, min(kTile, nb - ti * kTile), k, dg, min(kTile, nb - tj * kTile), dg, acc);
+    const int keys = min(kTile, nb - tj * kTile);
+    tile_product<true>(q, dg, min(kTile, nb - ti * kTile), k, dg, dg, [&](int c) { return c < keys ? c : -1; }, acc);
   }
+#pragma unroll
   for (int i = 0; i < 4; ++i)
+#pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int bi = ti * kTile + ty * 4 + i, bj = tj * kTile + tx * 4 + j;
+      const int bi = ti * kTile + ty * 4 + i, bj = tj * kTile + tile_column(tx, j);
       if (bi < nb && bj < nb) map[int64_t(bi) * nb + bj] = bj <= bi ? acc[i][j] * scale : -INFINITY;
     }
 }
@@ -425,13 +488,15 @@ __global__ void log_kernel(float* values, int64_t count) {
 }
 
 template <typename T>
-void launch_pool(const void* q_pre, const void* k_pre, const DeviceLayout& layout, const GateConfig& c,
+void launch_pool(const void* q_pre, const void* k_pre, const DeviceLayout& layout, const DeviceGate& gate,
                  GateWorkspace& w, cudaStream_t stream) {
+  const GateConfig& c = gate.config;
   const dim3 grid(unsigned(layout.total_rows), unsigned(c.heads.q_heads + c.heads.kv_heads));
-  pool_kernel<T><<<grid, kPoolThreads, 0, stream>>>(static_cast<const T*>(q_pre), static_cast<const T*>(k_pre),
-                                           layout.seq_start.data(), layout.seq_len.data(),
-                                           layout.seq_row_offset.data(), layout.sequences, c.heads.q_heads,
-                                           c.heads.kv_heads, c.heads.head_dim, w.q_pool.data(), w.k_pool.data());
+  pool_kernel<T><<<grid, kPoolThreads, 0, stream>>>(
+      static_cast<const T*>(q_pre), static_cast<const T*>(k_pre), layout.seq_start.data(), layout.seq_len.data(),
+      layout.seq_row_offset.data(), layout.sequences, layout.total_rows, c.heads.q_heads, c.heads.kv_heads,
+      c.heads.head_dim, gate.rope.data(), w.q_pool.data(), c.has_q_proj() ? nullptr : w.q_gate.data(),
+      w.k_pool.data());
   SEER_CUDA_CHECK_LAUNCH();
 }
 
@@ -481,25 +546,22 @@ void gate_forward(const void* q_pre, const void* k_pre, DType dtype, const Devic
   SEER_CHECK(c.heads.head_dim % 8 == 0 && c.heads.head_dim <= 8 * kPoolThreads,
              "gate: the CUDA pooling needs a head dim that is a multiple of 8 up to ", 8 * kPoolThreads, ", got ",
              c.heads.head_dim);
+  // Pooling rotates q itself when it has no projection; the projection rotates what it projects.
   if (dtype == DType::bf16)
-    launch_pool<__nv_bfloat16>(q_pre, k_pre, layout, c, work, stream);
+    launch_pool<__nv_bfloat16>(q_pre, k_pre, layout, gate, work, stream);
   else
-    launch_pool<__half>(q_pre, k_pre, layout, c, work, stream);
+    launch_pool<__half>(q_pre, k_pre, layout, gate, work, stream);
 
   const int d = c.heads.head_dim, dg = c.gate_dim;
   const int64_t rows = layout.total_rows;
   const int hq = c.heads.q_heads;
-  const dim3 pgrid(unsigned((rows + kTile - 1) / kTile), unsigned((dg + kTile - 1) / kTile),
+  const dim3 pgrid(unsigned((rows + kTile - 1) / kTile), unsigned((dg / 2 + 31) / 32),
                    unsigned(c.has_q_proj() ? 2 * hq : hq));
   project_kernel<<<pgrid, 256, 0, stream>>>(work.q_pool.data(), work.k_pool.data(),
-                                            c.has_q_proj() ? gate.wq.data() : nullptr, gate.wk.data(), rows, hq,
-                                            c.heads.kv_heads, hq / c.k_proj_heads(), d, dg, work.q_gate.data(),
+                                            c.has_q_proj() ? gate.wq.data() : nullptr, gate.wk.data(),
+                                            gate.rope.data(), layout.seq_row_offset.data(), layout.sequences, rows,
+                                            hq, c.heads.kv_heads, hq / c.k_proj_heads(), d, dg, work.q_gate.data(),
                                             work.k_gate.data());
-  SEER_CUDA_CHECK_LAUNCH();
-  const int64_t pairs = 2 * int64_t(hq) * rows * (dg / 2);
-  rope_kernel<<<unsigned(std::min<int64_t>((pairs + 255) / 256, 8192)), 256, 0, stream>>>(
-      work.q_pool.data(), gate.rope.data(), layout.seq_row_offset.data(), layout.sequences, rows, hq, dg,
-      !c.has_q_proj(), work.q_gate.data(), work.k_gate.data());
   SEER_CUDA_CHECK_LAUNCH();
 
   const int tiles = int((layout.max_blocks + kTile - 1) / kTile);

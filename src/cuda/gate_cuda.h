@@ -27,7 +27,8 @@ struct DeviceGate {
 
 // Scratch of one gate call for a given layout (allocated once, reused by every layer).
 struct GateWorkspace {
-  DeviceBuffer<float> q_pool, k_pool;  // [rows, H_q, d], [rows, H_kv, 3d]
+  // [rows, H_q, d] (written only with W_q: without it, q is rotated as it is pooled), [rows, H_kv, 3d]
+  DeviceBuffer<float> q_pool, k_pool;
   DeviceBuffer<float> q_gate, k_gate;  // [H_q, rows, d_g] after RoPE
   static GateWorkspace create(const DeviceLayout& layout, const GateConfig& config);
 };
