@@ -315,28 +315,51 @@ __device__ RowView row_view(const SelectArgs& a, int64_t row) {
   return {a.logits + a.map_offset[s] + (int64_t(h) * nb + i) * nb, i, nb};
 }
 
-__device__ __forceinline__ void atomic_add(uint32_t* at, uint32_t x) { atomicAdd(at, x); }
-__device__ __forceinline__ void atomic_add(uint64_t* at, uint64_t x) {
-  atomicAdd(reinterpret_cast<unsigned long long*>(at), static_cast<unsigned long long>(x));
-}
+// A warp's 256-bin histogram for the radix select. Top-k counts in 32-bit bins. Top-p sums 64-bit
+// masses, but sm_90 has no 64-bit shared-memory atomic add: ptxas makes it a compare-and-swap loop
+// (ATOMS.CAST.SPIN.64), which the many lanes of a warp adding to one bin (a row's logits share their
+// top key bits) retry one after another. So a 64-bit bin is two 32-bit words, and an add that wraps
+// the low word carries into the high one: exact in any order, like the sums it replaces.
+struct Bins32 {
+  uint32_t* bins;  // [256]
+  __device__ void clear(int lane) const {
+    for (int b = lane; b < 256; b += 32) bins[b] = 0;
+  }
+  __device__ void add(int b, uint32_t w) const { atomicAdd(&bins[b], w); }
+  __device__ uint32_t operator[](int b) const { return bins[b]; }
+};
+struct Bins64 {
+  uint32_t* lo;  // [256]
+  uint32_t* hi;  // [256]
+  __device__ void clear(int lane) const {
+    for (int b = lane; b < 256; b += 32) lo[b] = hi[b] = 0;
+  }
+  __device__ void add(int b, uint64_t w) const {
+    const uint32_t low = uint32_t(w);
+    uint32_t high = uint32_t(w >> 32);
+    if (low != 0 && atomicAdd(&lo[b], low) + low < low) ++high;  // the low word wrapped
+    if (high != 0) atomicAdd(&hi[b], high);
+  }
+  __device__ uint64_t operator[](int b) const { return uint64_t(hi[b]) << 32 | lo[b]; }
+};
 
 // Warp-wide weighted radix select over the order keys of values[0..n), 8 bits per pass from the top:
 // the key K at which the summed weights of the keys >= K, taken from the largest down, first reach
 // `goal`. Returns K and how much of the goal the keys equal to K must still supply. Top-k weighs
 // every key 1 (the rest: how many ties to keep); top-p weighs each by its quantized probability
 // mass. Integer weights make the sums exact, so the cut does not depend on the order of the adds.
-// W: 32-bit counts for top-k (shared-memory 64-bit atomics cost it 2x), 64-bit masses for top-p.
-template <typename W, class WeightOf>
-__device__ Cut weighted_radix_select(const float* values, int n, W goal, W* hist, WeightOf weight_of) {
+// W: 32-bit counts for top-k (Bins32), 64-bit masses for top-p (Bins64).
+template <typename W, class Bins, class WeightOf>
+__device__ Cut weighted_radix_select(const float* values, int n, W goal, const Bins& hist, WeightOf weight_of) {
   const int lane = threadIdx.x % 32;
   uint32_t prefix = 0, mask = 0;
   W remaining = goal;
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int b = lane; b < 256; b += 32) hist[b] = 0;
+    hist.clear(lane);
     __syncwarp();
     for (int j = lane; j < n; j += 32) {
       const uint32_t key = order_key(values[j]);
-      if ((key & mask) == prefix) atomic_add(&hist[(key >> shift) & 255], W(weight_of(j)));
+      if ((key & mask) == prefix) hist.add((key >> shift) & 255, W(weight_of(j)));
     }
     __syncwarp();
     // Lane L owns bins 255-8L .. 248-8L; find, from the top, the bin where the weight reaches `remaining`.
@@ -402,7 +425,7 @@ __device__ __forceinline__ uint64_t mass_weight(float value, double max_value) {
 
 // Top-p cut of values[0..n): the weighted select with goal ceil(mass · total weight); the ties at the
 // cut all weigh the same, so the ones needed are the rest of the goal over that weight.
-__device__ int2 mass_cut(const float* values, int n, double max_value, double mass, uint64_t* hist) {
+__device__ int2 mass_cut(const float* values, int n, double max_value, double mass, const Bins64& hist) {
   const int lane = threadIdx.x % 32;
   uint64_t total = 0;
   for (int j = lane; j < n; j += 32) total += mass_weight(values[j], max_value);
@@ -423,7 +446,7 @@ __device__ int2 mass_cut(const float* values, int n, double max_value, double ma
 template <bool kEmit>
 __global__ void select_kernel(const SelectArgs a) {
   __shared__ uint32_t counts[4][256];  // top-k's histograms
-  __shared__ uint64_t masses[4][256];  // top-p's
+  __shared__ uint32_t masses[4][2][256];  // top-p's (Bins64)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * 4 + warp;
   if (!kEmit && row == 0 && lane == 0) a.counts[a.total_rows] = 0;
@@ -440,13 +463,14 @@ __global__ void select_kernel(const SelectArgs a) {
         cut = make_int2(a.row_cut[row].x, a.row_cut[row].y);
       } else if (a.method == 0) {
         const int k = max(1, int(floor((1.0 - sqrt(1.0 - a.density)) * double(r.nb))));
-        const Cut c = weighted_radix_select(r.values, n, uint32_t(min(k, n)), counts[warp], [](int) { return 1u; });
+        const Cut c = weighted_radix_select(r.values, n, uint32_t(min(k, n)), Bins32{counts[warp]},
+                                              [](int) { return 1u; });
         cut = make_int2(int(c.key), int(c.remaining));
       } else {
         float m = -INFINITY;
         for (int j = lane; j < n; j += 32) m = fmaxf(m, r.values[j]);
         for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-        cut = mass_cut(r.values, n, double(m), a.mass, masses[warp]);
+        cut = mass_cut(r.values, n, double(m), a.mass, Bins64{masses[warp][0], masses[warp][1]});
       }
     } else {
       stats = row_softmax_stats(r.values, n, &best);
