@@ -1,5 +1,6 @@
 // `seer bench`: the CUDA attention kernels timed on the GPU with CUDA events (median of repeats),
-// dense vs ground truth vs block-sparse on the same inputs. bench/gpu/run_device.sh runs it beside
+// dense vs ground truth vs block-sparse on the same inputs; each ratio to dense against dense timed
+// alternately with the kernel (EventTimer::paired_median_ms). bench/gpu/run_device.sh runs it beside
 // PyTorch's SDPA (bench/gpu/sdpa_peer.py) in one job.
 #include <algorithm>
 #include <cstdio>
@@ -44,14 +45,34 @@ class EventTimer {
   double median_ms(Fn&& fn, double budget_s) {
     const double first = time_once(fn);
     time_once(fn);
-    const int repeats = std::clamp(int(budget_s * 1e3 / std::max(first, 1e-3)), 3, 100);
-    std::vector<double> times;
-    for (int r = 0; r < repeats; ++r) times.push_back(time_once(fn));
-    std::nth_element(times.begin(), times.begin() + repeats / 2, times.end());
-    return times[size_t(repeats / 2)];
+    std::vector<double> times(size_t(repeats_for(budget_s, first)));
+    for (double& t : times) t = time_once(fn);
+    return median(times);
+  }
+  // Medians of `a` and `b` timed alternately, so that both see the same clocks and temperature: the
+  // H200 runs these kernels at its 700 W power cap, where the SM clock wanders between about 1.6 and
+  // 1.9 GHz (bench/RESULTS.md), enough to move a ratio of medians taken one after the other by 10%.
+  template <typename A, typename B>
+  std::pair<double, double> paired_median_ms(A&& a, B&& b, double budget_s) {
+    const double first = time_once(a) + time_once(b);
+    time_once(a), time_once(b);
+    std::vector<double> ta(size_t(repeats_for(budget_s, first))), tb(ta.size());
+    for (size_t r = 0; r < ta.size(); ++r) ta[r] = time_once(a), tb[r] = time_once(b);
+    return {median(ta), median(tb)};
+  }
+  // Runs `fn` for about `seconds` untimed: the GPU leaves its idle clocks before anything is timed.
+  template <typename Fn>
+  void warm_up(Fn&& fn, double seconds) {
+    const double first = time_once(fn);
+    for (int r = repeats_for(seconds, first); r > 0; --r) time_once(fn);
   }
 
  private:
+  static int repeats_for(double budget_s, double ms) { return std::clamp(int(budget_s * 1e3 / std::max(ms, 1e-3)), 3, 100); }
+  static double median(std::vector<double> times) {
+    std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+    return times[times.size() / 2];
+  }
   template <typename Fn>
   double time_once(Fn&& fn) {
     SEER_CUDA_CHECK(cudaEventRecord(start_));
@@ -104,33 +125,43 @@ void run_bench(const BenchOptions& o) {
     cuda::fill_random(v.data(), int64_t(v.size()), dtype, 3, 1.0f, nullptr);
     const cuda::AttentionArgs args{q.data(), k.data(), v.data(), out.data(), lse.data(), dtype, dims};
     const double flops = 4.0 * o.q_heads * double(n) * double(n) / 2 * o.head_dim;
-    double dense_ms = 0;
-    auto record = [&](const std::string& kernel, double density, double ms) {
+    const auto dense = [&] { cuda::dense_forward(args, layout, nullptr); };
+    // dense_ms: the dense kernel's median in the same alternating run (0 without dense).
+    auto record = [&](const std::string& kernel, double density, double ms, double dense_ms) {
       report["results"].push_back({{"kernel", kernel}, {"tokens", n}, {"density", density}, {"ms", ms},
-                                   {"dense_equivalent_tflops", flops / ms / 1e9},
+                                   {"dense_equivalent_tflops", flops / ms / 1e9}, {"dense_ms", dense_ms},
                                    {"speedup_vs_dense", dense_ms > 0 ? dense_ms / ms : 0.0}});
     };
+    // Times fn, and dense alternately with it when dense is benchmarked: {fn's ms, dense's ms}.
+    const auto time_against_dense = [&](auto&& fn) -> std::pair<double, double> {
+      if (!has("dense")) return {timer.median_ms(fn, o.seconds_per_kernel), 0.0};
+      const auto [dense_ms, ms] = timer.paired_median_ms(dense, fn, o.seconds_per_kernel);
+      return {ms, dense_ms};
+    };
+    double dense_row_ms = 0;
     if (has("dense")) {
-      dense_ms = timer.median_ms([&] { cuda::dense_forward(args, layout, nullptr); }, o.seconds_per_kernel);
-      record("dense", 1.0, dense_ms);
+      timer.warm_up(dense, 0.3);
+      dense_row_ms = timer.median_ms(dense, o.seconds_per_kernel);
+      record("dense", 1.0, dense_row_ms, dense_row_ms);
     }
     if (has("gt")) {
       cuda::DeviceBuffer<float> gt(size_t(layout.host.map_elements())), scratch(size_t(layout.scratch_elements));
-      const double ms = timer.median_ms(
-          [&] { cuda::ground_truth_forward(args, layout, gt.data(), scratch.data(), nullptr); }, o.seconds_per_kernel);
-      record("ground_truth", 1.0, ms);
+      const auto [ms, dense_ms] =
+          time_against_dense([&] { cuda::ground_truth_forward(args, layout, gt.data(), scratch.data(), nullptr); });
+      record("ground_truth", 1.0, ms, dense_ms);
     }
     if (has("sparse"))
       for (const double density : o.densities) {
         const BlockMask mask = random_causal_mask(layout.host, density, 11);
         const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, layout.host);
-        const double ms = timer.median_ms([&] { cuda::block_sparse_forward(args, layout, dmask, nullptr); },
-                                          o.seconds_per_kernel);
-        record("block_sparse", mask_density(mask, layout.host), ms);
+        const auto [ms, dense_ms] =
+            time_against_dense([&] { cuda::block_sparse_forward(args, layout, dmask, nullptr); });
+        record("block_sparse", mask_density(mask, layout.host), ms, dense_ms);
       }
     if (has("gate")) {
-      // AttnGate (random weights) + top-k selection at the first density, then the whole
-      // SeerAttention step: gate, selection and block-sparse attention on the gate's mask.
+      // AttnGate (random weights), top-k selection at the first density and top-p (seer's default
+      // selection, the radix select weighted by mass) on its logits, then the whole SeerAttention
+      // step: gate, top-k selection and block-sparse attention on the gate's mask.
       const GateConfig config{dims, o.head_dim, kBlockSize};
       const cuda::DeviceGate gate = cuda::DeviceGate::upload(GateWeights<float>::random(config, 5),
                                                              RopeConfig{.theta = 500000.0}, layout.max_blocks);
@@ -150,23 +181,29 @@ void run_bench(const BenchOptions& o) {
         run_select(select);
       };
       const auto kept = [&] { return double(mask.kept_blocks(nullptr)) / double(layout.host.causal_pairs()); };
-      const double gate_ms = timer.median_ms(gate_and_select, o.seconds_per_kernel);
-      const double density = kept();
-      // The two parts on their own, for where the time goes.
-      record("gate", 1.0, timer.median_ms(run_gate, o.seconds_per_kernel));
-      record("select", density, timer.median_ms([&] { run_select(select); }, o.seconds_per_kernel));
-      record("gate+select", density, gate_ms);
-      // Top-p (seer's default selection) on the same logits: the radix select weighted by mass.
+      // The parts on their own, back to back (each ratio against the dense row), for where the time
+      // goes; then the units a forward runs, gate and selection together, timed against dense.
+      // Alternating a part with dense would time it with its inputs evicted from L2 by dense, which
+      // a forward does not do.
       const SelectionOptions top_p{.method = SelectionOptions::Method::top_p, .mass = kDefaultMass};
+      record("gate", 1.0, timer.median_ms(run_gate, o.seconds_per_kernel), dense_row_ms);
+      const double select_ms = timer.median_ms([&] { run_select(select); }, o.seconds_per_kernel);
+      record("select", kept(), select_ms, dense_row_ms);
       const double top_p_ms = timer.median_ms([&] { run_select(top_p); }, o.seconds_per_kernel);
-      record("select top-p", kept(), top_p_ms);
-      const double seer_ms = timer.median_ms(
-          [&] {
-            gate_and_select();
-            cuda::block_sparse_forward(args, layout, mask, nullptr);
-          },
-          o.seconds_per_kernel);
-      record("seer (all)", density, seer_ms);
+      record("select top-p", kept(), top_p_ms, dense_row_ms);
+      const auto [top_p_all_ms, top_p_dense_ms] = time_against_dense([&] {
+        run_gate();
+        run_select(top_p);
+      });
+      record("gate+top-p", kept(), top_p_all_ms, top_p_dense_ms);
+      const auto [gate_ms, gate_dense_ms] = time_against_dense(gate_and_select);
+      const double density = kept();
+      record("gate+select", density, gate_ms, gate_dense_ms);
+      const auto [seer_ms, seer_dense_ms] = time_against_dense([&] {
+        gate_and_select();
+        cuda::block_sparse_forward(args, layout, mask, nullptr);
+      });
+      record("seer (all)", density, seer_ms, seer_dense_ms);
     }
     SEER_CUDA_CHECK(cudaDeviceSynchronize());
   }
@@ -181,7 +218,8 @@ void run_bench(const BenchOptions& o) {
     std::printf("%-14s %8lld %8.3f %10.3f %10.1f %9.2f\n", r["kernel"].get<std::string>().c_str(),
                 (long long)r["tokens"].get<int64_t>(), r["density"].get<double>(), r["ms"].get<double>(),
                 r["dense_equivalent_tflops"].get<double>(), r["speedup_vs_dense"].get<double>());
-  std::printf("* dense-equivalent: 4*H*N^2*d/2 FLOPs over the time, whatever the density\n");
+  std::printf("* dense-equivalent: 4*H*N^2*d/2 FLOPs over the time, whatever the density; vs dense: against the\n"
+              "  dense kernel timed alternately with it\n");
 }
 
 }  // namespace

@@ -35,21 +35,23 @@ __device__ __forceinline__ float2 rotate(float lo, float hi, float2 cs) {
   return make_float2(lo * cs.x - hi * cs.y, hi * cs.x + lo * cs.y);
 }
 
-// One thread block (128 threads) per (global block row, head): heads [0, H_q) pool q by mean, heads
-// [H_q, H_q + H_kv) pool k by max, min and mean. A token's head vector is read as d/8 16-byte loads
-// by d/8 threads, 128/(d/8) tokens at a time, up to 8 such loads in flight per thread before any is
-// used (one at a time: 135 instead of 119 µs at 32k tokens, 32/8 heads, d = 128 on the H200); the
-// partial results meet in shared memory. Without W_q (d_g == d) the q mean is the gate's q before RoPE, so it is rotated
-// here and written to q_gate [H_q, rows, d]; with W_q it goes to q_pool [rows, H_q, d].
-template <typename T>
+// One thread block (128 threads) per (global block row, head), in two launches: kKeys = false pools
+// the H_q heads of q by mean, kKeys = true the H_kv heads of k by max, min and mean (apart, the q
+// launch needs no max and min: fewer registers, more thread blocks per SM). A token's head vector
+// is read as d/8 16-byte loads by d/8 threads, 128/(d/8) tokens at a time, up to 8 such loads in
+// flight per thread before any is used (one at a time: 135 instead of 119 µs at 32k tokens, 32/8
+// heads, d = 128 on the H200); the partial results meet in shared memory. Without W_q (d_g == d) the
+// q mean is the gate's q before RoPE, so it is rotated here and written to q_gate [H_q, rows, d];
+// with W_q it goes to q_pool [rows, H_q, d].
+template <typename T, bool kKeys>
 __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, const int32_t* seq_len,
                             const int32_t* row_offset, int sequences, int64_t rows, int hq, int hkv, int d,
                             const float2* rope, float* q_pool, float* q_gate, float* k_pool) {
   constexpr int kLoads = 8;
-  __shared__ float partial[3][kPoolThreads * 8];  // sum, max, min of each thread's 8 channels
+  constexpr bool is_q = !kKeys;
+  __shared__ float partial[kKeys ? 3 : 1][kPoolThreads * 8];  // sum (, max, min) of each thread's 8 channels
   const int64_t row = blockIdx.x;
-  const int head = blockIdx.y;
-  const bool is_q = head < hq;
+  const int head = int(blockIdx.y) + (kKeys ? hq : 0);
   const int s = sequence_of(row_offset, sequences, row);
   const int i = int(row - row_offset[s]);
   const int64_t first = seq_start[s] + int64_t(i) * 64;
@@ -74,16 +76,21 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
 #pragma unroll
           for (int v = 0; v < 8; v += 2) {
             const float2 x = pair_to_float2(elems + v);
-            sum[v] += x.x, mx[v] = fmaxf(mx[v], x.x), mn[v] = fminf(mn[v], x.x);
-            sum[v + 1] += x.y, mx[v + 1] = fmaxf(mx[v + 1], x.y), mn[v + 1] = fminf(mn[v + 1], x.y);
+            sum[v] += x.x, sum[v + 1] += x.y;
+            if constexpr (kKeys) {
+              mx[v] = fmaxf(mx[v], x.x), mn[v] = fminf(mn[v], x.x);
+              mx[v + 1] = fmaxf(mx[v + 1], x.y), mn[v + 1] = fminf(mn[v + 1], x.y);
+            }
           }
         }
     }
 #pragma unroll
   for (int v = 0; v < 8; ++v) {
     partial[0][threadIdx.x * 8 + v] = sum[v];
-    partial[1][threadIdx.x * 8 + v] = mx[v];
-    partial[2][threadIdx.x * 8 + v] = mn[v];
+    if constexpr (kKeys) {
+      partial[1][threadIdx.x * 8 + v] = mx[v];
+      partial[2][threadIdx.x * 8 + v] = mn[v];
+    }
   }
   __syncthreads();
   // Channel c of group g sits at (g * lanes + c / 8) * 8 + c % 8 = g * d + c.
@@ -92,7 +99,11 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
     for (int g = 0; g < groups; ++g) total += partial[0][g * d + c];
     return total / float(count);
   };
-  if (is_q && q_gate) {
+  if constexpr (is_q) {
+    if (!q_gate) {
+      for (int c = threadIdx.x; c < d; c += kPoolThreads) q_pool[(row * hq + head) * d + c] = mean_of(c);
+      return;
+    }
     const int half = d / 2;
     for (int x = threadIdx.x; x < half; x += kPoolThreads) {
       const float2 r = rotate(mean_of(x), mean_of(x + half), rope[int64_t(i) * half + x]);
@@ -100,12 +111,8 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
       dst[x] = r.x;
       dst[x + half] = r.y;
     }
-    return;
-  }
-  for (int c = threadIdx.x; c < d; c += kPoolThreads) {
-    if (is_q) {
-      q_pool[(row * hq + head) * d + c] = mean_of(c);
-    } else {
+  } else {
+    for (int c = threadIdx.x; c < d; c += kPoolThreads) {
       float hi = -INFINITY, lo = INFINITY;
       for (int g = 0; g < groups; ++g) {
         hi = fmaxf(hi, partial[1][g * d + c]);
@@ -515,13 +522,17 @@ template <typename T>
 void launch_pool(const void* q_pre, const void* k_pre, const DeviceLayout& layout, const DeviceGate& gate,
                  GateWorkspace& w, cudaStream_t stream) {
   const GateConfig& c = gate.config;
-  const dim3 grid(unsigned(layout.total_rows), unsigned(c.heads.q_heads + c.heads.kv_heads));
-  pool_kernel<T><<<grid, kPoolThreads, 0, stream>>>(
-      static_cast<const T*>(q_pre), static_cast<const T*>(k_pre), layout.seq_start.data(), layout.seq_len.data(),
-      layout.seq_row_offset.data(), layout.sequences, layout.total_rows, c.heads.q_heads, c.heads.kv_heads,
-      c.heads.head_dim, gate.rope.data(), w.q_pool.data(), c.has_q_proj() ? nullptr : w.q_gate.data(),
-      w.k_pool.data());
-  SEER_CUDA_CHECK_LAUNCH();
+  const auto launch = [&]<bool kKeys>() {
+    const dim3 grid(unsigned(layout.total_rows), unsigned(kKeys ? c.heads.kv_heads : c.heads.q_heads));
+    pool_kernel<T, kKeys><<<grid, kPoolThreads, 0, stream>>>(
+        static_cast<const T*>(q_pre), static_cast<const T*>(k_pre), layout.seq_start.data(), layout.seq_len.data(),
+        layout.seq_row_offset.data(), layout.sequences, layout.total_rows, c.heads.q_heads, c.heads.kv_heads,
+        c.heads.head_dim, gate.rope.data(), w.q_pool.data(), c.has_q_proj() ? nullptr : w.q_gate.data(),
+        w.k_pool.data());
+    SEER_CUDA_CHECK_LAUNCH();
+  };
+  launch.template operator()<false>();
+  launch.template operator()<true>();
 }
 
 }  // namespace
