@@ -68,7 +68,9 @@ class EventTimer {
   }
 
  private:
-  static int repeats_for(double budget_s, double ms) { return std::clamp(int(budget_s * 1e3 / std::max(ms, 1e-3)), 3, 100); }
+  static int repeats_for(double budget_s, double ms) {
+    return std::clamp(int(budget_s * 1e3 / std::max(ms, 1e-3)), 3, 100);
+  }
   static double median(std::vector<double> times) {
     std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
     return times[times.size() / 2];

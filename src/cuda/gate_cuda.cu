@@ -223,7 +223,8 @@ __global__ void __launch_bounds__(256, 4)
   const int half = dg / 2, pair0 = int(blockIdx.y) * 32;
   const int pairs = min(32, half - pair0);
   const int in_dim = is_k ? 3 * d : d;
-  const float* a = is_k ? k_pool + row0 * hkv * 3 * d + int64_t(h / (hq / hkv)) * 3 * d : q_pool + row0 * hq * d + int64_t(h) * d;
+  const float* a = is_k ? k_pool + row0 * hkv * 3 * d + int64_t(h / (hq / hkv)) * 3 * d
+                        : q_pool + row0 * hq * d + int64_t(h) * d;
   const float* w = is_k ? wk + int64_t(h / wk_group) * 3 * d * dg : wq + int64_t(h) * d * dg;
   const int a_rows = int(rows - row0 < kTile ? rows - row0 : kTile);
   float acc[4][4] = {};
