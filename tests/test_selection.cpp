@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
+#include "gate/mass_weight.h"
 #include "gate/selection.h"
 #include "reference.h"
 
@@ -76,6 +78,24 @@ TEST(Selection, ThresholdKeepsProbableBlocksAndTheBest) {
           if (std::exp(row[j] - m) / sum > tau || row[j] == m) want.push_back(j);
         ASSERT_EQ(row_of(mask, mask_row(layout, 0, h, i)), want);
       }
+  }
+}
+
+// Top-p's integer weights: exp(value - max) * 2^32 to float precision, never above 2^32, monotone in
+// the value (the cut relies on it), and 0 far below the max.
+TEST(Selection, MassWeightIsExpInUnitsOf2ToTheMinus32) {
+  constexpr double kUnit = 4294967296.0;
+  EXPECT_EQ(mass_weight(1.5f, 1.5f), uint64_t(1) << 32);
+  EXPECT_EQ(mass_weight(-100.f, 0.f), 0u);
+  EXPECT_EQ(mass_weight(std::nanf(""), 0.f), 0u);
+  uint64_t previous = 0;
+  for (float x = -90.f; x <= 0.f; x = std::nextafter(x, 1.f) + 1e-4f * std::abs(x)) {
+    const uint64_t w = mass_weight(x + 3.25f, 3.25f);
+    ASSERT_GE(w, previous) << "x = " << x;
+    ASSERT_LE(w, uint64_t(1) << 32);
+    const double exact = std::exp(double(x + 3.25f) - 3.25) * kUnit;
+    ASSERT_NEAR(double(w), exact, 4e-7 * exact + 1.0) << "x = " << x;
+    previous = w;
   }
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cuda/gate_cuda.h"
+#include "gate/mass_weight.h"
 
 namespace seer::cuda {
 namespace {
@@ -287,6 +288,10 @@ __device__ __forceinline__ uint32_t order_key(float x) {
   const uint32_t u = __float_as_uint(x + 0.0f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
+// The float an order key came from (+0 for a folded -0, which weighs the same).
+__device__ __forceinline__ float key_value(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+}
 
 struct Cut {
   uint32_t key;        // order key of the cut
@@ -353,15 +358,17 @@ struct Bins64 {
 
 // Warp-wide weighted radix select over the order keys of values[0..n), 8 bits per pass from the top:
 // the key K at which the summed weights of the keys >= K, taken from the largest down, first reach
-// `goal`. Returns K and how much of the goal the keys equal to K must still supply. Top-k weighs
-// every key 1 (the rest: how many ties to keep); top-p weighs each by its quantized probability
-// mass. Integer weights make the sums exact, so the cut does not depend on the order of the adds.
+// the goal, goal_of(total weight) (the first pass counts every key, so it has the total). Returns K
+// and how much of the goal the keys equal to K must still supply. Top-k weighs every key 1 (the
+// rest: how many ties to keep); top-p weighs each by its quantized probability mass. Integer
+// weights make the sums exact, so the cut does not depend on the order of the adds.
 // W: 32-bit counts for top-k (Bins32), 64-bit masses for top-p (Bins64).
-template <typename W, class Bins, class WeightOf>
-__device__ Cut weighted_radix_select(const float* values, int n, W goal, const Bins& hist, WeightOf weight_of) {
+template <typename W, class Bins, class WeightOf, class GoalOf>
+__device__ Cut weighted_radix_select(const float* values, int n, GoalOf goal_of, const Bins& hist,
+                                     WeightOf weight_of) {
   const int lane = threadIdx.x % 32;
   uint32_t prefix = 0, mask = 0;
-  W remaining = goal;
+  W remaining = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
     hist.clear(lane);
     __syncwarp();
@@ -380,6 +387,7 @@ __device__ Cut weighted_radix_select(const float* values, int n, W goal, const B
       const W x = __shfl_up_sync(0xffffffffu, before, off);
       if (lane >= off) before += x;
     }
+    if (shift == 24) remaining = goal_of(W(__shfl_sync(0xffffffffu, before, 31)));
     before -= lane_total;
     const bool here = before < remaining && remaining <= before + lane_total;
     const int owner = __ffs(__ballot_sync(0xffffffffu, here)) - 1;
@@ -425,27 +433,14 @@ __device__ double2 row_softmax_stats(const float* values, int n, int* best) {
   return make_double2(double(m), sum);
 }
 
-// A block's top-p weight: its probability relative to the row's largest, exp(v - max) in (0, 1],
-// in units of 2^-32 (as on the CPU, gate/selection.cpp).
-__device__ __forceinline__ uint64_t mass_weight(float value, double max_value) {
-  return uint64_t(exp(double(value) - max_value) * 4294967296.0);
-}
-
 // Top-p cut of values[0..n): the weighted select with goal ceil(mass · total weight); the ties at the
 // cut all weigh the same, so the ones needed are the rest of the goal over that weight.
-__device__ int2 mass_cut(const float* values, int n, double max_value, double mass, const Bins64& hist) {
-  const int lane = threadIdx.x % 32;
-  uint64_t total = 0;
-  for (int j = lane; j < n; j += 32) total += mass_weight(values[j], max_value);
-  for (int off = 16; off > 0; off /= 2) total += __shfl_xor_sync(0xffffffffu, total, off);
-  const uint64_t goal = uint64_t(ceil(mass * double(total)));
-  const Cut cut = weighted_radix_select(values, n, goal, hist,
-                                        [&](int j) { return mass_weight(values[j], max_value); });
-  float tie_value = -INFINITY;
-  for (int j = lane; j < n; j += 32)
-    if (order_key(values[j]) == cut.key) tie_value = values[j];
-  for (int off = 16; off > 0; off /= 2) tie_value = fmaxf(tie_value, __shfl_xor_sync(0xffffffffu, tie_value, off));
-  const uint64_t each = mass_weight(tie_value, max_value);
+// Weights as on the CPU: gate/mass_weight.h.
+__device__ int2 mass_cut(const float* values, int n, float max_value, double mass, const Bins64& hist) {
+  const Cut cut = weighted_radix_select<uint64_t>(
+      values, n, [&](uint64_t total) { return uint64_t(ceil(mass * double(total))); }, hist,
+      [&](int j) { return mass_weight(values[j], max_value); });
+  const uint64_t each = mass_weight(key_value(cut.key), max_value);
   return make_int2(int(cut.key), int((cut.remaining + each - 1) / each));
 }
 
@@ -471,14 +466,14 @@ __global__ void select_kernel(const SelectArgs a) {
         cut = make_int2(a.row_cut[row].x, a.row_cut[row].y);
       } else if (a.method == 0) {
         const int k = max(1, int(floor((1.0 - sqrt(1.0 - a.density)) * double(r.nb))));
-        const Cut c = weighted_radix_select(r.values, n, uint32_t(min(k, n)), Bins32{counts[warp]},
-                                              [](int) { return 1u; });
+        const Cut c = weighted_radix_select<uint32_t>(
+            r.values, n, [&](uint32_t) { return uint32_t(min(k, n)); }, Bins32{counts[warp]}, [](int) { return 1u; });
         cut = make_int2(int(c.key), int(c.remaining));
       } else {
         float m = -INFINITY;
         for (int j = lane; j < n; j += 32) m = fmaxf(m, r.values[j]);
         for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-        cut = mass_cut(r.values, n, double(m), a.mass, Bins64{masses[warp][0], masses[warp][1]});
+        cut = mass_cut(r.values, n, m, a.mass, Bins64{masses[warp][0], masses[warp][1]});
       }
     } else {
       stats = row_softmax_stats(r.values, n, &best);

@@ -8,6 +8,7 @@
 
 #include "attention/head_dims.h"
 #include "core/error.h"
+#include "gate/mass_weight.h"
 
 namespace seer {
 
@@ -71,20 +72,20 @@ BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout
             std::partial_sort(order.begin(), order.begin() + keep, order.end(), better);
             kept.assign(order.begin(), order.begin() + keep);
           } else {
-            const double m = *std::max_element(row, row + n);
-            prob.resize(size_t(n));
-            double sum = 0;
-            for (int64_t j = 0; j < n; ++j) sum += (prob[size_t(j)] = std::exp(double(row[j]) - m));
+            const float m = *std::max_element(row, row + n);
             if (options.method == SelectionOptions::Method::threshold) {
+              prob.resize(size_t(n));
+              double sum = 0;
+              for (int64_t j = 0; j < n; ++j) sum += (prob[size_t(j)] = std::exp(double(row[j]) - double(m)));
               const int32_t best = *std::min_element(order.begin(), order.end(), better);
               for (int32_t j = 0; j < n; ++j)
                 if (j == best || prob[size_t(j)] / sum > options.threshold) kept.push_back(j);
             } else {  // top_p: the most probable first until their share reaches `mass`
-              // Each block weighs exp(v - max) in units of 2^-32, an integer: the sums are exact, so
-              // the GPU's (in any order) find the same cut.
+              // Integer weights (gate/mass_weight.h): the sums are exact, so the GPU's, in any
+              // order, find the same cut.
               uint64_t total = 0;
               weight.resize(size_t(n));
-              for (int64_t j = 0; j < n; ++j) total += (weight[size_t(j)] = uint64_t(prob[size_t(j)] * 4294967296.0));
+              for (int64_t j = 0; j < n; ++j) total += (weight[size_t(j)] = mass_weight(row[j], m));
               const auto goal = uint64_t(std::ceil(options.mass * double(total)));
               std::sort(order.begin(), order.end(), better);
               uint64_t cumulative = 0;
