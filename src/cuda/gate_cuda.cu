@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cuda/gate_cuda.h"
+#include "cuda/warp_mma.cuh"
 #include "gate/mass_weight.h"
 
 namespace seer::cuda {
@@ -127,87 +128,96 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
   }
 }
 
-// ---- the projection and the scores: small fp32 GEMMs in 64x64 tiles -------------------------
+// ---- the projection and the scores: small fp32 GEMMs in 64x64 tiles on the tensor cores -------
+
+// fp32 products in three TF32 passes (detail::split_tf32): the logits stay within 2e-6 of the
+// largest against the CPU in double (4e-7 with fp32 FMAs); two blocks' order can flip only where
+// their logits are that close.
+
+// A warp's part of the 64x64 output tile: rows 16·(warp % 4) + [0, 16) and four 8-column n-tiles,
+// tile_ntile(warp, n) for n < 4: 2h, 2h + 1, 2h + 4, 2h + 5 with h = warp / 4. So the projection's
+// RoPE pairs, tile columns c and c + 32, meet in one lane: acc[n] and acc[n + 2].
+__device__ __forceinline__ int tile_ntile(int warp, int n) { return 2 * (warp / 4) + (n % 2) + 4 * (n / 2); }
 
 // acc += A[a_rows x K] · B over one 64x64 output tile: A row-major with K contiguous (lda); B is
 // [K, N] row-major (ldb) or, kBTransposed, [N, K] row-major, its tile column c being B's column
-// b_column(c); rows past a_rows and tile columns whose b_column is -1 read as zero. 256 threads; thread
-// (ty, tx) = (tid / 16, tid % 16) owns rows 4·ty + i and tile columns tile_column(tx, j) (j < 4):
-// 2·tx, 2·tx + 1, 32 + 2·tx, 33 + 2·tx, so that the projection's RoPE pairs (tile columns c and
-// c + 32) meet in one thread. Operands pass through shared memory k-major, kTileK k at a time, in
-// two buffers: the next step's global loads are issued before this step's products, one barrier per
-// step. (Single-buffered, at 69 registers, 3 thread blocks per SM, the projection at 32k tokens
-// waited on its loads in two waves: 137 µs, now 60.)
-__device__ __forceinline__ int tile_column(int tx, int j) { return (j / 2) * 32 + 2 * tx + j % 2; }
-
+// b_column(c); rows past a_rows and tile columns whose b_column is -1 read as zero. 256 threads, 8
+// warps (tile_ntile). Operands reach shared memory by cp.async, kTileK k per stage, kStages - 1
+// stages in flight while one is multiplied: each thread copies one 16-byte chunk of A and one of B
+// per stage, so b_column must map each aligned run of 4 tile columns to 4 consecutive columns of B
+// or to -1 (the gate's dims are multiples of 8, DeviceGate::upload). Layouts that make the fragment
+// reads conflict-free: A and a transposed B as [64][kTileK + 4] (rows 20 floats apart: lanes g, t
+// hit banks 20g + t mod 32, all different), B as [kTileK][64 + 8] (banks 8t + g).
+// (Staged through registers one step ahead, the product on the FMA units was bound by its shared-
+// memory reads, and on the tensor cores by the loads' latency: the projection and the scores took
+// 61 and 54 µs at 32k tokens either way; now 51 and 52. bench/RESULTS.md, "The gate's products".)
 template <bool kBTransposed, class BColumn>
 __device__ __forceinline__ void tile_product(const float* A, int64_t lda, int a_rows, const float* B, int64_t ldb,
                                              int K, BColumn&& b_column, float (&acc)[4][4]) {
-  constexpr int kPerThread = kTile * kTileK / 256;  // elements of each operand one thread stages per step
-  __shared__ __align__(16) float as[2][kTileK][kTile + 4];
-  __shared__ __align__(16) float bs[2][kTileK][kTile + 4];
-  const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
-  float a_next[kPerThread], b_next[kPerThread];
-  // Element tid + 256·u of a step: A's row tid / 16 + 16·u at k tid % 16 (consecutive threads read
-  // consecutive k of a row); B's column tid % 64 at k tid / 64 + 4·u (consecutive columns), or,
-  // transposed, as A. Each thread's columns are fixed, so b_column runs once per thread.
-  static_assert(kTileK == 16 && kPerThread == 4, "the index arithmetic below");
-  const int a_row = tid / 16, a_k = tid % 16;
-  const float* const a_src = A + a_row * lda + a_k;  // + 16·u·lda + k0
-  int b_col[kBTransposed ? kPerThread : 1];
-  bool a_in[kPerThread];
+  constexpr int kStages = 4, kRowStride = kTileK + 4, kColStride = kTile + 8;
+  constexpr int kBStage = kBTransposed ? kTile * kRowStride : kTileK * kColStride;
+  __shared__ __align__(16) float as[kStages][kTile * kRowStride];
+  __shared__ __align__(16) float bs[kStages][kBStage];
+  static_assert(kTileK == 16 && kTile * kTileK / 4 == 256, "one 16-byte chunk of each operand per thread");
+  const int tid = threadIdx.x, warp = tid / 32, g = tid % 32 / 4, t = tid % 4;
+  // This thread's chunks: A's row tid / 4 at k 4·(tid % 4); B's the same (transposed) or row (k)
+  // tid / 16 at tile columns 4·(tid % 16)..+3.
+  const int a_row = tid / 4, a_k = 4 * (tid % 4);
+  const bool a_in = a_row < a_rows;
+  const float* const a_src = A + (a_in ? a_row * lda : 0) + a_k;
+  const int b_k = kBTransposed ? a_k : tid / 16, b_c = kBTransposed ? a_row : 4 * (tid % 16);
+  const int b_col = b_column(b_c);
+  const float* const b_src = kBTransposed ? B + (b_col >= 0 ? b_col * ldb : 0) + b_k : B + b_k * ldb + max(b_col, 0);
+  const uint32_t a_dst = detail::smem_u32(&as[0][a_row * kRowStride + a_k]);
+  const uint32_t b_dst = detail::smem_u32(&bs[0][kBTransposed ? b_c * kRowStride + b_k : b_k * kColStride + b_c]);
+  const int steps = (K + kTileK - 1) / kTileK;
+  // Stage `step` into its buffer; past K, and for rows or columns out of range, the chunk is zeros.
+  const auto issue = [&](int step) {
+    const int k0 = step * kTileK, buf = step % kStages;
+    detail::cp_async_16(a_dst + buf * sizeof(as[0]), a_src + k0, a_in && k0 + a_k < K ? 16 : 0);
+    if constexpr (kBTransposed)
+      detail::cp_async_16(b_dst + buf * sizeof(bs[0]), b_src + k0, b_col >= 0 && k0 + b_k < K ? 16 : 0);
+    else
+      detail::cp_async_16(b_dst + buf * sizeof(bs[0]), b_src + k0 * ldb, b_col >= 0 && k0 + b_k < K ? 16 : 0);
+    detail::cp_async_commit();
+  };
 #pragma unroll
-  for (int u = 0; u < kPerThread; ++u) a_in[u] = a_row + 16 * u < a_rows;
-  if constexpr (kBTransposed) {
+  for (int step = 0; step < kStages - 1; ++step) issue(step);
+  const int m0 = 16 * (warp % 4);
+  float fix[4][4] = {};  // the correction terms, accumulated apart: two short chains of mmas, not one long
+  for (int step = 0; step < steps; ++step) {
+    detail::cp_async_wait<kStages - 2>();
+    __syncthreads();  // every thread's chunks of this stage have landed; the buffer refilled next was read last step
+    issue(step + kStages - 1);  // (a step past the last issues zeros, keeping the group count)
+    const float* const a_stage = as[step % kStages] + m0 * kRowStride;
+    const float* const b_stage = bs[step % kStages];
 #pragma unroll
-    for (int u = 0; u < kPerThread; ++u) b_col[u] = b_column(a_row + 16 * u);
-  } else {
-    b_col[0] = b_column(tid % kTile);
-  }
-  // Past K (the step after the last) everything reads as zero: the loop needs no branch around it.
-  const auto fetch = [&](int k0) {
+    for (int k = 0; k < kTileK; k += 8) {
+      detail::Tf32Split a_split[4];
 #pragma unroll
-    for (int u = 0; u < kPerThread; ++u) {
-      a_next[u] = a_in[u] && k0 + a_k < K ? a_src[16 * u * lda + k0] : 0.f;
-      if constexpr (kBTransposed) {
-        b_next[u] = b_col[u] >= 0 && k0 + a_k < K ? B[b_col[u] * ldb + k0 + a_k] : 0.f;
-      } else {
-        const int k = k0 + tid / kTile + 4 * u;
-        b_next[u] = b_col[0] >= 0 && k < K ? B[k * ldb + b_col[0]] : 0.f;
+      for (int r = 0; r < 4; ++r)
+        a_split[r] = detail::split_tf32(a_stage[(g + 8 * (r % 2)) * kRowStride + k + t + 4 * (r / 2)]);
+      const uint32_t a_big[4] = {a_split[0].big, a_split[1].big, a_split[2].big, a_split[3].big};
+      const uint32_t a_small[4] = {a_split[0].small, a_split[1].small, a_split[2].small, a_split[3].small};
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+        const int col = 8 * tile_ntile(warp, n) + g;
+        detail::Tf32Split b[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          b[r] = detail::split_tf32(kBTransposed ? b_stage[col * kRowStride + k + t + 4 * r]
+                                                 : b_stage[(k + t + 4 * r) * kColStride + col]);
+        detail::mma_1688_tf32(fix[n], a_small, b[0].big, b[1].big);
+        detail::mma_1688_tf32(fix[n], a_big, b[0].small, b[1].small);
+        detail::mma_1688_tf32(acc[n], a_big, b[0].big, b[1].big);
       }
     }
-  };
-  const auto stage = [&](int buf) {
-#pragma unroll
-    for (int u = 0; u < kPerThread; ++u) {
-      as[buf][a_k][a_row + 16 * u] = a_next[u];
-      if constexpr (kBTransposed)
-        bs[buf][a_k][a_row + 16 * u] = b_next[u];
-      else
-        bs[buf][tid / kTile + 4 * u][tid % kTile] = b_next[u];
-    }
-  };
-  fetch(0);
-  stage(0);
-  __syncthreads();
-  int buf = 0;
-  for (int k0 = 0; k0 < K; k0 += kTileK, buf ^= 1) {
-    fetch(k0 + kTileK);
-#pragma unroll
-    for (int k = 0; k < kTileK; ++k) {
-      const float4 a = *reinterpret_cast<const float4*>(&as[buf][k][ty * 4]);
-      const float2 b_lo = *reinterpret_cast<const float2*>(&bs[buf][k][2 * tx]);
-      const float2 b_hi = *reinterpret_cast<const float2*>(&bs[buf][k][32 + 2 * tx]);
-      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b_lo.x, b_lo.y, b_hi.x, b_hi.y};
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
-    }
-    // The other buffer was last read in the previous step, before the barrier that ended it.
-    stage(buf ^ 1);
-    __syncthreads();
   }
+  detail::cp_async_wait<0>();  // nothing may land in shared memory after the block exits
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[n][r] += fix[n][r];
 }
 
 // grid (row tiles, pair tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by
@@ -235,27 +245,32 @@ __global__ void __launch_bounds__(256, 4)
   };
   tile_product<false>(a, is_k ? int64_t(hkv) * 3 * d : int64_t(hq) * d, a_rows, w, dg, in_dim, column, acc);
   float* out = (is_k ? k_gate : q_gate) + int64_t(h) * rows * dg;
-  const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+  const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t row = row0 + ty * 4 + i;
+  for (int half_row = 0; half_row < 2; ++half_row) {
+    const int64_t row = row0 + 16 * (warp % 4) + g + 8 * half_row;
     if (row >= rows) break;
     const int s = sequence_of(row_offset, sequences, row);
     const int64_t position = row - row_offset[s];
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int x = pair0 + 2 * tx + j;  // acc[i][j] is pair x's first half, acc[i][j + 2] its second
-      if (2 * tx + j >= pairs) continue;
-      const float2 r = rotate(acc[i][j], acc[i][j + 2], rope[position * half + x]);
-      out[row * dg + x] = r.x;
-      out[row * dg + x + half] = r.y;
-    }
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        // acc[n] holds pairs c (tile columns < 32), acc[n + 2] their second halves, c + 32.
+        const int c = 8 * tile_ntile(warp, n) + 2 * t + e, r = 2 * half_row + e;
+        if (c >= pairs) continue;
+        const int x = pair0 + c;
+        const float2 v = rotate(acc[n][r], acc[n + 2][r], rope[position * half + x]);
+        out[row * dg + x] = v.x;
+        out[row * dg + x + half] = v.y;
+      }
   }
 }
 
 // grid (tile pairs of the longest sequence, H_q, sequences): logits = q_g·k_gᵀ/√d_g on 64x64
-// tiles, -inf above the diagonal (whole tiles above it only write -inf).
-__global__ void __launch_bounds__(256, 4)
+// tiles, -inf above the diagonal (whole tiles above it only write -inf). 3 blocks per SM: the
+// transposed operand's addressing takes 80 registers (at 64, ptxas spills).
+__global__ void __launch_bounds__(256, 3)
     scores_kernel(const float* q_gate, const float* k_gate, const int32_t* seq_len, const int32_t* row_offset,
                   const int64_t* map_offset, int64_t rows, int dg, float scale, float* logits) {
   const int s = blockIdx.z, h = blockIdx.y;
@@ -264,7 +279,7 @@ __global__ void __launch_bounds__(256, 4)
   const int ti = blockIdx.x / tiles, tj = blockIdx.x % tiles;
   if (ti >= tiles) return;
   float* map = logits + map_offset[s] + int64_t(h) * nb * nb;
-  const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+  const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
   float acc[4][4] = {};
   if (tj <= ti) {
     const float* q = q_gate + (int64_t(h) * rows + row_offset[s] + int64_t(ti) * kTile) * dg;
@@ -273,11 +288,12 @@ __global__ void __launch_bounds__(256, 4)
     tile_product<true>(q, dg, min(kTile, nb - ti * kTile), k, dg, dg, [&](int c) { return c < keys ? c : -1; }, acc);
   }
 #pragma unroll
-  for (int i = 0; i < 4; ++i)
+  for (int n = 0; n < 4; ++n)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int bi = ti * kTile + ty * 4 + i, bj = tj * kTile + tile_column(tx, j);
-      if (bi < nb && bj < nb) map[int64_t(bi) * nb + bj] = bj <= bi ? acc[i][j] * scale : -INFINITY;
+    for (int r = 0; r < 4; ++r) {
+      const int bi = ti * kTile + 16 * (warp % 4) + g + 8 * (r / 2);
+      const int bj = tj * kTile + 8 * tile_ntile(warp, n) + 2 * t + r % 2;
+      if (bi < nb && bj < nb) map[int64_t(bi) * nb + bj] = bj <= bi ? acc[n][r] * scale : -INFINITY;
     }
 }
 
@@ -537,7 +553,8 @@ DeviceGate DeviceGate::upload(const GateWeights<float>& weights, const RopeConfi
   weights.validate();
   const GateConfig& c = weights.config;
   SEER_CHECK(c.block == kBlock, "the CUDA gate supports block size ", kBlock, ", got ", c.block);
-  SEER_CHECK(c.gate_dim <= 256, "the CUDA gate supports gate dims up to 256, got ", c.gate_dim);
+  SEER_CHECK(c.gate_dim <= 256 && c.gate_dim % 8 == 0,
+             "the CUDA gate supports gate dims that are multiples of 8 up to 256, got ", c.gate_dim);
   DeviceGate g{c};
   g.wk = DeviceBuffer<float>::upload(weights.wk);
   if (!weights.wq.empty()) g.wq = DeviceBuffer<float>::upload(weights.wq);

@@ -34,6 +34,7 @@ const std::vector<GateShape> kShapes = {
     {{4096}, {4, 1, 128}, 128, kYarn},
     {{300, 77}, {6, 2, 64}, 32, kPlain},  // d_g != d: a Q projection, W_k per KV head
     {{2000}, {9, 3, 64}, 16, kPlain},     // the built-in model's shape with a small gate
+    {{700}, {9, 3, 64}, 8, kPlain},       // the smallest shipped gate: one chunk of pairs per tile
     {{1000, 64}, {4, 2, 128}, 96, kPlain},  // d_g neither d nor a whole number of 64-wide tiles
     {{20000}, {2, 2, 64}, 64, kLlama3},
 };
