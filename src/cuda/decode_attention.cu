@@ -234,16 +234,6 @@ __global__ void decode_merge_kernel(const DecodeParams p, int d, __nv_bfloat16* 
   }
 }
 
-int sm_count() {
-  static const int count = [] {
-    int device = 0, sms = 0;
-    SEER_CUDA_CHECK(cudaGetDevice(&device));
-    SEER_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    return sms;
-  }();
-  return count;
-}
-
 void check_dims(const HeadDims& dims) {
   dims.validate();
   SEER_CHECK(dims.head_dim == 64 || dims.head_dim == 128, "decode attention supports head dims 64 and 128, got ",

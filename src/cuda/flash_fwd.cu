@@ -119,27 +119,42 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     // Each producer draws one past the end to learn that the work is done.
     SEER_CHECK(items + 2 * int64_t(detail::kMaxPersistentBlocks) <= int64_t(INT32_MAX),
                "block-sparse: too many (head, query block) items: ", items);
-    int device = 0, sms = 0;
-    SEER_CUDA_CHECK(cudaGetDevice(&device));
-    SEER_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     // Persistent: one thread block per multiprocessor (its shared memory allows no second), two
     // consumers each, drawing items from the counter.
-    const int blocks = int(std::min<int64_t>({int64_t(sms), int64_t(detail::kMaxPersistentBlocks), (items + 1) / 2}));
+    const int blocks =
+        int(std::min<int64_t>({int64_t(sm_count()), int64_t(detail::kMaxPersistentBlocks), (items + 1) / 2}));
     SEER_CUDA_CHECK(cudaMemsetAsync(p.work_counter, 0, sizeof(int), stream));
     detail::flash_fwd_sparse_kernel<T, D>
         <<<unsigned(blocks), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, int(items));
   } else {
     using Smem = detail::DenseSmem<D, detail::kDenseStages<D, V>>;
     const size_t smem = Smem::kBytes;
-    static const bool configured = [] {
-      SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_dense_kernel<T, D, V>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
-      return true;
-    }();
-    (void)configured;
     p.work = layout.tile_work.data();
-    const dim3 grid(unsigned(layout.tile_work.size()), unsigned(p.q_heads));
-    detail::flash_fwd_dense_kernel<T, D, V><<<grid, detail::kDenseThreads, smem, stream>>>(q_map, k_map, v_map, p);
+    const int64_t tiles = int64_t(layout.tile_work.size());
+    // Thread blocks start in index order, grid x fastest. Head by head, the query tiles longest
+    // first, the blocks running together share one KV head's K/V in L2; but a short grid then ends
+    // on the last head's longest tiles. Up to 16 waves the heads go fastest instead, so that every
+    // head's longest tiles start first: at 8k tokens (32/8 heads, d = 128, 15.5 waves) dense took 3%
+    // less time, at d = 64 (9/3 heads, 4.4 waves) 12% less; at 16k and beyond, and for the d = 64
+    // ground truth at 32k (17.5 waves), 3-12% more (bench/RESULTS.md, "Heads fastest"). The order is
+    // a template parameter: read from a kernel argument, it cost the other order 3% at d = 64.
+    const auto run = [&]<bool kHeadsFastest>() {
+      const auto kernel = detail::flash_fwd_dense_kernel<T, D, V, kHeadsFastest>;
+      static const bool configured = [&] {
+        SEER_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
+        return true;
+      }();
+      (void)configured;
+      // (y is limited to 65535; the short grids' tiles stay below it.)
+      const dim3 grid =
+          kHeadsFastest ? dim3(unsigned(p.q_heads), unsigned(tiles)) : dim3(unsigned(tiles), unsigned(p.q_heads));
+      kernel<<<grid, detail::kDenseThreads, smem, stream>>>(q_map, k_map, v_map, p);
+    };
+    if (tiles * p.q_heads <= 16 * int64_t(sm_count()))
+      run.template operator()<true>();
+    else
+      run.template operator()<false>();
     if constexpr (V == Variant::GroundTruth) {
       SEER_CUDA_CHECK_LAUNCH();
       launch_ground_truth_reduce(p, layout, stream);

@@ -44,7 +44,8 @@ struct DenseSmem {
   static_assert(kBytes <= kMaxSharedBytes, "shared memory of one thread block on sm_90");
 };
 
-template <typename T, int D, Variant V>
+// kHeadsFastest: the grid is (head, query tile), else (query tile, head).
+template <typename T, int D, Variant V, bool kHeadsFastest>
 __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const __grid_constant__ CUtensorMap q_map,
                                                                    const __grid_constant__ CUtensorMap k_map,
                                                                    const __grid_constant__ CUtensorMap v_map,
@@ -64,8 +65,8 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   uint64_t* const q_full = bars + Kv::kCount;
   const Kv kv = Kv::at(bars);
 
-  const int2 item = p.work[blockIdx.x];
-  const int seq = item.x, tile = item.y, h = blockIdx.y;
+  const int2 item = p.work[kHeadsFastest ? blockIdx.y : blockIdx.x];
+  const int seq = item.x, tile = item.y, h = int(kHeadsFastest ? blockIdx.x : blockIdx.y);
   const int start = p.seq_start[seq], len = p.seq_len[seq];
   const int nb = (len + kTile - 1) / kTile;
   const int n_tiles = tile + 1;  // key tiles 0..tile cover every key up to the block's last row
