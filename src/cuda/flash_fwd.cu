@@ -134,10 +134,11 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     // Thread blocks start in index order, grid x fastest. Head by head, the query tiles longest
     // first, the blocks running together share one KV head's K/V in L2; but a short grid then ends
     // on the last head's longest tiles. Up to 16 waves the heads go fastest instead, so that every
-    // head's longest tiles start first: at 8k tokens (32/8 heads, d = 128, 15.5 waves) dense took 3%
-    // less time, at d = 64 (9/3 heads, 4.4 waves) 12% less; at 16k and beyond, and for the d = 64
-    // ground truth at 32k (17.5 waves), 3-12% more (bench/RESULTS.md, "Heads fastest"). The order is
-    // a template parameter: read from a kernel argument, it cost the other order 3% at d = 64.
+    // head's longest tiles start first: at 8k tokens (32/8 heads, d = 128, 15.5 waves) dense took
+    // 2-3% less time, at d = 64 (9/3 heads, 4.4 waves) 12% less. Heads fastest at 16k and beyond,
+    // and for the d = 64 ground truth at 32k (17.5 waves), took 3-12% more (bench/RESULTS.md, "Heads
+    // fastest"). The order is a template parameter: read from a kernel argument, it cost the other
+    // order 3% at d = 64.
     const auto run = [&]<bool kHeadsFastest>() {
       const auto kernel = detail::flash_fwd_dense_kernel<T, D, V, kHeadsFastest>;
       static const bool configured = [&] {
