@@ -88,14 +88,20 @@ TEST(Selection, MassWeightIsExpInUnitsOf2ToTheMinus32) {
   EXPECT_EQ(mass_weight(1.5f, 1.5f), uint64_t(1) << 32);
   EXPECT_EQ(mass_weight(-100.f, 0.f), 0u);
   EXPECT_EQ(mass_weight(std::nanf(""), 0.f), 0u);
+  constexpr int kSteps = 400000;  // x from -90 up to 0, evenly
   uint64_t previous = 0;
-  for (float x = -90.f; x <= 0.f; x = std::nextafter(x, 1.f) + 1e-4f * std::abs(x)) {
-    const uint64_t w = mass_weight(x + 3.25f, 3.25f);
-    ASSERT_GE(w, previous) << "x = " << x;
+  for (int i = 0; i <= kSteps; ++i) {
+    const float value = 3.25f - 90.f * float(kSteps - i) / float(kSteps);
+    const uint64_t w = mass_weight(value, 3.25f);
+    ASSERT_GE(w, previous) << "value = " << value;
     ASSERT_LE(w, uint64_t(1) << 32);
-    const double exact = std::exp(double(x + 3.25f) - 3.25) * kUnit;
-    ASSERT_NEAR(double(w), exact, 4e-7 * exact + 1.0) << "x = " << x;
+    const double exact = std::exp(double(value) - 3.25) * kUnit;
+    ASSERT_NEAR(double(w), exact, 4e-7 * exact + 1.0) << "value = " << value;
     previous = w;
+  }
+  for (const float below : {1e-30f, 1e-8f, 1e-4f}) {
+    const double exact = std::exp(-double(below)) * kUnit;
+    EXPECT_NEAR(double(mass_weight(-below, 0.f)), exact, 4e-7 * exact + 1.0) << below;
   }
 }
 
