@@ -13,6 +13,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import torch.nn.functional as F
 
 
+def runs_in(budget_ms, first_ms, most):
+    """How many runs of about first_ms fit in budget_ms: at least 3, at most `most`."""
+    return max(3, min(most, int(budget_ms / max(first_ms, 1e-3))))
+
+
 def median_ms(fn, budget_ms=1000.0):
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
@@ -26,10 +31,9 @@ def median_ms(fn, budget_ms=1000.0):
     first = once()
     # Warm up for about 0.3 s first, as `seer bench` does: the H200 leaves its idle clocks and
     # reaches its power cap (bench/gpu/README.md), so both sides are timed in the same state.
-    for _ in range(max(3, min(1000, int(300.0 / max(first, 1e-3))))):
+    for _ in range(runs_in(300.0, first, 1000)):
         once()
-    repeats = max(3, min(100, int(budget_ms / max(first, 1e-3))))
-    return statistics.median(once() for _ in range(repeats))
+    return statistics.median(once() for _ in range(runs_in(budget_ms, first, 100)))
 
 
 def main():
