@@ -9,11 +9,10 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +20,7 @@
 #include "cli/selection_flags.h"
 #include "cli/device_choice.h"
 #include "core/error.h"
+#include "formats/mapped_file.h"
 #include "model/forward_cpu.h"
 #include "model/gates.h"
 #include "model/llama_loader.h"
@@ -77,14 +77,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  SEER_CHECK(in.good(), "cannot open '", path, "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::string duration_text(double seconds) {
   char text[32];
   const long s = std::lround(seconds);
@@ -139,7 +131,7 @@ void run_perplexity(const PerplexityOptions& o) {
   std::vector<Job> jobs;
   int64_t longest = 0;
   for (size_t f = 0; f < o.files.size(); ++f) {
-    texts.push_back(tokenizer.encode(read_file(o.files[f])));
+    texts.push_back(tokenizer.encode(read_text_file(o.files[f], std::numeric_limits<size_t>::max())));
     for (const PerplexityWindow& w : perplexity_windows(int64_t(texts.back().size()), o.context, o.stride)) {
       if (o.max_windows > 0 && int64_t(jobs.size()) == o.max_windows) break;
       jobs.push_back({f, w});

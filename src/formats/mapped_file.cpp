@@ -64,6 +64,24 @@ void MappedFile::release() noexcept {
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
+    // A pipe (`seer perplexity <(zcat book.gz)`) has no size to map: read it to its end.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    SEER_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
+    const FdGuard guard{fd};
+    std::string text;
+    char buffer[1 << 16];
+    for (;;) {
+      const ssize_t got = ::read(fd, buffer, sizeof buffer);
+      if (got < 0 && errno == EINTR) continue;
+      SEER_CHECK(got >= 0, "cannot read '", path, "': ", std::strerror(errno));
+      if (got == 0) return text;
+      SEER_CHECK(text.size() + size_t(got) <= max_bytes, "'", path, "' holds more than the ", max_bytes,
+                 " bytes expected of this file");
+      text.append(buffer, size_t(got));
+    }
+  }
   const MappedFile file = MappedFile::open(path);
   SEER_CHECK(file.bytes().size() <= max_bytes, "'", path, "' is ", file.bytes().size(), " bytes, more than the ",
              max_bytes, " expected of this file");

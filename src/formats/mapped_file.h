@@ -31,8 +31,9 @@ class MappedFile {
   std::string path_;
 };
 
-// The whole of a small text file (config.json, an index), refusing files over `max_bytes` so that a
-// wrong path (a weights file, a device) does not read gigabytes into memory.
+// The whole of a text file (config.json, an index, a book), refusing files over `max_bytes` so that a
+// wrong path (a weights file, a device) does not read gigabytes into memory. Pipes are read to their
+// end; directories and the like are refused.
 std::string read_text_file(const std::string& path, size_t max_bytes);
 
 }  // namespace seer
