@@ -123,6 +123,35 @@ TEST_P(CudaAttention, BlockSparseMatchesCpu) {
   std::printf("[measured] block-sparse %s: max rel error %.2e\n", name(GetParam()), worst);
 }
 
+// The dense and ground-truth grids run the heads fastest up to 16 waves of thread blocks and head by
+// head beyond (flash_fwd.cu); kShapes are all short. Many short sequences give a long grid cheaply:
+// 120 sequences of 300 tokens are 360 query tiles, x 16 heads = 5,760 thread blocks, over 16 waves on
+// GPUs of up to 360 SMs. Outputs poisoned first.
+TEST_P(CudaAttention, LongGridsMatchCpu) {
+  for (const int head_dim : {64, 128}) {
+    Problem p(Shape{std::vector<int64_t>(120, 300), 16, 4, head_dim}, GetParam());
+    std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+    dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
+    poison(p.out);
+    poison(p.lse);
+    cuda::dense_forward(p.args(), p.layout, nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "dense, d " << head_dim;
+    EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
+
+    DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
+    poison(gt);
+    poison(scratch);
+    poison(p.out);
+    cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<double> ref_gt(gt.size());
+    ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt);
+    EXPECT_LT(test::relative_error(gt.download(), ref_gt), 1e-2) << "ground truth, d " << head_dim;
+    EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2);
+  }
+}
+
 // Longer two-sequence problems: about 900-1800 (head, query block) items of every length, empty rows
 // included, so thread blocks run in many waves, at both head dims (their pipelines differ in depth);
 // two launches on one layout, each on poisoned outputs.
