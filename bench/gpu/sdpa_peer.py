@@ -29,9 +29,8 @@ def median_ms(fn, budget_ms=1000.0):
         return start.elapsed_time(stop)
 
     first = once()
-    # Warm up for about 0.3 s first (up to 1000 runs): the H200 leaves its idle clocks and reaches
-    # its power cap (bench/gpu/README.md). `seer bench` warms for at most 100 runs, about 0.1 s of
-    # dense at 8k tokens, so at 8k the two sides are not timed in quite the same state.
+    # Warm up for about 0.3 s first (up to 1000 runs, as `seer bench` does): the H200 leaves its
+    # idle clocks and reaches its power cap (bench/gpu/README.md).
     for _ in range(runs_in(300.0, first, 1000)):
         once()
     return statistics.median(once() for _ in range(runs_in(budget_ms, first, 100)))

@@ -60,17 +60,17 @@ class EventTimer {
     for (size_t r = 0; r < ta.size(); ++r) ta[r] = time_once(a), tb[r] = time_once(b);
     return {median(ta), median(tb)};
   }
-  // Runs `fn` untimed for about `seconds`, but at most 100 times (repeats_for's cap): the GPU leaves
-  // its idle clocks before anything is timed. At 8k tokens, d = 128, dense's 0.3 s is about 0.1 s.
+  // Runs `fn` untimed for about `seconds` (at most 1000 runs, as sdpa_peer.py warms cuDNN): the GPU
+  // leaves its idle clocks and reaches its power cap before anything is timed.
   template <typename Fn>
   void warm_up(Fn&& fn, double seconds) {
     const double first = time_once(fn);
-    for (int r = repeats_for(seconds, first); r > 0; --r) time_once(fn);
+    for (int r = repeats_for(seconds, first, 1000); r > 0; --r) time_once(fn);
   }
 
  private:
-  static int repeats_for(double budget_s, double ms) {
-    return std::clamp(int(budget_s * 1e3 / std::max(ms, 1e-3)), 3, 100);
+  static int repeats_for(double budget_s, double ms, int most = 100) {
+    return std::clamp(int(budget_s * 1e3 / std::max(ms, 1e-3)), 3, most);
   }
   static double median(std::vector<double> times) {
     std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
