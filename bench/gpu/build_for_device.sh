@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=${1:-.}
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEER_NATIVE=OFF -DSEER_BUILD_BENCH=OFF >/dev/null
-cmake --build build-device --target seer seer_cuda_tests
+cmake --build build-device --target seer seer_cuda_tests seer_attention
 mkdir -p "$dest/.devbin"
-cp build-device/src/seer build-device/tests/cuda/seer_cuda_tests "$dest/.devbin/"
-strip "$dest/.devbin/seer" "$dest/.devbin/seer_cuda_tests"
+cp build-device/src/seer build-device/tests/cuda/seer_cuda_tests build-device/src/libseer_attention.so "$dest/.devbin/"
+strip "$dest/.devbin/seer" "$dest/.devbin/seer_cuda_tests" "$dest/.devbin/libseer_attention.so"
 libs=$(mktemp -d)
 mkdir "$libs/lib"
 ldd build-device/src/seer | awk '/libopenblas|libgfortran|libquadmath/ {print $3}' | xargs -I{} cp -L {} "$libs/lib/"

@@ -29,7 +29,8 @@ run_for() {
   [ $rc -eq 137 ] && echo "run_device.sh: killed after $seconds s (hung?): $*" >&3
   return $rc
 }
-mkdir -p /tmp/seer && tar xJf .devbin/libs.tar.xz -C /tmp/seer && export LD_LIBRARY_PATH=/tmp/seer/lib
+# (.devbin: libseer_attention.so, for seer_cuda_tests and sdpa_peer.py)
+mkdir -p /tmp/seer && tar xJf .devbin/libs.tar.xz -C /tmp/seer && export LD_LIBRARY_PATH=/tmp/seer/lib:$PWD/.devbin
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 if has tests; then
   run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=-CudaLlama.* 2>&1 | tee "$out/cuda_tests.log" |
@@ -41,8 +42,10 @@ if has bench; then
   run_for 60 ./.devbin/seer bench --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
 fi
 if has peer; then
-  run_for 120 python3 bench/gpu/sdpa_peer.py --json-out "$out/peer_gqa128.json"
-  run_for 60 python3 bench/gpu/sdpa_peer.py --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
+  # Also seer's dense alternating with cuDNN in one process, through the C interface.
+  run_for 180 python3 bench/gpu/sdpa_peer.py --seer-lib .devbin/libseer_attention.so --json-out "$out/peer_gqa128.json"
+  run_for 90 python3 bench/gpu/sdpa_peer.py --seer-lib .devbin/libseer_attention.so --q-heads 9 --kv-heads 3 \
+    --head-dim 64 --lengths 8192,32768
 fi
 if has sanitize; then
   # Both head dims: their block-sparse kernels differ (one 64-key block per tile at d = 128, pairs at 64).
