@@ -1,6 +1,6 @@
 // The C interface's refusals that need no GPU (CI runs these): bad sequence lengths and head counts
-// give NULL and a message, a NULL layout gives -1, and messages are truncated to the caller's
-// buffer. tests/cuda/test_capi_cuda.cpp checks the calls themselves on a GPU.
+// give NULL and a message, calls without a layout fail, and messages are truncated to the
+// caller's buffer. tests/cuda/test_capi_cuda.cpp checks the calls themselves on a GPU.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -34,6 +34,19 @@ TEST(Capi, DenseForwardRefusesNoLayoutAndTruncatesItsMessage) {
                                error, sizeof error),
             -1);
   EXPECT_EQ(std::string(error), std::string("seer_de"));  // 7 characters and the terminator
+}
+
+TEST(Capi, MaskAndBlockSparseRefuseNoLayout) {
+  char error[256];
+  const int64_t indptr[] = {0, 1};
+  const int32_t indices[] = {0};
+  EXPECT_EQ(seer_mask_create(nullptr, indptr, 1, indices, error, sizeof error), nullptr);
+  EXPECT_NE(std::string(error).find("no layout"), std::string::npos) << error;
+  EXPECT_EQ(seer_block_sparse_forward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, SEER_BF16, 8, 2,
+                                      128, nullptr, error, sizeof error),
+            -1);
+  EXPECT_NE(std::string(error).find("no layout"), std::string::npos) << error;
+  seer_mask_destroy(nullptr);
 }
 
 }  // namespace

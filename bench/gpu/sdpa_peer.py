@@ -5,12 +5,15 @@ Prints a table and writes JSON to --json-out. K/V are expanded to the query head
 (what the backends consume), so the timing is the attention kernel alone.
 
 With --seer-lib PATH (libseer_attention.so, the C interface in src/capi/seer_attention.h) it also
-times seer's dense kernel alternately with cuDNN in this one process, each replayed from a CUDA
-graph, so that both see the same clocks and neither pays for the host's dispatch: the H200 runs at
-its power cap, and cuDNN's own time moves by up to 7% from one job to the next (bench/RESULTS.md).
+times seer's dense kernel alternately with cuDNN in this one process, and seer's block-sparse kernel
+alternately with FlexAttention on the same random block masks (--sparse-lengths, --densities), each
+replayed from a CUDA graph, so that both sides see the same clocks and neither pays for the host's
+dispatch: the H200 runs at its power cap, and cuDNN's own time moves by up to 7% from one job to the
+next (bench/RESULTS.md).
 """
 import argparse
 import ctypes
+import functools
 import json
 import statistics
 
@@ -69,40 +72,146 @@ def paired_median_ms(fn_a, fn_b, budget_ms=2000.0):
     return statistics.median(ta), statistics.median(tb)
 
 
-class SeerDense:
-    """seer's dense forward through libseer_attention.so, on tensors in seer's [tokens, heads, d] layout."""
+class Seer:
+    """seer's kernels through libseer_attention.so, on tensors in seer's [tokens, heads, d] layout (bf16)."""
 
     def __init__(self, path):
         lib = ctypes.CDLL(path)
-        lib.seer_layout_create.restype = ctypes.c_void_p
-        lib.seer_layout_create.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.c_int,
-                                           ctypes.c_char_p, ctypes.c_size_t]
-        lib.seer_layout_destroy.argtypes = [ctypes.c_void_p]
-        lib.seer_dense_forward.restype = ctypes.c_int
-        lib.seer_dense_forward.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [
-            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        c_int, c_ptr, c_i64 = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
+        errors = [ctypes.c_char_p, ctypes.c_size_t]
+        lib.seer_layout_create.restype = c_ptr
+        lib.seer_layout_create.argtypes = [ctypes.POINTER(c_i64), c_int, c_int] + errors
+        lib.seer_layout_destroy.argtypes = [c_ptr]
+        lib.seer_mask_create.restype = c_ptr
+        lib.seer_mask_create.argtypes = [c_ptr, ctypes.POINTER(c_i64), c_i64, ctypes.POINTER(ctypes.c_int32)] + errors
+        lib.seer_mask_destroy.argtypes = [c_ptr]
+        lib.seer_dense_forward.restype = c_int
+        lib.seer_dense_forward.argtypes = [c_ptr] * 6 + [c_int] * 4 + [c_ptr] + errors
+        lib.seer_block_sparse_forward.restype = c_int
+        lib.seer_block_sparse_forward.argtypes = [c_ptr] * 7 + [c_int] * 4 + [c_ptr] + errors
         self.lib = lib
         self.error = ctypes.create_string_buffer(512)
 
-    def forward(self, n, q, k, v):
-        """A closure that runs dense attention over q [n, H_q, d], k and v [n, H_kv, d] (bf16)."""
-        lengths = (ctypes.c_int64 * 1)(n)
-        layout = self.lib.seer_layout_create(lengths, 1, q.shape[1], self.error, len(self.error))
-        if not layout:
+    def check(self, handle_or_status):
+        if handle_or_status is None or (isinstance(handle_or_status, int) and handle_or_status == -1):
             raise RuntimeError(self.error.value.decode())
+        return handle_or_status
+
+    def forward(self, n, q, k, v, mask=None):
+        """A closure that runs attention over q [n, H_q, d], k and v [n, H_kv, d]: dense, or block-sparse
+        over mask = (indptr, indices), CSR rows (head, query block) as int64 / int32 CPU tensors."""
+        lengths = (ctypes.c_int64 * 1)(n)
+        layout = self.check(self.lib.seer_layout_create(lengths, 1, q.shape[1], self.error, len(self.error)))
+        device_mask = None
+        if mask is not None:
+            indptr, indices = mask
+            device_mask = self.check(self.lib.seer_mask_create(
+                layout, ctypes.cast(indptr.data_ptr(), ctypes.POINTER(ctypes.c_int64)), indptr.numel() - 1,
+                ctypes.cast(indices.data_ptr(), ctypes.POINTER(ctypes.c_int32)), self.error, len(self.error)))
         out = torch.empty_like(q)
         lse = torch.empty(q.shape[1], n, device=q.device, dtype=torch.float32)
-        args = (layout, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), 0, q.shape[1],
-                k.shape[1], q.shape[2])
+        tensors = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), 0, q.shape[1],
+                   k.shape[1], q.shape[2])
 
         def run():  # on torch's current stream, which is the capturing one inside torch.cuda.graph
             stream = torch.cuda.current_stream().cuda_stream
-            if self.lib.seer_dense_forward(*args, stream, self.error, len(self.error)) != 0:
-                raise RuntimeError(self.error.value.decode())
+            if device_mask is None:
+                status = self.lib.seer_dense_forward(layout, *tensors, stream, self.error, len(self.error))
+            else:
+                status = self.lib.seer_block_sparse_forward(layout, device_mask, *tensors, stream, self.error,
+                                                            len(self.error))
+            self.check(status)
 
-        run.release = lambda: self.lib.seer_layout_destroy(layout)
+        def release():
+            if device_mask is not None:
+                self.lib.seer_mask_destroy(device_mask)
+            self.lib.seer_layout_destroy(layout)
+
+        run.release = release
         run.out, run.lse = out, lse  # kept alive with the closure: it holds only their addresses
         return run
+
+
+def random_block_mask(n, heads, density, seed=11):
+    """Random causal 64x64 block masks keeping every diagonal block and about `density` of the causal
+    blocks (as `seer bench` draws them): off-diagonal kept blocks [H, nb, nb] (bool, GPU) and the CSR
+    form of the whole mask (int64 indptr, int32 indices, CPU)."""
+    nb = (n + 63) // 64
+    keep = min(1.0, max(0.0, (density * nb * (nb + 1) / 2 - nb) / max(1.0, nb * (nb - 1) / 2)))
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    below = torch.tril(torch.rand(heads, nb, nb, device="cuda", generator=g) < keep, diagonal=-1)
+    kept = below | torch.eye(nb, dtype=torch.bool, device="cuda")
+    indptr = torch.zeros(heads * nb + 1, dtype=torch.int64)
+    indptr[1:] = kept.reshape(heads * nb, nb).sum(-1).cumsum(0).cpu()
+    indices = kept.reshape(heads * nb, nb).nonzero()[:, 1].to(torch.int32).cpu()  # row-major: ascending
+    return below, (indptr, indices)
+
+
+def flex_block_sparse(below, n, q, k, v):
+    """FlexAttention over the same blocks: the kept blocks below the diagonal as full blocks, the
+    diagonal as partial blocks under a causal mask_mod. Returns a closure of (q, k, v) and its
+    kernel options, or None."""
+    try:
+        from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    except ImportError as e:
+        print(f"flex_attention unavailable: {e}")
+        return None
+    heads, nb, _ = below.shape
+    order = torch.argsort((~below).to(torch.int8), dim=-1, stable=True).to(torch.int32)  # kept blocks first
+    full_count = below.sum(-1).to(torch.int32)
+    diagonal = torch.arange(nb, device="cuda", dtype=torch.int32).view(1, nb, 1).expand(heads, nb, nb).contiguous()
+    ones = torch.ones(heads, nb, device="cuda", dtype=torch.int32)
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    mask = BlockMask.from_kv_blocks(ones[None], diagonal[None], full_count[None], order[None], BLOCK_SIZE=64,
+                                    mask_mod=causal, seq_lengths=(n, n))
+    compiled = torch.compile(flex_attention)
+    # Its own choice of tiles first; 64 x 64 tiles, which a mask of 64-token blocks always allows, if
+    # that fails to compile.
+    for options in (None, {"BLOCK_M": 64, "BLOCK_N": 64}):
+        run = functools.partial(compiled, block_mask=mask, enable_gqa=True, kernel_options=options)
+        try:
+            run(q, k, v)
+            return run, options
+        except Exception as e:
+            print(f"flex with kernel options {options}: {e}".splitlines()[0])
+    return None
+
+
+def block_sparse_against_flex(seer, n, q, k, v, densities, flops):
+    """seer's block-sparse kernel and FlexAttention (torch.compile) on the same random masks, timed
+    alternately; q [1, H_q, n, d], k and v [1, H_kv, n, d]."""
+    rows = []
+    ours = [x[0].transpose(0, 1).contiguous() for x in (q, k, v)]
+    for density in densities:
+        below, csr = random_block_mask(n, q.shape[1], density)
+        run = seer.forward(n, *ours, mask=csr)
+        real = (csr[0][-1].item()) / (q.shape[1] * below.shape[1] * (below.shape[1] + 1) / 2)
+        try:
+            compiled = flex_block_sparse(below, n, q, k, v)
+            if compiled is None:
+                continue
+            flex, options = compiled
+            ref = flex(q, k, v)
+            run()
+            torch.cuda.synchronize()
+            diff = (run.out.float() - ref[0].transpose(0, 1).float()).abs().max().item()
+            if diff > 0.05:
+                raise RuntimeError(f"seer and FlexAttention differ by {diff} at {n} tokens, density {density}")
+            flex_ms, seer_ms = paired_median_ms(lambda: flex(q, k, v), run)
+        except Exception as e:  # a FlexAttention that cannot compile this mask or shape
+            print(f"flex {n} density {density}: {e}".splitlines()[0])
+            continue
+        finally:
+            run.release()
+        label = f"{real:.3f}"
+        rows.append({"peer": f"flex {label} (alt.)", "tokens": n, "density": real, "ms": flex_ms,
+                     "tflops": flops / flex_ms / 1e9, "kernel_options": options})
+        rows.append({"peer": f"seer {label} (alt.)", "tokens": n, "density": real, "ms": seer_ms,
+                     "tflops": flops / seer_ms / 1e9, "vs_flex": flex_ms / seer_ms})
+    return rows
 
 
 def main():
@@ -112,9 +221,12 @@ def main():
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--json-out", default=None)
-    p.add_argument("--seer-lib", default=None, help="libseer_attention.so: time seer's dense alternately with cuDNN")
+    p.add_argument("--seer-lib", default=None,
+                   help="libseer_attention.so: time seer's dense alternately with cuDNN, its block-sparse with FlexAttention")
+    p.add_argument("--sparse-lengths", default="32768", help="lengths for block-sparse against FlexAttention")
+    p.add_argument("--densities", default="0.1,0.5", help="block-sparse densities (random causal masks)")
     a = p.parse_args()
-    seer = SeerDense(a.seer_lib) if a.seer_lib else None
+    seer = Seer(a.seer_lib) if a.seer_lib else None
     results = []
     for n in [int(x) for x in a.lengths.split(",")]:
         torch.manual_seed(0)
@@ -152,13 +264,18 @@ def main():
                 print(f"{name} {n}: {e}".splitlines()[0])
                 continue
             results.append({"peer": f"torch sdpa {name}", "tokens": n, "ms": ms, "tflops": flops / ms / 1e9})
+        if seer and str(n) in a.sparse_lengths.split(","):
+            k, v = k[:, ::group].contiguous(), v[:, ::group].contiguous()  # flex takes grouped K/V as they are
+            results += block_sparse_against_flex(seer, n, q, k, v, [float(x) for x in a.densities.split(",")], flops)
         del q, k, v
         torch.cuda.empty_cache()
     print(f"torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {torch.cuda.get_device_name()}")
-    print(f"{'peer':<20} {'tokens':>8} {'ms':>10} {'TFLOP/s':>10} {'cuDNN/seer':>11}")
+    print(f"{'peer':<20} {'tokens':>8} {'ms':>10} {'TFLOP/s*':>10} {'peer/seer':>10}")
     for r in results:
-        ratio = f"{r['vs_cudnn']:>11.3f}" if "vs_cudnn" in r else ""
+        ratio = r.get("vs_cudnn", r.get("vs_flex"))
+        ratio = f"{ratio:>10.3f}" if ratio else ""
         print(f"{r['peer']:<20} {r['tokens']:>8} {r['ms']:>10.3f} {r['tflops']:>10.1f} {ratio}")
+    print("* dense-equivalent for the block-sparse rows: the causal FLOPs over the time, whatever the density")
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump({"torch": torch.__version__, "results": results}, f, indent=2)

@@ -1,6 +1,7 @@
-/* C interface to seer's CUDA attention kernels, for callers outside C++: Python through ctypes
- * (bench/gpu/sdpa_peer.py times seer's dense kernel alternately with PyTorch's cuDNN attention in one
- * process), or any language with a C FFI. Built as libseer_attention.so where nvcc is found.
+/* C interface to seer's CUDA attention kernels, dense and block-sparse, for callers outside C++:
+ * Python through ctypes (bench/gpu/sdpa_peer.py times them alternately with PyTorch's cuDNN
+ * attention and FlexAttention in one process), or any language with a C FFI. Built as
+ * libseer_attention.so where nvcc is found.
  *
  * Tensors are device pointers in seer's layout (src/cuda/attention_cuda.h): q and out
  * [T, q_heads, head_dim], k and v [T, kv_heads, head_dim], bf16 or fp16; lse [q_heads, T] float
@@ -37,6 +38,26 @@ SEER_API void seer_layout_destroy(seer_layout* layout);
 SEER_API int seer_dense_forward(const seer_layout* layout, const void* q, const void* k, const void* v, void* out,
                                 float* lse, int dtype, int q_heads, int kv_heads, int head_dim, void* stream,
                                 char* error, size_t error_size);
+
+typedef struct seer_mask seer_mask;
+
+/* A block mask of 64x64 blocks for `layout`, copied to the device, in CSR form (src/attention/
+ * block_mask.h): one row per (sequence, head, query block), sequence by sequence and, within a
+ * sequence, head by head; indptr has rows + 1 entries from 0, indices lists each row's key blocks
+ * (sequence-local, ascending, none past the row's own query block). Validated first. Returns NULL
+ * on failure. */
+SEER_API seer_mask* seer_mask_create(const seer_layout* layout, const int64_t* indptr, int64_t rows,
+                                    const int32_t* indices, char* error, size_t error_size);
+
+/* Frees a mask (NULL is ignored) once the calls that use it have finished. */
+SEER_API void seer_mask_destroy(seer_mask* mask);
+
+/* Block-sparse causal attention over the blocks `mask` (made for this layout) keeps, otherwise as
+ * seer_dense_forward; a row that keeps no block gives zeros and an LSE of -infinity. Returns 0, or
+ * -1 on failure. */
+SEER_API int seer_block_sparse_forward(const seer_layout* layout, const seer_mask* mask, const void* q, const void* k,
+                                       const void* v, void* out, float* lse, int dtype, int q_heads, int kv_heads,
+                                       int head_dim, void* stream, char* error, size_t error_size);
 
 #ifdef __cplusplus
 }
