@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device job, steps chosen by name (bench/gpu/README.md):
-#   tests     GPU correctness tests of every kernel (seer_cuda_tests)
+#   tests     GPU correctness tests of every kernel (seer_cuda_tests), and of the C interface from
+#             Python (tests/cuda/test_seer_attention.py)
 #   bench     seer bench, d = 128 (32/8 heads) and d = 64 (9/3 heads)
 #   peer      PyTorch SDPA on the same shapes
 #   sanitize  compute-sanitizer memcheck and racecheck over every kernel
@@ -35,6 +36,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 if has tests; then
   run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=-CudaLlama.* 2>&1 | tee "$out/cuda_tests.log" |
     grep -E '^\[measured\]|FAILED|PASSED|Failure|rror' | head -60
+  SEER_ATTENTION_LIB=.devbin/libseer_attention.so run_for 120 python3 tests/cuda/test_seer_attention.py
 fi
 if has bench; then
   run_for 120 ./.devbin/seer bench --json > "$out/bench_gqa128.json"

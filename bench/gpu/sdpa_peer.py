@@ -4,7 +4,8 @@ Usage: python3 sdpa_peer.py --lengths 8192,32768,131072 --q-heads 32 --kv-heads 
 Prints a table and writes JSON to --json-out. K/V are expanded to the query heads before timing
 (what the backends consume), so the timing is the attention kernel alone.
 
-With --seer-lib PATH (libseer_attention.so, the C interface in src/capi/seer_attention.h) it also
+With --seer-lib PATH (libseer_attention.so, the C interface in src/capi/seer_attention.h, through its
+Python wrapper src/capi/seer_attention.py) it also
 times seer's dense kernel alternately with cuDNN in this one process, and seer's block-sparse kernel
 alternately with FlexAttention on the same random block masks (--sparse-lengths, --densities), each
 replayed from a CUDA graph, so that both sides see the same clocks and neither pays for the host's
@@ -12,14 +13,18 @@ dispatch: the H200 runs at its power cap, and cuDNN's own time moves by up to 7%
 next (bench/RESULTS.md).
 """
 import argparse
-import ctypes
 import functools
 import json
+import os
 import statistics
+import sys
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "capi"))
+import seer_attention  # noqa: E402  (the C interface's Python wrapper)
 
 
 def runs_in(budget_ms, first_ms, most):
@@ -70,66 +75,6 @@ def paired_median_ms(fn_a, fn_b, budget_ms=2000.0):
         ta.append(timed_once(graph_a.replay) / calls)
         tb.append(timed_once(graph_b.replay) / calls)
     return statistics.median(ta), statistics.median(tb)
-
-
-class Seer:
-    """seer's kernels through libseer_attention.so, on tensors in seer's [tokens, heads, d] layout (bf16)."""
-
-    def __init__(self, path):
-        lib = ctypes.CDLL(path)
-        c_int, c_ptr, c_i64 = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
-        errors = [ctypes.c_char_p, ctypes.c_size_t]
-        lib.seer_layout_create.restype = c_ptr
-        lib.seer_layout_create.argtypes = [ctypes.POINTER(c_i64), c_int, c_int] + errors
-        lib.seer_layout_destroy.argtypes = [c_ptr]
-        lib.seer_mask_create.restype = c_ptr
-        lib.seer_mask_create.argtypes = [c_ptr, ctypes.POINTER(c_i64), c_i64, ctypes.POINTER(ctypes.c_int32)] + errors
-        lib.seer_mask_destroy.argtypes = [c_ptr]
-        lib.seer_dense_forward.restype = c_int
-        lib.seer_dense_forward.argtypes = [c_ptr] * 6 + [c_int] * 4 + [c_ptr] + errors
-        lib.seer_block_sparse_forward.restype = c_int
-        lib.seer_block_sparse_forward.argtypes = [c_ptr] * 7 + [c_int] * 4 + [c_ptr] + errors
-        self.lib = lib
-        self.error = ctypes.create_string_buffer(512)
-
-    def check(self, handle_or_status):
-        if handle_or_status is None or (isinstance(handle_or_status, int) and handle_or_status == -1):
-            raise RuntimeError(self.error.value.decode())
-        return handle_or_status
-
-    def forward(self, n, q, k, v, mask=None):
-        """A closure that runs attention over q [n, H_q, d], k and v [n, H_kv, d]: dense, or block-sparse
-        over mask = (indptr, indices), CSR rows (head, query block) as int64 / int32 CPU tensors."""
-        lengths = (ctypes.c_int64 * 1)(n)
-        layout = self.check(self.lib.seer_layout_create(lengths, 1, q.shape[1], self.error, len(self.error)))
-        device_mask = None
-        if mask is not None:
-            indptr, indices = mask
-            device_mask = self.check(self.lib.seer_mask_create(
-                layout, ctypes.cast(indptr.data_ptr(), ctypes.POINTER(ctypes.c_int64)), indptr.numel() - 1,
-                ctypes.cast(indices.data_ptr(), ctypes.POINTER(ctypes.c_int32)), self.error, len(self.error)))
-        out = torch.empty_like(q)
-        lse = torch.empty(q.shape[1], n, device=q.device, dtype=torch.float32)
-        tensors = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), 0, q.shape[1],
-                   k.shape[1], q.shape[2])
-
-        def run():  # on torch's current stream, which is the capturing one inside torch.cuda.graph
-            stream = torch.cuda.current_stream().cuda_stream
-            if device_mask is None:
-                status = self.lib.seer_dense_forward(layout, *tensors, stream, self.error, len(self.error))
-            else:
-                status = self.lib.seer_block_sparse_forward(layout, device_mask, *tensors, stream, self.error,
-                                                            len(self.error))
-            self.check(status)
-
-        def release():
-            if device_mask is not None:
-                self.lib.seer_mask_destroy(device_mask)
-            self.lib.seer_layout_destroy(layout)
-
-        run.release = release
-        run.out, run.lse = out, lse  # kept alive with the closure: it holds only their addresses
-        return run
 
 
 def random_block_mask(n, heads, density, seed=11):
@@ -185,9 +130,13 @@ def block_sparse_against_flex(seer, n, q, k, v, densities, flops):
     alternately; q [1, H_q, n, d], k and v [1, H_kv, n, d]."""
     rows = []
     ours = [x[0].transpose(0, 1).contiguous() for x in (q, k, v)]
+    layout = seer.layout([n], q.shape[1])
+    out = torch.empty_like(ours[0])
+    lse = torch.empty(q.shape[1], n, device="cuda", dtype=torch.float32)
     for density in densities:
         below, csr = random_block_mask(n, q.shape[1], density)
-        run = seer.forward(n, *ours, mask=csr)
+        mask = seer.mask(layout, *csr)
+        run = lambda: seer.block_sparse(*ours, mask, out=out, lse=lse)  # noqa: E731
         real = (csr[0][-1].item()) / (q.shape[1] * below.shape[1] * (below.shape[1] + 1) / 2)
         try:
             compiled = flex_block_sparse(below, n, q, k, v)
@@ -197,15 +146,13 @@ def block_sparse_against_flex(seer, n, q, k, v, densities, flops):
             ref = flex(q, k, v)
             run()
             torch.cuda.synchronize()
-            diff = (run.out.float() - ref[0].transpose(0, 1).float()).abs().max().item()
+            diff = (out.float() - ref[0].transpose(0, 1).float()).abs().max().item()
             if diff > 0.05:
                 raise RuntimeError(f"seer and FlexAttention differ by {diff} at {n} tokens, density {density}")
             flex_ms, seer_ms = paired_median_ms(lambda: flex(q, k, v), run)
         except Exception as e:  # a FlexAttention that cannot compile this mask or shape
             print(f"flex {n} density {density}: {e}".splitlines()[0])
             continue
-        finally:
-            run.release()
         label = f"{real:.3f}"
         rows.append({"peer": f"flex {label} (alt.)", "tokens": n, "density": real, "ms": flex_ms,
                      "tflops": flops / flex_ms / 1e9, "kernel_options": options})
@@ -226,7 +173,7 @@ def main():
     p.add_argument("--sparse-lengths", default="32768", help="lengths for block-sparse against FlexAttention")
     p.add_argument("--densities", default="0.1,0.5", help="block-sparse densities (random causal masks)")
     a = p.parse_args()
-    seer = Seer(a.seer_lib) if a.seer_lib else None
+    seer = seer_attention.SeerAttention(a.seer_lib) if a.seer_lib else None
     results = []
     for n in [int(x) for x in a.lengths.split(",")]:
         torch.manual_seed(0)
@@ -237,7 +184,10 @@ def main():
         if seer:
             # seer's layout, [tokens, heads, d], K/V not repeated; the same values as cuDNN's inputs.
             ours = [x[0].transpose(0, 1).contiguous() for x in (q, k, v)]
-            run = seer.forward(n, *ours)
+            layout = seer.layout([n], a.q_heads)
+            out = torch.empty_like(ours[0])
+            lse = torch.empty(a.q_heads, n, device="cuda", dtype=torch.float32)
+            run = lambda: seer.dense(*ours, layout, out=out, lse=lse)  # noqa: E731
         group = a.q_heads // a.kv_heads
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         if seer:
@@ -247,12 +197,11 @@ def main():
                 run()
                 torch.cuda.synchronize()
                 # The two kernels must compute the same attention, or the race means nothing.
-                diff = (run.out.float() - ref[0].transpose(0, 1).float()).abs().max().item()
+                diff = (out.float() - ref[0].transpose(0, 1).float()).abs().max().item()
                 if diff > 0.05:
                     raise RuntimeError(f"seer and cuDNN differ by {diff} at {n} tokens")
                 cudnn_ms, seer_ms = paired_median_ms(cudnn, run)
-            run.release()
-            del ours, ref
+            del ours, ref, out, lse, layout, run
             results.append({"peer": "cudnn (alternating)", "tokens": n, "ms": cudnn_ms, "tflops": flops / cudnn_ms / 1e9})
             results.append({"peer": "seer (alternating)", "tokens": n, "ms": seer_ms, "tflops": flops / seer_ms / 1e9,
                             "vs_cudnn": cudnn_ms / seer_ms})
