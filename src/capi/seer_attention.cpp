@@ -30,7 +30,7 @@ void report(char* error, size_t error_size, const char* what) {
 }  // namespace
 
 extern "C" seer_layout* seer_layout_create(const int64_t* lengths, int count, int q_heads, char* error,
-                                          size_t error_size) {
+                                           size_t error_size) {
   try {
     SEER_CHECK(lengths != nullptr && count > 0, "seer_layout_create: need at least one sequence length");
     SEER_CHECK(q_heads > 0, "seer_layout_create: q_heads must be positive, got ", q_heads);
@@ -45,7 +45,7 @@ extern "C" seer_layout* seer_layout_create(const int64_t* lengths, int count, in
 extern "C" void seer_layout_destroy(seer_layout* layout) { delete layout; }
 
 extern "C" seer_mask* seer_mask_create(const seer_layout* layout, const int64_t* indptr, int64_t rows,
-                                      const int32_t* indices, char* error, size_t error_size) {
+                                       const int32_t* indices, char* error, size_t error_size) {
   try {
     SEER_CHECK(layout != nullptr, "seer_mask_create: no layout");
     SEER_CHECK(indptr != nullptr && rows >= 0, "seer_mask_create: need indptr with rows + 1 entries");
@@ -68,19 +68,24 @@ extern "C" void seer_mask_destroy(seer_mask* mask) { delete mask; }
 
 namespace {
 
-seer::cuda::AttentionArgs attention_args(const void* q, const void* k, const void* v, void* out, float* lse,
-                                         int dtype, int q_heads, int kv_heads, int head_dim) {
+seer::cuda::AttentionArgs attention_args(const void* q, const void* k, const void* v, void* out, float* lse, int dtype,
+                                         int q_heads, int kv_heads, int head_dim) {
   SEER_CHECK(dtype == SEER_BF16 || dtype == SEER_FP16, "dtype must be SEER_BF16 or SEER_FP16, got ", dtype);
   // The head counts and head dim are validated by the forwards.
-  return {q, k, v, out, lse, dtype == SEER_BF16 ? seer::cuda::DType::bf16 : seer::cuda::DType::f16,
+  return {q,
+          k,
+          v,
+          out,
+          lse,
+          dtype == SEER_BF16 ? seer::cuda::DType::bf16 : seer::cuda::DType::f16,
           seer::HeadDims{q_heads, kv_heads, head_dim}};
 }
 
 }  // namespace
 
-extern "C" int seer_block_sparse_forward(const seer_layout* layout, const seer_mask* mask, const void* q,
-                                         const void* k, const void* v, void* out, float* lse, int dtype, int q_heads,
-                                         int kv_heads, int head_dim, void* stream, char* error, size_t error_size) {
+extern "C" int seer_block_sparse_forward(const seer_layout* layout, const seer_mask* mask, const void* q, const void* k,
+                                         const void* v, void* out, float* lse, int dtype, int q_heads, int kv_heads,
+                                         int head_dim, void* stream, char* error, size_t error_size) {
   try {
     SEER_CHECK(layout != nullptr && mask != nullptr, "seer_block_sparse_forward: no layout or no mask");
     SEER_CHECK(mask->layout == layout, "seer_block_sparse_forward: the mask was made for another layout");

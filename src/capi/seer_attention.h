@@ -28,7 +28,7 @@ typedef struct seer_layout seer_layout;
  * once per batch shape and reused by every call (it allocates on the current CUDA device). Returns
  * NULL on failure. */
 SEER_API seer_layout* seer_layout_create(const int64_t* lengths, int count, int q_heads, char* error,
-                                        size_t error_size);
+                                         size_t error_size);
 
 /* Frees a layout (NULL is ignored) once the calls that use it have finished. */
 SEER_API void seer_layout_destroy(seer_layout* layout);
@@ -47,7 +47,7 @@ typedef struct seer_mask seer_mask;
  * (sequence-local, ascending, none past the row's own query block). Validated first. Returns NULL
  * on failure. */
 SEER_API seer_mask* seer_mask_create(const seer_layout* layout, const int64_t* indptr, int64_t rows,
-                                    const int32_t* indices, char* error, size_t error_size);
+                                     const int32_t* indices, char* error, size_t error_size);
 
 /* Frees a mask (NULL is ignored) once the calls that use it have finished. */
 SEER_API void seer_mask_destroy(seer_mask* mask);
