@@ -35,8 +35,10 @@ struct DeviceLayout {
   DeviceBuffer<int64_t> seq_scratch_offset;  // per sequence, offset of its [H, nb, len] ground-truth scratch
   DeviceBuffer<int2> work;                   // (sequence, query block), heaviest first
   DeviceBuffer<int2> tile_work;              // (sequence, 128-row query tile), heaviest first
-  // The block-sparse kernel's next (head, query block) item: zeroed on the launch's stream before
-  // each launch, so launches that share a layout must be ordered (one stream).
+  // The block-sparse kernel's counters: [0] the next (head, query block) item, [1] the producers that
+  // have drawn their last. Zero between launches: zeroed once here, and reset by the launch's last
+  // producer, so that a launch needs no memset of its own (and a CUDA graph replays it as it is).
+  // Launches that share a layout must therefore be ordered (one stream).
   DeviceBuffer<int32_t> work_counter;
   int64_t scratch_elements = 0;
 

@@ -35,7 +35,7 @@ struct FlashParams {
   const int32_t* mask_indices;
   float* gt;
   float* scratch;
-  int* work_counter;  // block-sparse: the next work item, zeroed before the launch
+  int* work_counter;  // block-sparse: the next work item and the finished producers (DeviceLayout)
 };
 
 constexpr int kTile = 64;

@@ -123,7 +123,6 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     // consumers each, drawing items from the counter.
     const int blocks =
         int(std::min<int64_t>({int64_t(sm_count()), int64_t(detail::kMaxPersistentBlocks), (items + 1) / 2}));
-    SEER_CUDA_CHECK(cudaMemsetAsync(p.work_counter, 0, sizeof(int), stream));
     detail::flash_fwd_sparse_kernel<T, D>
         <<<unsigned(blocks), detail::kSparseThreads, smem, stream>>>(q_map, k_map, v_map, p, int(items));
   } else {
@@ -243,7 +242,7 @@ DeviceLayout DeviceLayout::create(const Sequences& seqs, int q_heads) {
   d.seq_scratch_offset = DeviceBuffer<int64_t>::upload(scratch_offset);
   d.work = DeviceBuffer<int2>::upload(work);
   d.tile_work = DeviceBuffer<int2>::upload(tile_work);
-  d.work_counter = DeviceBuffer<int32_t>(1);
+  d.work_counter = DeviceBuffer<int32_t>::upload(std::vector<int32_t>{0, 0});  // complete on return, as the others
   return d;
 }
 

@@ -120,6 +120,13 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
       *reinterpret_cast<volatile int*>(&all_slots[2 * c + (n & 1)]) = item;
       if (item >= items) {
         mbarrier_arrive(q_full_of(c));  // no more work
+        // Every producer draws exactly one item past the end, its last draw: the last of them to get
+        // here resets the counters for the next launch (the fence orders each draw before its count).
+        __threadfence();
+        if (atomicAdd(p.work_counter + 1, 1) == 2 * int(gridDim.x) - 1) {
+          atomicExch(p.work_counter, 0);
+          atomicExch(p.work_counter + 1, 0);
+        }
         return;
       }
       const Item it = item_of(item);
