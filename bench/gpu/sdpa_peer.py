@@ -4,13 +4,12 @@ Usage: python3 sdpa_peer.py --lengths 8192,32768,131072 --q-heads 32 --kv-heads 
 Prints a table and writes JSON to --json-out. K/V are expanded to the query heads before timing
 (what the backends consume), so the timing is the attention kernel alone.
 
-With --seer-lib PATH (libseer_attention.so, the C interface in src/capi/seer_attention.h, through its
-Python wrapper src/capi/seer_attention.py) it also
-times seer's dense kernel alternately with cuDNN in this one process, and seer's block-sparse kernel
-alternately with FlexAttention on the same random block masks (--sparse-lengths, --densities), each
-replayed from a CUDA graph, so that both sides see the same clocks and neither pays for the host's
-dispatch: the H200 runs at its power cap, and cuDNN's own time moves by up to 7% from one job to the
-next (bench/RESULTS.md).
+With --seer-lib PATH (libseer_attention.so, the C interface of src/capi/seer_attention.h, through
+its Python wrapper src/capi/seer_attention.py) it also times seer's dense kernel alternately with
+cuDNN in this one process, and seer's block-sparse kernel alternately with FlexAttention on the
+same random block masks (--sparse-lengths, --densities), each replayed from a CUDA graph, so that
+both sides see the same clocks and neither pays for the host's dispatch: the H200 runs at its power
+cap, and cuDNN's own time moves by up to 17% from one job to the next (bench/RESULTS.md).
 """
 import argparse
 import functools
