@@ -9,7 +9,8 @@ its Python wrapper src/capi/seer_attention.py) it also times seer's dense kernel
 cuDNN in this one process, and seer's block-sparse kernel alternately with FlexAttention on the
 same random block masks (--sparse-lengths, --densities), each replayed from a CUDA graph, so that
 both sides see the same clocks and neither pays for the host's dispatch: the H200 runs at its power
-cap, and cuDNN's own time moves by up to 17% from one job to the next (bench/RESULTS.md).
+cap, and cuDNN's own 8k time has moved between 0.91 and 1.09 ms from one job to the next
+(bench/RESULTS.md).
 """
 import argparse
 import functools
