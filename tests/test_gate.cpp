@@ -133,6 +133,40 @@ std::vector<double> random_ground_truth(const BlockLayout& layout) {
   return gt;
 }
 
+TEST(AttnGate, PowerNormalizedRowsKeepTheirRankingAndSumToOne) {
+  const BlockLayout layout(Sequences::from_lengths({300, 64, 129}), 64, 3);
+  const std::vector<double> gt = random_ground_truth(layout);
+  for (const double power : {0.25, 0.5, 2.0}) {
+    std::vector<double> out = gt;
+    power_normalize_rows<double>(out, layout, power);
+    for (int64_t s = 0; s < layout.sequences(); ++s) {
+      const int64_t nb = layout.blocks[size_t(s)];
+      for (int h = 0; h < layout.heads; ++h)
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t row = layout.map_offset[size_t(s)] + (h * nb + i) * nb;
+          double sum = 0;
+          for (int64_t j = 0; j <= i; ++j) {
+            sum += out[size_t(row + j)];
+            // Ratios within a row go to their power: out_j / out_0 = (gt_j / gt_0)^power.
+            EXPECT_NEAR(out[size_t(row + j)] / out[size_t(row)],
+                        std::pow(gt[size_t(row + j)] / gt[size_t(row)], power),
+                        1e-9 * std::pow(gt[size_t(row + j)] / gt[size_t(row)], power));
+          }
+          EXPECT_NEAR(sum, 1.0, 1e-12);
+          for (int64_t j = i + 1; j < nb; ++j) EXPECT_EQ(out[size_t(row + j)], 0.0);  // past the diagonal
+        }
+    }
+  }
+  // A row of zeros stays zero; power 1 changes nothing but rounding.
+  std::vector<double> zeros(size_t(layout.map_elements()), 0.0), same = gt;
+  power_normalize_rows<double>(zeros, layout, 0.5);
+  EXPECT_EQ(zeros, std::vector<double>(zeros.size(), 0.0));
+  power_normalize_rows<double>(same, layout, 1.0);
+  EXPECT_LT(test::max_abs_error(same, gt), 1e-15);
+  EXPECT_THROW(power_normalize_rows<double>(same, layout, 0.0), Error);
+  EXPECT_THROW(power_normalize_rows<double>(same, layout, -1.0), Error);
+}
+
 TEST(AttnGate, KlLossMatchesFormula) {
   // One sequence of 2 blocks, one head, nothing skipped: rows [a] and [b, c].
   const BlockLayout layout(Sequences::single(128), 64, 1);

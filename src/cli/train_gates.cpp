@@ -64,7 +64,8 @@ void run(const TrainGatesOptions& o) {
   const std::map<std::string, std::string> metadata = {
       {"base_model", config.name}, {"base_model_file", std::filesystem::path(path).filename().string()},
       {"seerattn_sparsity_method", "nz_ratio"}, {"training_sequence_length", std::to_string(o.seq_len)},
-      {"training_batch", std::to_string(o.batch)}, {"training_steps", std::to_string(o.train.steps)}};
+      {"training_batch", std::to_string(o.batch)}, {"training_steps", std::to_string(o.train.steps)},
+      {"training_target_power", std::to_string(o.train.target_power)}};
 
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
   const Sequences seqs = Sequences::from_lengths(std::vector<int64_t>(size_t(o.batch), o.seq_len));
@@ -128,6 +129,10 @@ void add_train_gates_command(CLI::App& app) {
   cmd->add_option("--lr", o->train.lr, "peak learning rate (AdamW)")->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", o->train.warmup, "linear warm-up steps before the cosine decay");
   cmd->add_option("--weight-decay", o->train.weight_decay, "AdamW weight decay");
+  cmd->add_option("--target-power", o->train.target_power,
+                  "raise each ground-truth row to this power and renormalize (1: the published target; < 1 "
+                  "flattens rows, weighing the blocks near a top-k cut more)")
+      ->check(CLI::Range(1e-3, 16.0));
   cmd->add_option("--gate-dim", o->gate_dim, "gate dimension d_g (default: the head dimension)");
   cmd->add_option("--out", o->out, "output safetensors (also <out>.checkpoint, <out>.csv, <out>.loss.png)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);

@@ -72,6 +72,23 @@ __global__ void kl_rows_kernel(const float* logits, const float* gt, const int32
   if (lane == 0) atomicAdd(kl, double(term) / elements);
 }
 
+// One warp per map row: the row's causal part raised to `power`, normalized to sum 1 (a row of zeros
+// stays zero); the entries past the diagonal are copied.
+__global__ void power_rows_kernel(const float* in, float* out, const int32_t* seq_len, const int32_t* row_offset,
+                                  const int64_t* map_offset, int sequences, int hq, int64_t rows, float power) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;
+  const int lane = threadIdx.x % 32;
+  const MapRow r = map_row(seq_len, row_offset, map_offset, sequences, hq, row);
+  const float* src = in + r.offset;
+  float* dst = out + r.offset;
+  float sum = 0.f;
+  for (int j = lane; j <= r.i; j += 32) sum += powf(src[j], power);
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  // Each lane rewrites only the entries it read, so in may be out.
+  for (int j = lane; j < r.nb; j += 32) dst[j] = j <= r.i && sum > 0.f ? powf(src[j], power) / sum : src[j];
+}
+
 // grid (block rows, H_q), one thread per RoPE pair (x, x + d_g/2): block b's dk (its map column) and
 // dq (its map row), rotated back by RoPE at position 64 b.
 __global__ void dgate_kernel(const float* dlogits, const float* q_gate, const float* k_gate, const float2* rope,
@@ -145,6 +162,21 @@ GateGradWorkspace GateGradWorkspace::create(const DeviceLayout& layout, const Ga
   for (int64_t nb : layout.host.blocks)  // as gate_kl_loss counts them
     w.elements += double(c.heads.q_heads) * double(nb - int64_t(nb * skip_fraction)) * double(nb);
   return w;
+}
+
+void power_normalize_rows(const float* in, float* out, const DeviceLayout& layout, int q_heads, float power,
+                          cudaStream_t stream) {
+  SEER_CHECK(in && out, "power_normalize_rows: null map");
+  SEER_CHECK(power > 0.f && std::isfinite(power), "target power must be positive, got ", power);
+  SEER_CHECK(layout.host.heads == q_heads, "power_normalize_rows: the layout was built for ", layout.host.heads,
+             " heads, not ", q_heads);
+  const int64_t rows = layout.total_rows * q_heads;
+  if (rows == 0) return;
+  power_rows_kernel<<<unsigned((rows + 7) / 8), 256, 0, stream>>>(in, out, layout.seq_len.data(),
+                                                                 layout.seq_row_offset.data(),
+                                                                 layout.seq_map_offset.data(), layout.sequences,
+                                                                 q_heads, rows, power);
+  SEER_CUDA_CHECK_LAUNCH();
 }
 
 void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,

@@ -48,6 +48,11 @@ struct GateGradWorkspace {
   static GateGradWorkspace create(const DeviceLayout& layout, const GateConfig& config, double skip_fraction);
 };
 
+// power_normalize_rows (src/gate/attn_gate.h) on the device: out = in with each row's causal part
+// raised to `power` and normalized again (in and out may be the same map).
+void power_normalize_rows(const float* in, float* out, const DeviceLayout& layout, int q_heads, float power,
+                          cudaStream_t stream);
+
 // From the logits of gate_forward (whose workspace `work` still holds that call's pooled and rotated
 // vectors) and the ground-truth map gt: adds KL(gt ‖ softmax(logits)) averaged over the kept
 // elements (the first skip_fraction of each sequence's block rows left out) to *kl (a device

@@ -208,6 +208,23 @@ Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const 
   return Real(total / elements);
 }
 
+template <typename Real>
+void power_normalize_rows(std::span<Real> map, const BlockLayout& layout, double power) {
+  SEER_CHECK(power > 0 && std::isfinite(power), "target power must be positive, got ", power);
+  check_size(map, "block map", layout.map_elements());
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)];
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = 0; i < nb; ++i) {
+        Real* row = map.data() + layout.map_offset[size_t(s)] + (int64_t(h) * nb + i) * nb;
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += std::pow(double(row[j]), power);
+        if (sum > 0)
+          for (int64_t j = 0; j <= i; ++j) row[j] = Real(std::pow(double(row[j]), power) / sum);
+      }
+  }
+}
+
 template <typename Real, typename T>
 void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
                    const GateWeights<Real>& weights, const Rope& rope, std::span<const Real> dlogits,
@@ -278,6 +295,8 @@ SEER_INSTANTIATE(float, float)
 SEER_INSTANTIATE(float, bf16)
 SEER_INSTANTIATE(double, double)
 #undef SEER_INSTANTIATE
+template void power_normalize_rows<float>(std::span<float>, const BlockLayout&, double);
+template void power_normalize_rows<double>(std::span<double>, const BlockLayout&, double);
 template float gate_kl_loss<float>(std::span<const float>, std::span<const float>, const BlockLayout&, double,
                                    std::span<float>);
 template double gate_kl_loss<double>(std::span<const double>, std::span<const double>, const BlockLayout&, double,

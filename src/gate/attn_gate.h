@@ -54,6 +54,14 @@ template <typename Real, typename T>
 void gate_forward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
                   const GateWeights<Real>& weights, const Rope& rope, std::span<Real> logits);
 
+// The distillation target with each row's causal part (j <= i) raised to `power` and normalized to
+// sum 1 again (rows of zeros stay zero). power = 1 is the published target; power < 1 flattens a row,
+// so that the KL weighs the blocks a top-k cut decides between (neither the sink nor the diagonal,
+// which hold most of the mass) more against those that dominate it; the ranking within a row is
+// unchanged.
+template <typename Real>
+void power_normalize_rows(std::span<Real> map, const BlockLayout& layout, double power);
+
 // Distillation loss KL(gt ‖ softmax(logits)) over key blocks j <= i, rows i < floor(nb * skip_fraction)
 // of each sequence skipped, averaged over all elements of the kept rows (H_q · rows · nb per sequence,
 // PyTorch's KLDivLoss 'mean'). When dlogits is non-empty it receives dLoss/dlogits.

@@ -26,6 +26,7 @@ void TrainOptions::validate() const {
   SEER_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1)");
   SEER_CHECK(weight_decay >= 0, "weight decay must be >= 0");
   SEER_CHECK(skip_fraction >= 0 && skip_fraction < 1, "skip fraction must be in [0, 1)");
+  SEER_CHECK(target_power > 0 && target_power <= 16, "target power must be in (0, 16], got ", target_power);
 }
 
 GateTrainer::GateTrainer(std::vector<GateWeights<float>> init, const TrainOptions& options)
@@ -48,6 +49,12 @@ double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std
   const BlockLayout layout(seqs, w.config.block, w.config.heads.q_heads);
   std::vector<float> logits(size_t(layout.map_elements())), dlogits(logits.size());
   gate_forward<float, bf16>(q_pre, k_pre, seqs, w, rope, logits);
+  std::vector<float> target;
+  if (options_.target_power != 1.0) {
+    target.assign(gt.begin(), gt.end());
+    power_normalize_rows<float>(target, layout, options_.target_power);
+    gt = target;
+  }
   const double kl = gate_kl_loss<float>(logits, gt, layout, options_.skip_fraction, dlogits);
   for (float& g : dlogits) g *= float(options_.loss_scale);
   GateWeights<float> grad = GateWeights<float>::zeros(w.config);

@@ -26,6 +26,7 @@ struct TrainOptions {
   int64_t warmup = 20;
   double skip_fraction = 0.25;  // leading block rows left out of the loss
   double loss_scale = 10.0;
+  double target_power = 1.0;  // rows of the ground truth raised to it and renormalized (power_normalize_rows)
 
   void validate() const;
 };

@@ -18,6 +18,7 @@ GpuGateStep::GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::
   const GateConfig& gc = weights.front().config;
   const size_t layers = weights.size();
   logits_ = cuda::DeviceBuffer<float>(size_t(runtime.layout().host.map_elements()));
+  if (trainer.options().target_power != 1.0) target_ = cuda::DeviceBuffer<float>(logits_.size());
   dwk_ = cuda::DeviceBuffer<float>(layers * size_t(gc.wk_size()));
   dwq_ = cuda::DeviceBuffer<float>(layers * size_t(gc.wq_size()));
   kl_ = cuda::DeviceBuffer<double>(layers);
@@ -31,7 +32,13 @@ GpuGateStep::GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::
     const GateConfig& g = gates_[l].config;
     const cudaStream_t stream = runtime_.stream();
     cuda::gate_forward(c.q_pre, c.k_pre, cuda::DType::bf16, *c.layout, gates_[l], work_, logits_.data(), stream);
-    cuda::gate_loss_backward(logits_.data(), c.gt, *c.layout, gates_[l], work_, float(trainer_.options().loss_scale),
+    const float* target = c.gt;
+    if (trainer_.options().target_power != 1.0) {
+      cuda::power_normalize_rows(c.gt, target_.data(), *c.layout, g.heads.q_heads,
+                                 float(trainer_.options().target_power), stream);
+      target = target_.data();
+    }
+    cuda::gate_loss_backward(logits_.data(), target, *c.layout, gates_[l], work_, float(trainer_.options().loss_scale),
                              grad_work_, kl_.data() + l, dwk_.data() + l * size_t(g.wk_size()),
                              g.has_q_proj() ? dwq_.data() + l * size_t(g.wq_size()) : nullptr, stream);
   };

@@ -30,6 +30,7 @@ class GpuGateStep {
   cuda::GateWorkspace work_;
   cuda::GateGradWorkspace grad_work_;
   cuda::DeviceBuffer<float> logits_, dwk_, dwq_;  // gradients [layers][W size]
+  cuda::DeviceBuffer<float> target_;              // the ground truth raised to the target power, when not 1
   cuda::DeviceBuffer<double> kl_;                 // [layers]
   std::vector<float> host_dwk_, host_dwq_;
   std::vector<double> host_kl_;

@@ -178,6 +178,29 @@ std::vector<float> random_logits(const BlockLayout& layout, LogitRows kind) {
   return logits;
 }
 
+// The training target raised to a power (--target-power) on the device against the CPU in double,
+// on a map with zero entries and rows; written out of place and in place.
+TEST(CudaGate, PowerNormalizedRowsMatchCpu) {
+  const Sequences seqs = Sequences::from_lengths({1000, 65, 4096});
+  const int hq = 6;
+  const cuda::DeviceLayout layout = cuda::DeviceLayout::create(seqs, hq);
+  const std::vector<float> gt = random_ground_truth(layout.host);
+  for (const float power : {0.5f, 2.0f}) {
+    std::vector<double> want(gt.begin(), gt.end());
+    power_normalize_rows<double>(want, layout.host, power);
+    DeviceBuffer<float> in = DeviceBuffer<float>::upload(gt), out(gt.size());
+    SEER_CUDA_CHECK(cudaMemset(out.data(), 0xff, out.size() * sizeof(float)));
+    cuda::power_normalize_rows(in.data(), out.data(), layout, hq, power, nullptr);
+    cuda::power_normalize_rows(in.data(), in.data(), layout, hq, power, nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_LT(test::max_abs_error(out.download(), want), 1e-6) << "power " << power;
+    EXPECT_EQ(in.download(), out.download()) << "in place, power " << power;
+  }
+  DeviceBuffer<float> map(gt.size());
+  EXPECT_THROW(cuda::power_normalize_rows(map.data(), map.data(), layout, hq, 0.0f, nullptr), Error);
+  EXPECT_THROW(cuda::power_normalize_rows(map.data(), map.data(), layout, hq + 1, 0.5f, nullptr), Error);
+}
+
 TEST(CudaSelection, MatchesCpuExactly) {
   int cases = 0;
   for (const auto& lengths : std::vector<std::vector<int64_t>>{{8192}, {1, 640, 3000, 64}, {32768}})

@@ -154,6 +154,33 @@ TEST(GateTrainer, ExternalGradientTakesTheSameStep) {
   EXPECT_THROW(external.add_layer_gradient(0, 0.0, std::vector<float>(3), {}), Error);  // wrong size
 }
 
+// --target-power: a trainer with power 0.5 takes the step that a plain trainer takes on the ground
+// truth raised to 0.5 and renormalized; and it is a different step from the plain target's.
+TEST(GateTrainer, TargetPowerTrainsOnTheRaisedTarget) {
+  const Problem p(5);
+  const Rope rope(RopeConfig{.theta = 10000.0}, 32);
+  TrainOptions options{.steps = 5, .warmup = 1};
+  GateTrainer plain(initial_gates(p.dims, 2), options), on_raised(initial_gates(p.dims, 2), options);
+  options.target_power = 0.5;
+  GateTrainer powered(initial_gates(p.dims, 2), options);
+  std::vector<float> raised = p.gt;
+  power_normalize_rows<float>(raised, BlockLayout(p.seqs, 64, p.dims.q_heads), 0.5);
+  for (int l = 0; l < 2; ++l) {
+    powered.accumulate_layer(l, p.q, p.k, p.gt, p.seqs, rope);
+    on_raised.accumulate_layer(l, p.q, p.k, raised, p.seqs, rope);
+    plain.accumulate_layer(l, p.q, p.k, p.gt, p.seqs, rope);
+  }
+  const double loss = powered.finish_step();
+  EXPECT_DOUBLE_EQ(loss, on_raised.finish_step());
+  EXPECT_NE(loss, plain.finish_step());
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_EQ(powered.weights()[size_t(l)].wk, on_raised.weights()[size_t(l)].wk);
+    EXPECT_NE(powered.weights()[size_t(l)].wk, plain.weights()[size_t(l)].wk);
+  }
+  options.target_power = 0.0;
+  EXPECT_THROW(GateTrainer(initial_gates(p.dims, 2), options), Error);
+}
+
 TEST(GateTrainer, RejectsMisuse) {
   const Problem p(3);
   const Rope rope(RopeConfig{.theta = 10000.0}, 32);
