@@ -169,7 +169,8 @@ def main():
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--json-out", default=None)
     p.add_argument("--seer-lib", default=None,
-                   help="libseer_attention.so: time seer's dense alternately with cuDNN, its block-sparse with FlexAttention")
+                   help="libseer_attention.so: time seer's dense alternately with cuDNN, "
+                        "its block-sparse with FlexAttention")
     p.add_argument("--sparse-lengths", default="32768", help="lengths for block-sparse against FlexAttention")
     p.add_argument("--densities", default="0.1,0.5", help="block-sparse densities (random causal masks)")
     a = p.parse_args()
@@ -202,7 +203,8 @@ def main():
                     raise RuntimeError(f"seer and cuDNN differ by {diff} at {n} tokens")
                 cudnn_ms, seer_ms = paired_median_ms(cudnn, run)
             del ours, ref, out, lse, layout, run
-            results.append({"peer": "cudnn (alternating)", "tokens": n, "ms": cudnn_ms, "tflops": flops / cudnn_ms / 1e9})
+            results.append({"peer": "cudnn (alternating)", "tokens": n, "ms": cudnn_ms,
+                            "tflops": flops / cudnn_ms / 1e9})
             results.append({"peer": "seer (alternating)", "tokens": n, "ms": seer_ms, "tflops": flops / seer_ms / 1e9,
                             "vs_cudnn": cudnn_ms / seer_ms})
         for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
