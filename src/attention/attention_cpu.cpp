@@ -1,7 +1,7 @@
 // FlashAttention on the CPU: one query block of B rows at a time against a list of key blocks,
 // with the online softmax (running row max m and sum l, O rescaled by exp(m_old - m_new)).
 // Dense attention visits key blocks 0..i, block-sparse the mask's list, the ground-truth variant
-// additionally records each row's max score per key block.
+// additionally records each row's max score and log-sum-exp per key block.
 #include "attention/attention_cpu.h"
 
 #include <omp.h>
@@ -77,14 +77,21 @@ PackedKV pack_kv(std::span<const T> k, std::span<const T> v, const Sequences& se
 
 // Per-thread scratch for one query block.
 struct TileScratch {
-  std::vector<float> q, s, acc, m, l, block_max;
+  std::vector<float> q, s, acc, m, l, block_max, block_lse;
   TileScratch(int B, int d, int64_t max_nb)
-      : q(size_t(B) * d), s(size_t(B) * B), acc(size_t(B) * d), m(B), l(B), block_max(size_t(B) * max_nb) {}
+      : q(size_t(B) * d),
+        s(size_t(B) * B),
+        acc(size_t(B) * d),
+        m(B),
+        l(B),
+        block_max(size_t(B) * max_nb),
+        block_lse(size_t(B) * max_nb) {}
 };
 
 // One query block (rows [0, rows) at sequence positions i*B + r) of head h against key blocks `keys`.
-// Writes the normalized output rows and their lse; with kRecordBlockMax also ws.block_max[r][j].
-template <typename T, bool kRecordBlockMax>
+// Writes the normalized output rows and their lse; with kRecordBlocks also ws.block_max[r][j] and
+// ws.block_lse[r][j], the row's max scaled score and log-sum-exp over block j.
+template <typename T, bool kRecordBlocks>
 void attend_query_block(std::span<const T> q, const PackedKV& kv, const Sequences& seqs, const BlockLayout& layout,
                         const HeadDims& dims, int64_t seq, int h, int64_t i, std::span<const int32_t> keys,
                         TileScratch& ws, std::span<float> out, std::span<float> lse) {
@@ -101,7 +108,10 @@ void attend_query_block(std::span<const T> q, const PackedKV& kv, const Sequence
   std::fill(ws.m.begin(), ws.m.end(), kNegInf);
   std::fill(ws.l.begin(), ws.l.end(), 0.0f);
   std::fill(ws.acc.begin(), ws.acc.end(), 0.0f);
-  if constexpr (kRecordBlockMax) std::fill(ws.block_max.begin(), ws.block_max.begin() + rows * nb, kNegInf);
+  if constexpr (kRecordBlocks) {
+    std::fill(ws.block_max.begin(), ws.block_max.begin() + rows * nb, kNegInf);
+    std::fill(ws.block_lse.begin(), ws.block_lse.begin() + rows * nb, kNegInf);
+  }
 
   for (const int32_t j : keys) {
     const float* kt = kv.k_block(hk, layout.row_offset[size_t(seq)] + j);
@@ -124,7 +134,7 @@ void attend_query_block(std::span<const T> q, const PackedKV& kv, const Sequence
       }
       float block_max = kNegInf;
       for (int x = 0; x < B; ++x) block_max = std::max(block_max, srow[x]);
-      if constexpr (kRecordBlockMax) ws.block_max[size_t(r) * nb + j] = block_max;
+      if constexpr (kRecordBlocks) ws.block_max[size_t(r) * nb + j] = block_max;
       const float m_new = std::max(ws.m[r], block_max);
       if (m_new == kNegInf) continue;  // nothing visible yet in this row
       const float alpha = fast_exp(ws.m[r] - m_new);
@@ -134,6 +144,7 @@ void attend_query_block(std::span<const T> q, const PackedKV& kv, const Sequence
         srow[x] = fast_exp(srow[x] - m_new);
         sum += srow[x];
       }
+      if constexpr (kRecordBlocks) ws.block_lse[size_t(r) * nb + j] = m_new + std::log(sum);  // log(0): -inf
       ws.l[r] = ws.l[r] * alpha + sum;
       ws.m[r] = m_new;
       float* ar = acc + size_t(r) * d;
@@ -205,7 +216,7 @@ void dense_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<c
 template <typename T>
 void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<const T> v,
                                 const Sequences& seqs, const HeadDims& dims, int block, std::span<float> out,
-                                std::span<float> lse, std::span<float> gt) {
+                                std::span<float> lse, std::span<float> gt, GtPooling pooling) {
   check_inputs(q.size(), k.size(), v.size(), seqs, dims);
   const BlockLayout layout(seqs, block, dims.q_heads);
   check_size(out, "out", int64_t(q.size()));
@@ -222,12 +233,15 @@ void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std:
     float* gt_row = gt.data() + layout.map_offset[size_t(s)] + (int64_t(h) * nb + i) * nb;
     double row_sum = 0.0;
     for (int64_t j = 0; j < nb; ++j) {
-      float best = 0.0f;
+      float pooled = 0.0f;  // the rows' max or summed probability in block j (the sum's 1/rows cancels below)
       if (j <= i)
-        for (int r = 0; r < rows; ++r)
-          best = std::max(best, std::exp(ws.block_max[size_t(r) * nb + j] - ws.m[r]) / ws.l[r]);
-      gt_row[j] = best;
-      row_sum += best;
+        for (int r = 0; r < rows; ++r) {
+          const float* rec = pooling == GtPooling::max ? ws.block_max.data() : ws.block_lse.data();
+          const float p = std::exp(rec[size_t(r) * nb + j] - ws.m[r]) / ws.l[r];
+          pooled = pooling == GtPooling::max ? std::max(pooled, p) : pooled + p;
+        }
+      gt_row[j] = pooled;
+      row_sum += pooled;
     }
     for (int64_t j = 0; j <= i; ++j) gt_row[j] = float(gt_row[j] / row_sum);
   });
@@ -235,7 +249,7 @@ void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std:
 
 template <typename T>
 void ground_truth_bruteforce_cpu(std::span<const T> q, std::span<const T> k, const Sequences& seqs,
-                                 const HeadDims& dims, int block, std::span<double> gt) {
+                                 const HeadDims& dims, int block, std::span<double> gt, GtPooling pooling) {
   check_inputs(q.size(), k.size(), k.size(), seqs, dims);
   const BlockLayout layout(seqs, block, dims.q_heads);
   check_size(gt, "gt", layout.map_elements());
@@ -262,7 +276,7 @@ void ground_truth_bruteforce_cpu(std::span<const T> q, std::span<const T> k, con
         for (int64_t c = 0; c <= r; ++c) l += (p[size_t(c)] = std::exp(p[size_t(c)] - m));
         for (int64_t c = 0; c <= r; ++c) {
           double& cell = map[(r / block) * nb + c / block];
-          cell = std::max(cell, p[size_t(c)] / l);
+          cell = pooling == GtPooling::max ? std::max(cell, p[size_t(c)] / l) : cell + p[size_t(c)] / l;
         }
       }
       for (int64_t i = 0; i < nb; ++i) {
@@ -296,9 +310,9 @@ void block_sparse_attention_cpu(std::span<const T> q, std::span<const T> k, std:
                                        const Sequences&, const HeadDims&, std::span<float>, std::span<float>); \
   template void ground_truth_attention_cpu<T>(std::span<const T>, std::span<const T>, std::span<const T>,      \
                                               const Sequences&, const HeadDims&, int, std::span<float>,        \
-                                              std::span<float>, std::span<float>);                             \
+                                              std::span<float>, std::span<float>, GtPooling);                  \
   template void ground_truth_bruteforce_cpu<T>(std::span<const T>, std::span<const T>, const Sequences&,       \
-                                               const HeadDims&, int, std::span<double>);                       \
+                                               const HeadDims&, int, std::span<double>, GtPooling);            \
   template void block_sparse_attention_cpu<T>(std::span<const T>, std::span<const T>, std::span<const T>,      \
                                               const Sequences&, const HeadDims&, const BlockMask&,             \
                                               std::span<float>, std::span<float>);

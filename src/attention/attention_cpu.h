@@ -8,6 +8,7 @@
 #include <span>
 
 #include "attention/block_mask.h"
+#include "attention/gt_pooling.h"
 #include "attention/head_dims.h"
 #include "core/sequences.h"
 
@@ -19,19 +20,21 @@ void dense_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<c
                          const HeadDims& dims, std::span<float> out, std::span<float> lse);
 
 // Dense attention that also emits the ground-truth block map, streamed the way a FlashAttention
-// kernel computes it: per row and key block keep the block's max scaled score; once the row's final
-// max m and sum l are known, its max probability in block j is exp(max_j - m) / l. Then
-// gt[h, i, j] = max over the rows of query block i, each row i normalized to sum 1 over j <= i,
-// zero above the diagonal. gt is packed per sequence as [H_q, nb, nb] (BlockLayout::map_offset).
+// kernel computes it: per row and key block keep the block's max scaled score M_j and its log-sum-exp
+// S_j; once the row's final max m and sum l are known, its max probability in block j is
+// exp(M_j - m) / l and its mass in block j exp(S_j - m) / l. Then gt[h, i, j] = the max (GtPooling::max)
+// or the mean (mass) of those over the rows of query block i, each row i normalized to sum 1 over
+// j <= i, zero above the diagonal. gt is packed per sequence as [H_q, nb, nb] (BlockLayout::map_offset).
 template <typename T>
 void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<const T> v,
                                 const Sequences& seqs, const HeadDims& dims, int block, std::span<float> out,
-                                std::span<float> lse, std::span<float> gt);
+                                std::span<float> lse, std::span<float> gt, GtPooling pooling = GtPooling::max);
 
 // The same map from the full probability matrix, in double: the reference for the streaming version.
 template <typename T>
 void ground_truth_bruteforce_cpu(std::span<const T> q, std::span<const T> k, const Sequences& seqs,
-                                 const HeadDims& dims, int block, std::span<double> gt);
+                                 const HeadDims& dims, int block, std::span<double> gt,
+                                 GtPooling pooling = GtPooling::max);
 
 // Attention over the key blocks the mask selects, exactly dense attention with every other block
 // masked out; causal masking applies inside the diagonal block only. Work is proportional to

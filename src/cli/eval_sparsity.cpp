@@ -35,7 +35,7 @@ struct EvalOptions {
   int plus_local_blocks = kDefaultLocalBlocks;
   std::vector<int> plus_dense_layers;  // (a+): layers left dense
   bool layer_sweep = false;            // (a+) at the lowest density in one layer at a time
-  std::vector<std::string> methods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cp", "d", "e", "f", "g"};
+  std::vector<std::string> methods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cp", "d", "e", "f", "g"};
   bool json = false;
 };
 
@@ -181,13 +181,13 @@ void run(const EvalOptions& o) {
       return mask;
     };
   };
-  const auto ground_truth = [&](const cuda::LayerCapture& cap) {
-    cuda::ground_truth_forward(cap.attention, layout, map.data(), scratch.data(), runtime.stream());
+  const auto ground_truth = [&](const cuda::LayerCapture& cap, GtPooling pooling = GtPooling::max) {
+    cuda::ground_truth_forward(cap.attention, layout, map.data(), scratch.data(), runtime.stream(), pooling);
   };
   // Selection on the ground truth itself: its logarithm, so that the softmax of a row is the row.
-  const auto oracle_provider = [&](SelectionOptions sel) {
-    return [&, sel](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
-      ground_truth(cap);
+  const auto oracle_provider = [&](SelectionOptions sel, GtPooling pooling = GtPooling::max) {
+    return [&, sel, pooling](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+      ground_truth(cap, pooling);
       cuda::probabilities_to_logits(map.data(), int64_t(map.size()), runtime.stream());
       cuda::select_blocks(map.data(), layout, hq, sel, select_work, mask, runtime.stream());
       return mask;
@@ -250,6 +250,9 @@ void run(const EvalOptions& o) {
         with_mask(plus_name, density, tokens, gate_provider(trained_gates, sel, o.plus_dense_layers));
       }
       if (wanted("c")) with_mask("(c) oracle top-k of the ground truth", density, tokens, oracle_provider(top_k));
+      if (wanted("cm"))
+        with_mask("(cm) oracle top-k of the block attention mass", density, tokens,
+                  oracle_provider(top_k, GtPooling::mass));
       if (wanted("d"))
         with_mask("(d) StreamingLLM: sink + local window", density, tokens, [&](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
         uploaded = cuda::DeviceMask::upload(streaming_mask(host_layout, density), host_layout);
@@ -410,9 +413,9 @@ void add_eval_sparsity_command(CLI::App& app) {
   cmd->add_option("--plus-dense-layers", o->plus_dense_layers, "(a+): layers left dense (comma-separated)")
       ->delimiter(',');
   cmd->add_option("--methods", o->methods,
-                  "methods to run, among a, a+, b, b+, p, p+, p*, c, cp, d, e, f, g (default: all)")
+                  "methods to run, among a, a+, b, b+, p, p+, p*, c, cm, cp, d, e, f, g (default: all)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cp", "d", "e", "f", "g"}));
+      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cp", "d", "e", "f", "g"}));
   cmd->add_flag("--layer-sweep", o->layer_sweep,
                 "also score (a+) at the lowest density in one layer at a time, the others dense");
   cmd->add_flag("--json", o->json, "print JSON");

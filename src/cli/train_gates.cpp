@@ -65,7 +65,9 @@ void run(const TrainGatesOptions& o) {
       {"base_model", config.name}, {"base_model_file", std::filesystem::path(path).filename().string()},
       {"seerattn_sparsity_method", "nz_ratio"}, {"training_sequence_length", std::to_string(o.seq_len)},
       {"training_batch", std::to_string(o.batch)}, {"training_steps", std::to_string(o.train.steps)},
-      {"training_target_power", std::to_string(o.train.target_power)}};
+      {"training_target_power", std::to_string(o.train.target_power)},
+      {"training_target_pooling", gt_pooling_name(o.train.target_pooling)},
+      {"training_skip_fraction", std::to_string(o.train.skip_fraction)}};
 
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
   const Sequences seqs = Sequences::from_lengths(std::vector<int64_t>(size_t(o.batch), o.seq_len));
@@ -133,6 +135,14 @@ void add_train_gates_command(CLI::App& app) {
                   "raise each ground-truth row to this power and renormalize (1: the published target; < 1 "
                   "flattens rows, weighing the blocks near a top-k cut more)")
       ->check(CLI::Range(1e-3, 16.0));
+  cmd->add_option("--target-pooling", o->train.target_pooling,
+                  "pool each 64x64 block of the attention by its max probability (the published target) or "
+                  "its mass, the rows' mean share of attention in it (max, mass)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, GtPooling>{{"max", GtPooling::max},
+                                                                         {"mass", GtPooling::mass}}));
+  cmd->add_option("--skip-fraction", o->train.skip_fraction,
+                  "leading block rows of each sequence left out of the loss (the published 0.25)")
+      ->check(CLI::Range(0.0, 0.99));
   cmd->add_option("--gate-dim", o->gate_dim, "gate dimension d_g (default: the head dimension)");
   cmd->add_option("--out", o->out, "output safetensors (also <out>.checkpoint, <out>.csv, <out>.loss.png)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);

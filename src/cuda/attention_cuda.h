@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "attention/block_mask.h"
+#include "attention/gt_pooling.h"
 #include "attention/head_dims.h"
 #include "core/sequences.h"
 #include "cuda/device_buffer.h"
@@ -71,11 +72,12 @@ struct AttentionArgs {
 
 void dense_forward(const AttentionArgs& args, const DeviceLayout& layout, cudaStream_t stream);
 
-// Dense forward that also writes gt [H_q, nb, nb] per sequence (layout.host.map_offset), using
-// `scratch` (layout.scratch_elements floats: each row's max score per key block, reduced to the map
-// by a second kernel once every row's log-sum-exp is known).
+// Dense forward that also writes gt [H_q, nb, nb] per sequence (layout.host.map_offset), pooled as
+// `pooling` says (attention/gt_pooling.h), using `scratch` (layout.scratch_elements floats: each
+// row's max score or log-sum-exp per key block, reduced to the map by a second kernel once every
+// row's log-sum-exp is known).
 void ground_truth_forward(const AttentionArgs& args, const DeviceLayout& layout, float* gt, float* scratch,
-                          cudaStream_t stream);
+                          cudaStream_t stream, GtPooling pooling = GtPooling::max);
 
 void block_sparse_forward(const AttentionArgs& args, const DeviceLayout& layout, const DeviceMask& mask,
                           cudaStream_t stream);

@@ -11,9 +11,12 @@
 
 namespace seer::cuda::detail {
 
-// Dense visits key blocks 0..i; GroundTruth also records each row's max score per key block, which
-// ground_truth_reduce_kernel turns into the block map; Sparse visits the key blocks of its CSR mask row.
-enum class Variant { Dense, GroundTruth, Sparse };
+// Dense visits key blocks 0..i; GroundTruth also records each row's max score per key block, and
+// GroundTruthMass each row's log-sum-exp per key block, which ground_truth_reduce_kernel turns into
+// the block map (attention/gt_pooling.h); Sparse visits the key blocks of its CSR mask row.
+enum class Variant { Dense, GroundTruth, GroundTruthMass, Sparse };
+
+constexpr bool is_ground_truth(Variant v) { return v == Variant::GroundTruth || v == Variant::GroundTruthMass; }
 
 template <typename T>
 struct FlashParams {
@@ -68,9 +71,11 @@ __device__ __forceinline__ float quad_sum(float x) {
 // block per (query block i of a sequence: work item blockIdx.x, head blockIdx.y), once the forward has
 // written every row's natural-log LSE and its rows' max scores per key block to the scratch ([H, nb,
 // len] per sequence, base-2 scaled: a key block's 64 rows are contiguous):
-// gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i. Each warp takes 8 key blocks at a
-// time, a lane two rows of each. Dynamic shared memory: nb + 4 floats.
-template <typename T>
+// gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i; with kMass the scratch holds the rows'
+// log-sum-exps S_j(r) per key block and gt[i, j] = Σ_r 2^(S_j(r) - L_r), normalized over j <= i
+// (the mean over rows, as the 1/rows cancels). Each warp takes 8 key blocks at a time, a lane two
+// rows of each. Dynamic shared memory: nb + 4 floats.
+template <typename T, bool kMass>
 __global__ void __launch_bounds__(128) ground_truth_reduce_kernel(const FlashParams<T> p) {
   constexpr int kWarps = 4, kUnroll = 8;  // 8 key blocks per warp at a time: 16 loads in flight per lane
   extern __shared__ float gt_row[];       // [nb] block maxima, then the 4 warp sums
@@ -88,20 +93,23 @@ __global__ void __launch_bounds__(128) ground_truth_reduce_kernel(const FlashPar
   const float lse_hi = lane + 32 < rows ? lse[lane + 32] * kLog2e : INFINITY;
   float partial = 0.f;
   for (int j0 = warp * kUnroll; j0 <= i; j0 += kWarps * kUnroll) {
-    float best[kUnroll];
+    float pooled[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const float* col = scr + int64_t(j0 + u) * len;
       const bool valid = j0 + u <= i;
       const float lo = valid && lane < rows ? exp2f(col[lane] - lse_lo) : 0.f;
       const float hi = valid && lane + 32 < rows ? exp2f(col[lane + 32] - lse_hi) : 0.f;
-      best[u] = fmaxf(lo, hi);
+      pooled[u] = kMass ? lo + hi : fmaxf(lo, hi);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      for (int off = 16; off > 0; off /= 2) best[u] = fmaxf(best[u], __shfl_xor_sync(0xffffffffu, best[u], off));
-      if (lane == 0 && j0 + u <= i) gt_row[j0 + u] = best[u];
-      partial += best[u];  // identical in every lane; 0 for blocks past i
+      for (int off = 16; off > 0; off /= 2) {
+        const float other = __shfl_xor_sync(0xffffffffu, pooled[u], off);
+        pooled[u] = kMass ? pooled[u] + other : fmaxf(pooled[u], other);
+      }
+      if (lane == 0 && j0 + u <= i) gt_row[j0 + u] = pooled[u];
+      partial += pooled[u];  // identical in every lane; 0 for blocks past i
     }
   }
   float* const warp_sums = gt_row + nb;

@@ -84,20 +84,20 @@ CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, in
   return map;
 }
 
-// The block map from the forward's row maxima and LSEs: one 128-thread block per (query block, head),
-// a block row of maxima in shared memory.
-template <typename T>
+// The block map from the forward's per-block row maxima (or log-sum-exps: kMass) and the rows' LSEs:
+// one 128-thread block per (query block, head), a block row of the map in shared memory.
+template <typename T, bool kMass>
 void launch_ground_truth_reduce(FlashParams<T> p, const DeviceLayout& layout, cudaStream_t stream) {
   const size_t smem = size_t(layout.max_blocks + 4) * sizeof(float);  // checked by ground_truth_forward
   static const bool configured = [] {
-    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::ground_truth_reduce_kernel<T>,
+    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::ground_truth_reduce_kernel<T, kMass>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
     return true;
   }();
   (void)configured;
   p.work = layout.work.data();
   const dim3 grid(unsigned(layout.work.size()), unsigned(p.q_heads));
-  detail::ground_truth_reduce_kernel<T><<<grid, 128, smem, stream>>>(p);
+  detail::ground_truth_reduce_kernel<T, kMass><<<grid, 128, smem, stream>>>(p);
 }
 
 template <typename T, int D, Variant V>
@@ -155,9 +155,9 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
       run.template operator()<true>();
     else
       run.template operator()<false>();
-    if constexpr (V == Variant::GroundTruth) {
+    if constexpr (is_ground_truth(V)) {
       SEER_CUDA_CHECK_LAUNCH();
-      launch_ground_truth_reduce(p, layout, stream);
+      launch_ground_truth_reduce<T, V == Variant::GroundTruthMass>(p, layout, stream);
     }
   }
   SEER_CUDA_CHECK_LAUNCH();
@@ -194,12 +194,15 @@ void dense_forward(const AttentionArgs& args, const DeviceLayout& layout, cudaSt
 }
 
 void ground_truth_forward(const AttentionArgs& args, const DeviceLayout& layout, float* gt, float* scratch,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, GtPooling pooling) {
   SEER_CHECK(gt && scratch, "ground truth: null gt or scratch pointer");
   // Before any launch: the reduction keeps a row of the block map in shared memory.
   SEER_CHECK(size_t(layout.max_blocks + 4) * sizeof(float) <= size_t(detail::kMaxSharedBytes), "ground truth: ",
              layout.max_blocks, " key blocks do not fit the block-map row in shared memory");
-  dispatch<Variant::GroundTruth>(args, layout, stream, gt, scratch, nullptr);
+  if (pooling == GtPooling::max)
+    dispatch<Variant::GroundTruth>(args, layout, stream, gt, scratch, nullptr);
+  else
+    dispatch<Variant::GroundTruthMass>(args, layout, stream, gt, scratch, nullptr);
 }
 
 void block_sparse_forward(const AttentionArgs& args, const DeviceLayout& layout, const DeviceMask& mask,

@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   const int n_tiles = tile + 1;  // key tiles 0..tile cover every key up to the block's last row
   // Thread-derived for the dense consumer, warp-uniform (a shuffle from lane 0) for the ground truth's.
   const int warpgroup =
-      V == Variant::GroundTruth ? __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0) : int(threadIdx.x / 128);
+      is_ground_truth(V) ? __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0) : int(threadIdx.x / 128);
 
   if (threadIdx.x == 0) {
     mbarrier_init(q_full, 1);
@@ -100,35 +100,50 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   setmaxnreg_inc<240>();
   const int w = warpgroup - 1;
   const int qblock = 2 * tile + w;
-  if constexpr (V == Variant::GroundTruth) {
+  if constexpr (is_ground_truth(V)) {
     FlashConsumer<T, D, kDenseKeys, kStages> consumer(threadIdx.x - 128 * warpgroup, w * kTile);
     const int64_t scratch_base = p.seq_scratch_offset[seq] + int64_t(h) * nb * len;
     const auto info = [&](int it) {
       const int n = tile - it;
       return TileInfo{n * kDenseKeys, 2 * n};
     };
-    // Each row's max score per 64-key block j <= qblock goes to the scratch. A quad's four threads
-    // hold parts of rows g and g + 8 of both 64-key halves: a reduce-scatter over the quad (3
-    // shuffles instead of a quad max per value: 8) leaves thread t the max of row half t & 1 in key
-    // half t >> 1, and every thread stores one value (v11).
-    const auto record = [&](const TileInfo& ti, const float (&half_max)[2][2]) {
-      const bool odd_row = consumer.t & 1, odd_key = consumer.t >> 1;  // selects, not indices: registers
-      float pair[2];  // key halves 0 and 1 of this thread's row half, max over threads t and t ^ 1
+    // Each row's max score (GroundTruth) or log-sum-exp (GroundTruthMass) per 64-key block j <=
+    // qblock goes to the scratch. A quad's four threads hold parts of rows g and g + 8 of both 64-key
+    // halves: a reduce-scatter over the quad (3 shuffles instead of a quad reduction per value: 8)
+    // leaves thread t the max or sum of row half t & 1 in key half t >> 1, and every thread stores
+    // one value (v11).
+    const bool odd_row = consumer.t & 1, odd_key = consumer.t >> 1;  // selects, not indices: registers
+    const auto quad_scatter = [&](const float (&v)[2][2], auto&& op) {
+      float pair[2];  // key halves 0 and 1 of this thread's row half, over threads t and t ^ 1
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
-        const float keep = odd_row ? half_max[k][1] : half_max[k][0];
-        const float give = odd_row ? half_max[k][0] : half_max[k][1];  // what thread t ^ 1 keeps
-        pair[k] = fmaxf(keep, __shfl_xor_sync(0xffffffffu, give, 1));
+        const float keep = odd_row ? v[k][1] : v[k][0];
+        const float give = odd_row ? v[k][0] : v[k][1];  // what thread t ^ 1 keeps
+        pair[k] = op(keep, __shfl_xor_sync(0xffffffffu, give, 1));
       }
       const float keep = odd_key ? pair[1] : pair[0], give = odd_key ? pair[0] : pair[1];
-      const float m = fmaxf(keep, __shfl_xor_sync(0xffffffffu, give, 2));
+      return op(keep, __shfl_xor_sync(0xffffffffu, give, 2));
+    };
+    const auto store_record = [&](const TileInfo& ti, float x) {
       const int row = qblock * kTile + consumer.warp * 16 + consumer.g + 8 * int(odd_row);
       const int j = ti.first_block + int(odd_key);
-      if (row < len && j <= qblock) p.scratch[scratch_base + int64_t(j) * len + row] = m;
+      if (row < len && j <= qblock) p.scratch[scratch_base + int64_t(j) * len + row] = x;
+    };
+    const auto record_max = [&](const TileInfo& ti, const float (&half_max)[2][2]) {
+      store_record(ti, quad_scatter(half_max, [](float a, float b) { return fmaxf(a, b); }));
+    };
+    // The block's base-2 log-sum-exp: the row's max after this tile plus log2 of the block's sum of
+    // 2^(s·scale - max) (log2 0 = -inf: a block the row cannot see).
+    const auto record_mass = [&](const TileInfo& ti, const float (&base)[2], const float (&half_sum)[2][2]) {
+      const float sum = quad_scatter(half_sum, [](float a, float b) { return a + b; });
+      store_record(ti, (odd_row ? base[1] : base[0]) + __log2f(sum));
     };
     mbarrier_wait(q_full, 0);
     consumer.load_q(q_tiles + w * Smem::kQElems);
-    consumer.run(n_tiles, k_tiles, v_tiles, kv, p.scale_log2, len, info, record);
+    if constexpr (V == Variant::GroundTruth)
+      consumer.run(n_tiles, k_tiles, v_tiles, kv, p.scale_log2, len, info, record_max, NoRecord{});
+    else
+      consumer.run(n_tiles, k_tiles, v_tiles, kv, p.scale_log2, len, info, NoRecord{}, record_mass);
     consumer.store(p, start, qblock, h, len);
     return;
   }

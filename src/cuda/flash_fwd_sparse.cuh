@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
               }
               return info;
             },
-            [](const TileInfo&, const float (&)[Smem::kKeys / 64][2]) {}, first);
+            NoRecord{}, NoRecord{}, first);
       first += n_tiles;
       consumer.store(p, it.start, it.i, it.h, it.len);  // an empty row writes zeros and LSE -inf
     }

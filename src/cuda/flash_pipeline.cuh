@@ -3,6 +3,8 @@
 // 64: one block, for block-sparse at d = 128) by TMA into
 // kStages shared-memory stages on full/empty mbarriers, for consumer warpgroups of 64 query rows.
 #pragma once
+#include <type_traits>
+
 #include "cuda/flash_common.cuh"
 #include "cuda/hopper.cuh"
 
@@ -143,6 +145,12 @@ struct TileInfo {
   int upper_shift = 0;
 };
 
+// A record hook that takes anything and does nothing: the variants that record no block statistics.
+struct NoRecord {
+  template <class... Args>
+  __device__ void operator()(Args&&...) const {}
+};
+
 // One consumer warpgroup: 64 query rows against a stream of kKeys-key tiles. Per tile n, S_n = Q K_n^T
 // (wgmma, Q from registers, K from shared memory) is issued, then O += P_{n-1} V_{n-1} (P from registers);
 // the softmax of S_n runs while that second product is in flight, and O is rescaled once it lands.
@@ -200,9 +208,13 @@ struct FlashConsumer {
   // four threads hold parts of the same rows), update the running max and
   // sum, and s <- 2^(s·scale - max). Returns in alpha the factor by which O must be rescaled. As in
   // the dense kernel (bench/RESULTS.md, v8): maxima over the raw scores, scaled once (the scale is
-  // positive), and the scale inside the exponent's FFMA.
-  template <bool kMayMask, class Record>
-  __device__ void softmax(float scale_log2, const TileInfo& tile, int len, float (&alpha)[2], Record&& record) {
+  // positive), and the scale inside the exponent's FFMA. Unless record_mass is a NoRecord, it gets
+  // each row half's new max and this thread's sums of 2^(s·scale - max) per block half (the mass
+  // ground truth); the sums then add up per block half first, which only the mass variant pays for.
+  template <bool kMayMask, class Record, class RecordMass>
+  __device__ void softmax(float scale_log2, const TileInfo& tile, int len, float (&alpha)[2], Record&& record,
+                          RecordMass&& record_mass) {
+    constexpr bool kRecordMass = !std::is_same_v<std::decay_t<RecordMass>, NoRecord>;
     constexpr int kHalves = kKeys / 64;
     float half_max[kHalves][2];
 #pragma unroll
@@ -226,6 +238,7 @@ struct FlashConsumer {
       half_max[kh][1] *= scale_log2;
     }
     record(tile, half_max);
+    float base[2], half_sum[kHalves][2];  // for record_mass
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float tile_max = -INFINITY;
@@ -237,13 +250,28 @@ struct FlashConsumer {
       alpha[r] = exp2f(row_max[r] - base_exp);
       row_max[r] = m_new;
       row_sum[r] *= alpha[r];
+      if constexpr (kRecordMass) {
+        base[r] = base_exp;
 #pragma unroll
-      for (int n = 0; n < kS / 4; ++n) {
-        s[4 * n + 2 * r] = exp2f(fmaf(s[4 * n + 2 * r], scale_log2, -base_exp));
-        s[4 * n + 2 * r + 1] = exp2f(fmaf(s[4 * n + 2 * r + 1], scale_log2, -base_exp));
-        row_sum[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+        for (int kh = 0; kh < kHalves; ++kh) half_sum[kh][r] = 0.f;
+#pragma unroll
+        for (int n = 0; n < kS / 4; ++n) {
+          s[4 * n + 2 * r] = exp2f(fmaf(s[4 * n + 2 * r], scale_log2, -base_exp));
+          s[4 * n + 2 * r + 1] = exp2f(fmaf(s[4 * n + 2 * r + 1], scale_log2, -base_exp));
+          half_sum[n / 8][r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+        }
+#pragma unroll
+        for (int kh = 0; kh < kHalves; ++kh) row_sum[r] += half_sum[kh][r];
+      } else {
+#pragma unroll
+        for (int n = 0; n < kS / 4; ++n) {
+          s[4 * n + 2 * r] = exp2f(fmaf(s[4 * n + 2 * r], scale_log2, -base_exp));
+          s[4 * n + 2 * r + 1] = exp2f(fmaf(s[4 * n + 2 * r + 1], scale_log2, -base_exp));
+          row_sum[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+        }
       }
     }
+    if constexpr (kRecordMass) record_mass(tile, base, half_sum);
   }
 
   __device__ void rescale_and_pack(const float (&alpha)[2]) {
@@ -266,9 +294,10 @@ struct FlashConsumer {
   // The whole pipeline over n_tiles tiles (n_tiles >= 1), Q already in registers (load_q): tile `it`
   // is the pipeline's tile first + it (produce_kv's numbering) and sits in stage (first + it) %
   // kStages. Only tile 0 may need masking: callers visit key blocks from the diagonal down.
-  template <class Info, class Record>
+  template <class Info, class Record, class RecordMass>
   __device__ void run(int n_tiles, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
-                      float scale_log2, int len, Info&& info, Record&& record, int first = 0) {
+                      float scale_log2, int len, Info&& info, Record&& record, RecordMass&& record_mass,
+                      int first = 0) {
     float alpha[2];
     const int stage0 = bar.stage(first);
     mbarrier_wait(&bar.k_full[stage0], bar.parity(first));
@@ -277,7 +306,7 @@ struct FlashConsumer {
     wgmma_wait<0>();
     fence_registers(s);
     release(&bar.k_empty[stage0]);
-    softmax<true>(scale_log2, info(0), len, alpha, record);
+    softmax<true>(scale_log2, info(0), len, alpha, record, record_mass);
     rescale_and_pack(alpha);
     for (int it = 1; it < n_tiles; ++it) {
       const int stage = bar.stage(first + it), prev = bar.stage(first + it - 1);
@@ -289,7 +318,7 @@ struct FlashConsumer {
       wgmma_wait<1>();  // S of tile `it` has landed; P V of tile it - 1 may still run
       fence_registers(s);
       release(&bar.k_empty[stage]);
-      softmax<false>(scale_log2, info(it), len, alpha, record);
+      softmax<false>(scale_log2, info(it), len, alpha, record, record_mass);
       wgmma_wait<0>();
       fence_registers(acc);
       fence_registers(pa);

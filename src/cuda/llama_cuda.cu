@@ -255,7 +255,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
         dense_forward(attn_args, layout_, stream_);
         break;
       case AttentionMode::ground_truth:
-        ground_truth_forward(attn_args, layout_, gt_.data(), gt_scratch_.data(), stream_);
+        ground_truth_forward(attn_args, layout_, gt_.data(), gt_scratch_.data(), stream_, o.gt_pooling);
         if (o.on_layer) o.on_layer({l, q_pre_.data(), k_pre_.data(), gt_.data(), attn_args, &layout_});
         break;
       case AttentionMode::seer:

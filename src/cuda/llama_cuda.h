@@ -74,6 +74,7 @@ struct ForwardOptions {
   const std::vector<DeviceGate>* gates = nullptr;  // one per layer, for AttentionMode::seer
   SelectionOptions selection;
   std::function<void(const LayerCapture&)> on_layer;                       // ground_truth
+  GtPooling gt_pooling = GtPooling::max;                                   // ground_truth: the map's pooling
   std::function<const DeviceMask&(const LayerCapture&)> mask_for_layer;    // custom_mask
   bool all_logits = false;  // logits of every position, else the last of each sequence
   // One sequence only: its keys and values of every layer go to the cache (positions 0..T), which

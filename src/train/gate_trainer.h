@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/gt_pooling.h"
 #include "core/bf16.h"
 #include "gate/attn_gate.h"
 #include "gate/rope.h"
@@ -27,6 +28,7 @@ struct TrainOptions {
   double skip_fraction = 0.25;  // leading block rows left out of the loss
   double loss_scale = 10.0;
   double target_power = 1.0;  // rows of the ground truth raised to it and renormalized (power_normalize_rows)
+  GtPooling target_pooling = GtPooling::max;  // the ground truth's block pooling (the trainer's caller applies it)
 
   void validate() const;
 };

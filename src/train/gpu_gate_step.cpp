@@ -27,6 +27,7 @@ GpuGateStep::GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::
   host_kl_.resize(layers);
 
   forward_.mode = cuda::AttentionMode::ground_truth;
+  forward_.gt_pooling = trainer.options().target_pooling;
   forward_.on_layer = [this](const cuda::LayerCapture& c) {
     const size_t l = size_t(c.layer);
     const GateConfig& g = gates_[l].config;

@@ -80,27 +80,30 @@ TEST_P(CudaAttention, DenseMatchesCpu) {
 }
 
 TEST_P(CudaAttention, GroundTruthMatchesCpu) {
-  double worst = 0, worst_gt = 0;
-  for (const Shape& shape : kShapes) {
-    Problem p(shape, GetParam());
-    DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
-    poison(gt);
-    poison(scratch);
-    cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr);
-    SEER_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<double> ref_gt(gt.size());
-    ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt);
-    std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
-    dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
-    const auto got_gt = gt.download();
-    const double gt_err = test::relative_error(got_gt, ref_gt), err = test::relative_error(p.out_host(), ref);
-    EXPECT_LT(gt_err, 1e-2) << p.seqs.tokens() << " tokens";
-    EXPECT_LT(test::max_abs_error(got_gt, ref_gt), 1e-2);
-    EXPECT_LT(err, 1e-2);
-    worst = std::max(worst, err);
-    worst_gt = std::max(worst_gt, gt_err);
+  for (const GtPooling pooling : {GtPooling::max, GtPooling::mass}) {
+    double worst = 0, worst_gt = 0;
+    for (const Shape& shape : kShapes) {
+      Problem p(shape, GetParam());
+      DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
+      poison(gt);
+      poison(scratch);
+      cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr, pooling);
+      SEER_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<double> ref_gt(gt.size());
+      ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt, pooling);
+      std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+      dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
+      const auto got_gt = gt.download();
+      const double gt_err = test::relative_error(got_gt, ref_gt), err = test::relative_error(p.out_host(), ref);
+      EXPECT_LT(gt_err, 1e-2) << p.seqs.tokens() << " tokens, " << gt_pooling_name(pooling);
+      EXPECT_LT(test::max_abs_error(got_gt, ref_gt), 1e-2);
+      EXPECT_LT(err, 1e-2);
+      worst = std::max(worst, err);
+      worst_gt = std::max(worst_gt, gt_err);
+    }
+    std::printf("[measured] ground truth (%s) %s: max rel error out %.2e, gt map %.2e\n", gt_pooling_name(pooling),
+                name(GetParam()), worst, worst_gt);
   }
-  std::printf("[measured] ground truth %s: max rel error out %.2e, gt map %.2e\n", name(GetParam()), worst, worst_gt);
 }
 
 
@@ -139,16 +142,19 @@ TEST_P(CudaAttention, LongGridsMatchCpu) {
     EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "dense, d " << head_dim;
     EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
 
-    DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
-    poison(gt);
-    poison(scratch);
-    poison(p.out);
-    cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr);
-    SEER_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<double> ref_gt(gt.size());
-    ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt);
-    EXPECT_LT(test::relative_error(gt.download(), ref_gt), 1e-2) << "ground truth, d " << head_dim;
-    EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2);
+    for (const GtPooling pooling : {GtPooling::max, GtPooling::mass}) {
+      DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
+      poison(gt);
+      poison(scratch);
+      poison(p.out);
+      cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr, pooling);
+      SEER_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<double> ref_gt(gt.size());
+      ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt, pooling);
+      EXPECT_LT(test::relative_error(gt.download(), ref_gt), 1e-2)
+          << "ground truth (" << gt_pooling_name(pooling) << "), d " << head_dim;
+      EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2);
+    }
   }
 }
 
