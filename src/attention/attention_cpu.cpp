@@ -236,9 +236,9 @@ void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std:
       float pooled = 0.0f;  // the rows' max or summed probability in block j (the sum's 1/rows cancels below)
       if (j <= i)
         for (int r = 0; r < rows; ++r) {
-          const float* rec = pooling == GtPooling::max ? ws.block_max.data() : ws.block_lse.data();
+          const float* rec = gt_pooling_uses_mass(pooling) ? ws.block_lse.data() : ws.block_max.data();
           const float p = std::exp(rec[size_t(r) * nb + j] - ws.m[r]) / ws.l[r];
-          pooled = pooling == GtPooling::max ? std::max(pooled, p) : pooled + p;
+          pooled = gt_pooling_sums_rows(pooling) ? pooled + p : std::max(pooled, p);
         }
       gt_row[j] = pooled;
       row_sum += pooled;
@@ -274,9 +274,14 @@ void ground_truth_bruteforce_cpu(std::span<const T> q, std::span<const T> k, con
         }
         double l = 0.0;
         for (int64_t c = 0; c <= r; ++c) l += (p[size_t(c)] = std::exp(p[size_t(c)] - m));
-        for (int64_t c = 0; c <= r; ++c) {
-          double& cell = map[(r / block) * nb + c / block];
-          cell = pooling == GtPooling::max ? std::max(cell, p[size_t(c)] / l) : cell + p[size_t(c)] / l;
+        double* cells = map + (r / block) * nb;
+        if (pooling == GtPooling::max) {
+          for (int64_t c = 0; c <= r; ++c) cells[c / block] = std::max(cells[c / block], p[size_t(c)] / l);
+        } else {
+          std::vector<double> row_mass(size_t(r / block) + 1, 0.0);  // this row's share per key block
+          for (int64_t c = 0; c <= r; ++c) row_mass[size_t(c / block)] += p[size_t(c)] / l;
+          for (size_t j = 0; j < row_mass.size(); ++j)
+            cells[j] = pooling == GtPooling::mass ? cells[j] + row_mass[j] : std::max(cells[j], row_mass[j]);
         }
       }
       for (int64_t i = 0; i < nb; ++i) {

@@ -22,9 +22,9 @@ void dense_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<c
 // Dense attention that also emits the ground-truth block map, streamed the way a FlashAttention
 // kernel computes it: per row and key block keep the block's max scaled score M_j and its log-sum-exp
 // S_j; once the row's final max m and sum l are known, its max probability in block j is
-// exp(M_j - m) / l and its mass in block j exp(S_j - m) / l. Then gt[h, i, j] = the max (GtPooling::max)
-// or the mean (mass) of those over the rows of query block i, each row i normalized to sum 1 over
-// j <= i, zero above the diagonal. gt is packed per sequence as [H_q, nb, nb] (BlockLayout::map_offset).
+// exp(M_j - m) / l and its mass in block j exp(S_j - m) / l. Then gt[h, i, j] = the max of the
+// first (GtPooling::max), the mean (mass) or the max (peak_mass) of the second over the rows of query
+// block i, each row i normalized to sum 1 over j <= i, zero above the diagonal. gt is packed per sequence as [H_q, nb, nb] (BlockLayout::map_offset).
 template <typename T>
 void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<const T> v,
                                 const Sequences& seqs, const HeadDims& dims, int block, std::span<float> out,

@@ -5,7 +5,9 @@
 // mass: the block's share of its rows' attention, averaged over the block's rows: Σ_keys p(r, key)
 // averaged over rows r. It is what a block-sparse forward loses by skipping the block (the lost
 // share of each row's softmax), so top-k on it keeps the most attention a k-block row can keep.
-// Either way each block row of the map is normalized to sum 1 over its causal blocks.
+// peak_mass: the largest share of any one row's attention in the block, max over rows r of
+// Σ_keys p(r, key): a few rows that need the block (a retrieval) rank it high, as with max.
+// Each block row of the map is then normalized to sum 1 over its causal blocks.
 #pragma once
 #include <string>
 
@@ -13,14 +15,15 @@
 
 namespace seer {
 
-enum class GtPooling { max, mass };
+enum class GtPooling { max, mass, peak_mass };
 
-inline const char* gt_pooling_name(GtPooling p) { return p == GtPooling::max ? "max" : "mass"; }
-
-inline GtPooling parse_gt_pooling(const std::string& s) {
-  if (s == "max") return GtPooling::max;
-  if (s == "mass") return GtPooling::mass;
-  fail("ground-truth pooling must be 'max' or 'mass', got '", s, "'");
+inline const char* gt_pooling_name(GtPooling p) {
+  return p == GtPooling::max ? "max" : p == GtPooling::mass ? "mass" : "peak-mass";
 }
+
+// Per row and key block the pooling needs the block's log-sum-exp (the mass poolings) or its max.
+inline bool gt_pooling_uses_mass(GtPooling p) { return p != GtPooling::max; }
+// Over the block's rows it takes the sum (mass) or the max.
+inline bool gt_pooling_sums_rows(GtPooling p) { return p == GtPooling::mass; }
 
 }  // namespace seer

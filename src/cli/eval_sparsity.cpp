@@ -35,7 +35,7 @@ struct EvalOptions {
   int plus_local_blocks = kDefaultLocalBlocks;
   std::vector<int> plus_dense_layers;  // (a+): layers left dense
   bool layer_sweep = false;            // (a+) at the lowest density in one layer at a time
-  std::vector<std::string> methods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cp", "d", "e", "f", "g"};
+  std::vector<std::string> methods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "cp", "d", "e", "f", "g"};
   bool json = false;
 };
 
@@ -253,6 +253,9 @@ void run(const EvalOptions& o) {
       if (wanted("cm"))
         with_mask("(cm) oracle top-k of the block attention mass", density, tokens,
                   oracle_provider(top_k, GtPooling::mass));
+      if (wanted("cmx"))
+        with_mask("(cmx) oracle top-k of the peak block attention mass", density, tokens,
+                  oracle_provider(top_k, GtPooling::peak_mass));
       if (wanted("d"))
         with_mask("(d) StreamingLLM: sink + local window", density, tokens, [&](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
         uploaded = cuda::DeviceMask::upload(streaming_mask(host_layout, density), host_layout);
@@ -413,9 +416,9 @@ void add_eval_sparsity_command(CLI::App& app) {
   cmd->add_option("--plus-dense-layers", o->plus_dense_layers, "(a+): layers left dense (comma-separated)")
       ->delimiter(',');
   cmd->add_option("--methods", o->methods,
-                  "methods to run, among a, a+, b, b+, p, p+, p*, c, cm, cp, d, e, f, g (default: all)")
+                  "methods to run, among a, a+, b, b+, p, p+, p*, c, cm, cmx, cp, d, e, f, g (default: all)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cp", "d", "e", "f", "g"}));
+      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "cp", "d", "e", "f", "g"}));
   cmd->add_flag("--layer-sweep", o->layer_sweep,
                 "also score (a+) at the lowest density in one layer at a time, the others dense");
   cmd->add_flag("--json", o->json, "print JSON");

@@ -136,10 +136,10 @@ void add_train_gates_command(CLI::App& app) {
                   "flattens rows, weighing the blocks near a top-k cut more)")
       ->check(CLI::Range(1e-3, 16.0));
   cmd->add_option("--target-pooling", o->train.target_pooling,
-                  "pool each 64x64 block of the attention by its max probability (the published target) or "
-                  "its mass, the rows' mean share of attention in it (max, mass)")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, GtPooling>{{"max", GtPooling::max},
-                                                                         {"mass", GtPooling::mass}}));
+                  "pool each 64x64 block of the attention by its max probability (max, the published target), "
+                  "its rows' mean share of attention (mass) or their largest share (peak-mass)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, GtPooling>{
+          {"max", GtPooling::max}, {"mass", GtPooling::mass}, {"peak-mass", GtPooling::peak_mass}}));
   cmd->add_option("--skip-fraction", o->train.skip_fraction,
                   "leading block rows of each sequence left out of the loss (the published 0.25)")
       ->check(CLI::Range(0.0, 0.99));

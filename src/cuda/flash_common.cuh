@@ -39,6 +39,7 @@ struct FlashParams {
   float* gt;
   float* scratch;
   int* work_counter;  // block-sparse: the next work item and the finished producers (DeviceLayout)
+  bool gt_sum_rows;  // ground truth: the block map sums its rows' shares (GtPooling::mass), else maxes them
 };
 
 constexpr int kTile = 64;
@@ -71,11 +72,11 @@ __device__ __forceinline__ float quad_sum(float x) {
 // block per (query block i of a sequence: work item blockIdx.x, head blockIdx.y), once the forward has
 // written every row's natural-log LSE and its rows' max scores per key block to the scratch ([H, nb,
 // len] per sequence, base-2 scaled: a key block's 64 rows are contiguous):
-// gt[i, j] = max_r 2^(max_j(r) - L_r), normalized over j <= i; with kMass the scratch holds the rows'
-// log-sum-exps S_j(r) per key block and gt[i, j] = Σ_r 2^(S_j(r) - L_r), normalized over j <= i
-// (the mean over rows, as the 1/rows cancels). Each warp takes 8 key blocks at a time, a lane two
-// rows of each. Dynamic shared memory: nb + 4 floats.
-template <typename T, bool kMass>
+// gt[i, j] = max_r 2^(x_j(r) - L_r), normalized over j <= i, where x_j(r) is the row's max score in
+// key block j (GtPooling::max) or its log-sum-exp there (peak_mass); with kSumRows (mass) the sum
+// over rows instead of the max (the mean, as the 1/rows cancels in the normalization). Each warp
+// takes 8 key blocks at a time, a lane two rows of each. Dynamic shared memory: nb + 4 floats.
+template <typename T, bool kSumRows>
 __global__ void __launch_bounds__(128) ground_truth_reduce_kernel(const FlashParams<T> p) {
   constexpr int kWarps = 4, kUnroll = 8;  // 8 key blocks per warp at a time: 16 loads in flight per lane
   extern __shared__ float gt_row[];       // [nb] block maxima, then the 4 warp sums
@@ -100,13 +101,13 @@ __global__ void __launch_bounds__(128) ground_truth_reduce_kernel(const FlashPar
       const bool valid = j0 + u <= i;
       const float lo = valid && lane < rows ? exp2f(col[lane] - lse_lo) : 0.f;
       const float hi = valid && lane + 32 < rows ? exp2f(col[lane + 32] - lse_hi) : 0.f;
-      pooled[u] = kMass ? lo + hi : fmaxf(lo, hi);
+      pooled[u] = kSumRows ? lo + hi : fmaxf(lo, hi);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       for (int off = 16; off > 0; off /= 2) {
         const float other = __shfl_xor_sync(0xffffffffu, pooled[u], off);
-        pooled[u] = kMass ? pooled[u] + other : fmaxf(pooled[u], other);
+        pooled[u] = kSumRows ? pooled[u] + other : fmaxf(pooled[u], other);
       }
       if (lane == 0 && j0 + u <= i) gt_row[j0 + u] = pooled[u];
       partial += pooled[u];  // identical in every lane; 0 for blocks past i

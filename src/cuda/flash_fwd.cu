@@ -84,20 +84,21 @@ CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, in
   return map;
 }
 
-// The block map from the forward's per-block row maxima (or log-sum-exps: kMass) and the rows' LSEs:
-// one 128-thread block per (query block, head), a block row of the map in shared memory.
-template <typename T, bool kMass>
+// The block map from the forward's per-block row maxima or log-sum-exps and the rows' LSEs, summed
+// (kSumRows) or maxed over rows: one 128-thread block per (query block, head), a block row of the
+// map in shared memory.
+template <typename T, bool kSumRows>
 void launch_ground_truth_reduce(FlashParams<T> p, const DeviceLayout& layout, cudaStream_t stream) {
   const size_t smem = size_t(layout.max_blocks + 4) * sizeof(float);  // checked by ground_truth_forward
   static const bool configured = [] {
-    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::ground_truth_reduce_kernel<T, kMass>,
+    SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::ground_truth_reduce_kernel<T, kSumRows>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
     return true;
   }();
   (void)configured;
   p.work = layout.work.data();
   const dim3 grid(unsigned(layout.work.size()), unsigned(p.q_heads));
-  detail::ground_truth_reduce_kernel<T, kMass><<<grid, 128, smem, stream>>>(p);
+  detail::ground_truth_reduce_kernel<T, kSumRows><<<grid, 128, smem, stream>>>(p);
 }
 
 template <typename T, int D, Variant V>
@@ -157,7 +158,10 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
       run.template operator()<false>();
     if constexpr (is_ground_truth(V)) {
       SEER_CUDA_CHECK_LAUNCH();
-      launch_ground_truth_reduce<T, V == Variant::GroundTruthMass>(p, layout, stream);
+      if (p.gt_sum_rows)
+        launch_ground_truth_reduce<T, true>(p, layout, stream);
+      else
+        launch_ground_truth_reduce<T, false>(p, layout, stream);
     }
   }
   SEER_CUDA_CHECK_LAUNCH();
@@ -165,13 +169,14 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
 
 template <Variant V>
 void dispatch(const AttentionArgs& a, const DeviceLayout& layout, cudaStream_t stream, float* gt, float* scratch,
-              const DeviceMask* mask) {
+              const DeviceMask* mask, bool gt_sum_rows = false) {
   check_args(a, layout);
   if (layout.total_rows == 0) return;
   const auto run = [&]<typename T>() {
     FlashParams<T> p = make_params<T>(a, layout);
     p.gt = gt;
     p.scratch = scratch;
+    p.gt_sum_rows = gt_sum_rows;
     if (mask) {
       p.mask_indptr = mask->indptr.data();
       p.mask_indices = mask->indices.data();
@@ -199,10 +204,10 @@ void ground_truth_forward(const AttentionArgs& args, const DeviceLayout& layout,
   // Before any launch: the reduction keeps a row of the block map in shared memory.
   SEER_CHECK(size_t(layout.max_blocks + 4) * sizeof(float) <= size_t(detail::kMaxSharedBytes), "ground truth: ",
              layout.max_blocks, " key blocks do not fit the block-map row in shared memory");
-  if (pooling == GtPooling::max)
-    dispatch<Variant::GroundTruth>(args, layout, stream, gt, scratch, nullptr);
+  if (gt_pooling_uses_mass(pooling))
+    dispatch<Variant::GroundTruthMass>(args, layout, stream, gt, scratch, nullptr, gt_pooling_sums_rows(pooling));
   else
-    dispatch<Variant::GroundTruthMass>(args, layout, stream, gt, scratch, nullptr);
+    dispatch<Variant::GroundTruth>(args, layout, stream, gt, scratch, nullptr);
 }
 
 void block_sparse_forward(const AttentionArgs& args, const DeviceLayout& layout, const DeviceMask& mask,

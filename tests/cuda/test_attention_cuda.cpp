@@ -80,7 +80,7 @@ TEST_P(CudaAttention, DenseMatchesCpu) {
 }
 
 TEST_P(CudaAttention, GroundTruthMatchesCpu) {
-  for (const GtPooling pooling : {GtPooling::max, GtPooling::mass}) {
+  for (const GtPooling pooling : {GtPooling::max, GtPooling::mass, GtPooling::peak_mass}) {
     double worst = 0, worst_gt = 0;
     for (const Shape& shape : kShapes) {
       Problem p(shape, GetParam());
@@ -142,7 +142,7 @@ TEST_P(CudaAttention, LongGridsMatchCpu) {
     EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "dense, d " << head_dim;
     EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
 
-    for (const GtPooling pooling : {GtPooling::max, GtPooling::mass}) {
+    for (const GtPooling pooling : {GtPooling::max, GtPooling::mass, GtPooling::peak_mass}) {
       DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
       poison(gt);
       poison(scratch);
