@@ -70,7 +70,7 @@ if has model; then
   run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
 fi
 if has train; then
-  run_for 540 ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --checkpoint-every 250} \
+  run_for 540 ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 250} \
     --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi

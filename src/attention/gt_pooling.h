@@ -26,4 +26,11 @@ inline bool gt_pooling_uses_mass(GtPooling p) { return p != GtPooling::max; }
 // Over the block's rows it takes the sum (mass) or the max.
 inline bool gt_pooling_sums_rows(GtPooling p) { return p == GtPooling::mass; }
 
+// The inverse of gt_pooling_name; throws seer::Error for anything else.
+inline GtPooling parse_gt_pooling(const std::string& name) {
+  for (const GtPooling p : {GtPooling::max, GtPooling::mass, GtPooling::peak_mass})
+    if (name == gt_pooling_name(p)) return p;
+  fail("ground-truth pooling must be max, mass or peak-mass, got '", name, "'");
+}
+
 }  // namespace seer

@@ -1,6 +1,7 @@
 // `seer inspect`: the pictures a user looks at to trust the sparsity. For a chosen layer and head,
 // side by side: the gate's block probabilities (softmax over key blocks), the ground truth
-// (row-normalized max-pooled attention), and the blocks top-k selection keeps; plus a
+// (row-normalized pooled attention, pooled as the gates were trained: attention/gt_pooling.h), and
+// the blocks top-k selection keeps; plus a
 // layers × heads chart of the density each head gets under threshold selection (the gate's own,
 // per-head sparsity). Runs the model on the GPU.
 #include <cmath>
@@ -63,7 +64,8 @@ void run(const InspectOptions& o) {
   SEER_CHECK(layer < c.layers && o.head >= 0 && o.head < c.q_heads, "--layer/--head outside the model (", c.layers,
              " layers, ", c.q_heads, " heads)");
 
-  const std::vector<GateWeights<float>> trained = load_gates(resolve_gates_path(o.gates, path), c);
+  const std::string gates_path = resolve_gates_path(o.gates, path);
+  const std::vector<GateWeights<float>> trained = load_gates(gates_path, c);
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
   cuda::LlamaRuntime runtime(model, Sequences::single(o.tokens));
   const cuda::DeviceLayout& layout = runtime.layout();
@@ -81,6 +83,7 @@ void run(const InspectOptions& o) {
 
   cuda::ForwardOptions forward;
   forward.mode = cuda::AttentionMode::ground_truth;
+  forward.gt_pooling = gates_target_pooling(gates_path);  // the map the gates learned to imitate
   forward.on_layer = [&](const cuda::LayerCapture& cap) {
     const cudaStream_t s = runtime.stream();
     cuda::gate_forward(cap.q_pre, cap.k_pre, cuda::DType::bf16, layout, gates[size_t(cap.layer)], gate_work,
@@ -142,8 +145,9 @@ void run(const InspectOptions& o) {
 
   std::printf("seer inspect: %s, %lld tokens (%lld blocks), top-k density %.2f\n", o.text.c_str(),
               (long long)o.tokens, (long long)nb, o.density);
-  std::printf("%s: layer %d head %d — gate probabilities | ground truth | kept blocks (log colour scale 1e-4..1)\n",
-              maps_path.c_str(), layer, o.head);
+  std::printf("%s: layer %d head %d — gate probabilities | ground truth (%s) | kept blocks (log colour scale "
+              "1e-4..1)\n",
+              maps_path.c_str(), layer, o.head, gt_pooling_name(forward.gt_pooling));
   std::printf("%s/density.png: layers (rows) x heads (columns), density with threshold %g: %.3f (dark) .. %.3f (yellow)\n",
               o.out_dir.c_str(), o.chart_threshold, lo, hi);
   std::printf("per-layer density at threshold %g (mean over heads):", o.chart_threshold);

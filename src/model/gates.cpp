@@ -68,6 +68,12 @@ SelectionOptions budget_selection(const GateBudgets& budgets, double density) {
                           .layer_mass = budgets.masses_for(density)};
 }
 
+GtPooling gates_target_pooling(const std::string& path) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  const auto it = file.metadata().find("training_target_pooling");
+  return it == file.metadata().end() ? GtPooling::max : parse_gt_pooling(it->second);
+}
+
 GateBudgets load_gate_budgets(const std::string& path, int layers) {
   const SafetensorsFile file = SafetensorsFile::open(path);
   GateBudgets b;

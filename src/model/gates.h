@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/gt_pooling.h"
 #include "gate/attn_gate.h"
 #include "gate/selection.h"
 #include "model/llama.h"
@@ -42,6 +43,11 @@ SelectionOptions budget_selection(const GateBudgets& budgets, double density);
 // Writes the gates of `path` (tensors and metadata unchanged) with `budgets` to `out`, atomically
 // (`out` may be `path`).
 void save_gate_budgets(const std::string& path, const std::string& out, const GateBudgets& budgets);
+
+// The ground-truth pooling the gates at `path` were trained to imitate: their metadata entry
+// "training_target_pooling" (seer train-gates writes it), else GtPooling::max, the published target
+// (the official checkpoints). Throws if the entry names no pooling.
+GtPooling gates_target_pooling(const std::string& path);
 
 // The gates trained for the built-in model, shipped in the source tree (seer train-gates made them;
 // bench/ACCURACY.md measures them).

@@ -464,6 +464,23 @@ TEST(Loader, GateBudgetsRoundTrip) {
   }
 }
 
+// The pooling the gates were trained on rides in their metadata too; without it, the published one.
+TEST(Loader, GatesTargetPooling) {
+  TempDir dir;
+  const std::string path = (dir.path() / "g.safetensors").string();
+  const std::vector<float> w(24, 0.5f);
+  const SafetensorsWriteTensor t{"model.layers.0.self_attn.attn_gate.mask_linear_k.weight", SafetensorsDtype::f32,
+                                 {1, 6, 4}, {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}};
+  write_safetensors(path, std::span(&t, 1), {});
+  EXPECT_EQ(gates_target_pooling(path), GtPooling::max);
+  for (const GtPooling p : {GtPooling::max, GtPooling::mass, GtPooling::peak_mass}) {
+    write_safetensors(path, std::span(&t, 1), {{"training_target_pooling", gt_pooling_name(p)}});
+    EXPECT_EQ(gates_target_pooling(path), p) << gt_pooling_name(p);
+  }
+  write_safetensors(path, std::span(&t, 1), {{"training_target_pooling", "mean"}});
+  EXPECT_THROW(gates_target_pooling(path), Error);
+}
+
 TEST(Loader, ResolvesTheModelPath) {
   TempDir dir;
   EXPECT_EQ(resolve_model_path(dir.path().string()), dir.path().string());
