@@ -420,15 +420,28 @@ TEST(Gates, LoadFromSafetensors) {
   EXPECT_THROW(load_gates((dir.path() / "plain.safetensors").string(), c), Error);
 }
 
+// A one-layer gates file (mask_linear_k [1, 6, 4] of 0.5s) written with the metadata given: for the
+// tests of what the metadata carries. Not copyable (the tensor points into w).
+struct TinyGates {
+  std::vector<float> w = std::vector<float>(24, 0.5f);
+  SafetensorsWriteTensor t{"model.layers.0.self_attn.attn_gate.mask_linear_k.weight", SafetensorsDtype::f32,
+                           {1, 6, 4}, {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}};
+  TinyGates() = default;
+  TinyGates(const TinyGates&) = delete;
+  void write(const std::string& path, const std::map<std::string, std::string>& metadata) const {
+    write_safetensors(path, std::span(&t, 1), metadata);
+  }
+};
+
 // Calibrated budgets ride in the gates file's metadata: written beside unchanged tensors, read back,
 // and rejected when malformed.
 TEST(Loader, GateBudgetsRoundTrip) {
   TempDir dir;
   const std::string plain = (dir.path() / "plain.safetensors").string();
-  const std::vector<float> w(24, 0.5f);
-  const SafetensorsWriteTensor t{"model.layers.0.self_attn.attn_gate.mask_linear_k.weight", SafetensorsDtype::f32,
-                                 {1, 6, 4}, {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}};
-  write_safetensors(plain, std::span(&t, 1), {{"seerattn_gate_block_size", "64"}});
+  const TinyGates gates;
+  const std::vector<float>& w = gates.w;
+  const SafetensorsWriteTensor& t = gates.t;
+  gates.write(plain, {{"seerattn_gate_block_size", "64"}});
   EXPECT_TRUE(load_gate_budgets(plain, 1).layer_mass.empty());
   EXPECT_THROW(GateBudgets{}.masses_for(0.1), Error);
 
@@ -459,7 +472,7 @@ TEST(Loader, GateBudgetsRoundTrip) {
         R"({"keep_sink": true, "local_blocks": -1, "context": 1, "top_p": {"0.1": [0.5]}})",
         R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"0.1": [1.5]}})",
         R"({"keep_sink": true, "local_blocks": 3, "context": 1, "top_p": {"0.1": ["a"]}})"}) {
-    write_safetensors(out, std::span(&t, 1), {{"seer_layer_budgets", bad}});
+    gates.write(out, {{"seer_layer_budgets", bad}});
     EXPECT_THROW(load_gate_budgets(out, 1), Error) << bad;
   }
 }
@@ -468,16 +481,14 @@ TEST(Loader, GateBudgetsRoundTrip) {
 TEST(Loader, GatesTargetPooling) {
   TempDir dir;
   const std::string path = (dir.path() / "g.safetensors").string();
-  const std::vector<float> w(24, 0.5f);
-  const SafetensorsWriteTensor t{"model.layers.0.self_attn.attn_gate.mask_linear_k.weight", SafetensorsDtype::f32,
-                                 {1, 6, 4}, {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}};
-  write_safetensors(path, std::span(&t, 1), {});
+  const TinyGates gates;
+  gates.write(path, {});
   EXPECT_EQ(gates_target_pooling(path), GtPooling::max);
   for (const GtPooling p : {GtPooling::max, GtPooling::mass, GtPooling::peak_mass}) {
-    write_safetensors(path, std::span(&t, 1), {{"training_target_pooling", gt_pooling_name(p)}});
+    gates.write(path, {{"training_target_pooling", gt_pooling_name(p)}});
     EXPECT_EQ(gates_target_pooling(path), p) << gt_pooling_name(p);
   }
-  write_safetensors(path, std::span(&t, 1), {{"training_target_pooling", "mean"}});
+  gates.write(path, {{"training_target_pooling", "mean"}});
   EXPECT_THROW(gates_target_pooling(path), Error);
 }
 
