@@ -28,6 +28,7 @@ struct TrainGatesOptions {
   int64_t seq_len = 8192, batch = 1;
   TrainOptions train;
   int gate_dim = 0;  // 0: the head dimension (the published gates)
+  std::string target_pooling = "max";  // -> train.target_pooling (attention/gt_pooling.h)
   std::string out = "gates.safetensors";
   int64_t checkpoint_every = 25;
   bool resume = false;
@@ -135,11 +136,10 @@ void add_train_gates_command(CLI::App& app) {
                   "raise each ground-truth row to this power and renormalize (1: the published target; < 1 "
                   "flattens rows, weighing the blocks near a top-k cut more)")
       ->check(CLI::Range(1e-3, 16.0));
-  cmd->add_option("--target-pooling", o->train.target_pooling,
+  cmd->add_option("--target-pooling", o->target_pooling,
                   "pool each 64x64 block of the attention by its max probability (max, the published target), "
                   "its rows' mean share of attention (mass) or their largest share (peak-mass)")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, GtPooling>{
-          {"max", GtPooling::max}, {"mass", GtPooling::mass}, {"peak-mass", GtPooling::peak_mass}}));
+      ->check(CLI::IsMember({"max", "mass", "peak-mass"}));
   cmd->add_option("--skip-fraction", o->train.skip_fraction,
                   "leading block rows of each sequence left out of the loss (the published 0.25)")
       ->check(CLI::Range(0.0, 0.99));
@@ -148,7 +148,10 @@ void add_train_gates_command(CLI::App& app) {
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
   cmd->add_flag("--resume", o->resume, "continue from <out>.checkpoint");
   cmd->add_option("--seed", o->seed, "seed for the initialization and the data order");
-  cmd->callback([o] { run(*o); });
+  cmd->callback([o] {
+    o->train.target_pooling = parse_gt_pooling(o->target_pooling);
+    run(*o);
+  });
 }
 
 }  // namespace seer::cli
