@@ -62,7 +62,8 @@ TYPED_TEST(AttentionCpu, StreamingGroundTruthMatchesBruteForce) {
         const BlockLayout layout(in.seqs, block, in.dims.q_heads);
         auto out = poisoned(in.q.size()), lse = poisoned(size_t(in.seqs.tokens() * in.dims.q_heads));
         auto gt = poisoned(size_t(layout.map_elements()));
-        ground_truth_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, block, out, lse, gt, pooling);
+        ground_truth_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, block, out, lse, gt,
+                                              pooling);
         std::vector<double> brute(gt.size());
         ground_truth_bruteforce_cpu<TypeParam>(in.qs(), in.ks(), in.seqs, in.dims, block, brute, pooling);
         const std::string where = std::string("block ") + std::to_string(block) + ", " + gt_pooling_name(pooling);
@@ -98,6 +99,60 @@ TYPED_TEST(AttentionCpu, StreamingGroundTruthMatchesBruteForce) {
         test::reference_attention<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, ref_out, ref_lse);
         EXPECT_LT(test::relative_error(out, ref_out), 2e-6);
       }
+}
+
+// An oracle independent of both ground-truth implementations: a row's share of attention in key
+// block j is exp(lse_j - lse), lse_j the row's log-sum-exp with only block j visible (the masked
+// double reference). Mass pools the shares by the mean over a query block's rows, peak-mass by the
+// max; checked on the sink column (mass: exactly, its rows already sum to 1) and, for peak-mass, as
+// the ratio of the sink to the diagonal block (the normalization cancels).
+TYPED_TEST(AttentionCpu, MassGroundTruthsAreTheRowsShareOfAttention) {
+  const int block = 16;
+  for (const Shape& shape : kShapes) {
+    const Inputs<TypeParam> in(shape);
+    const BlockLayout layout(in.seqs, block, in.dims.q_heads);
+    const auto only = [&](bool sink) {  // every row keeps key block 0, or its own diagonal block
+      BlockMask m{block, layout.heads, {0}, {}};
+      for (int64_t s = 0; s < layout.sequences(); ++s)
+        for (int h = 0; h < layout.heads; ++h)
+          for (int64_t i = 0; i < layout.blocks[size_t(s)]; ++i) {
+            m.indices.push_back(sink ? 0 : int32_t(i));
+            m.indptr.push_back(int64_t(m.indices.size()));
+          }
+      return m;
+    };
+    const BlockMask sink_only = only(true), diagonal_only = only(false);
+    std::vector<double> out, lse, lse_sink, lse_diagonal;
+    test::reference_attention<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, out, lse);
+    test::reference_attention<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, out, lse_sink, &sink_only);
+    test::reference_attention<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, out, lse_diagonal,
+                                         &diagonal_only);
+    std::vector<float> o(in.q.size()), l(size_t(in.seqs.tokens() * in.dims.q_heads));
+    std::vector<float> mass(size_t(layout.map_elements())), peak(mass.size());
+    ground_truth_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, block, o, l, mass,
+                                          GtPooling::mass);
+    ground_truth_attention_cpu<TypeParam>(in.qs(), in.ks(), in.vs(), in.seqs, in.dims, block, o, l, peak,
+                                          GtPooling::peak_mass);
+    for (int64_t s = 0; s < layout.sequences(); ++s) {
+      const int64_t nb = layout.blocks[size_t(s)], len = in.seqs.length(s);
+      for (int h = 0; h < layout.heads; ++h)
+        for (int64_t i = 0; i < nb; ++i) {
+          double mean_sink = 0, peak_sink = 0, peak_diagonal = 0;
+          const int64_t rows = std::min<int64_t>(block, len - i * block);
+          for (int64_t r = i * block; r < i * block + rows; ++r) {
+            const size_t at = size_t(h * in.seqs.tokens() + in.seqs.start(s) + r);
+            const double sink = std::exp(lse_sink[at] - lse[at]), diagonal = std::exp(lse_diagonal[at] - lse[at]);
+            mean_sink += sink / double(rows);
+            peak_sink = std::max(peak_sink, sink);
+            peak_diagonal = std::max(peak_diagonal, diagonal);
+          }
+          const size_t row = size_t(layout.map_offset[size_t(s)] + (h * nb + i) * nb);
+          ASSERT_NEAR(mass[row], mean_sink, 1e-5) << "s " << s << " h " << h << " i " << i;
+          ASSERT_NEAR(peak[row] / peak[row + size_t(i)], peak_sink / peak_diagonal, 1e-4 * peak_sink / peak_diagonal)
+              << "s " << s << " h " << h << " i " << i;
+        }
+    }
+  }
 }
 
 TYPED_TEST(AttentionCpu, BlockSparseMatchesMaskedReference) {

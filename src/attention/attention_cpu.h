@@ -24,7 +24,8 @@ void dense_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<c
 // S_j; once the row's final max m and sum l are known, its max probability in block j is
 // exp(M_j - m) / l and its mass in block j exp(S_j - m) / l. Then gt[h, i, j] = the max of the
 // first (GtPooling::max), the mean (mass) or the max (peak_mass) of the second over the rows of query
-// block i, each row i normalized to sum 1 over j <= i, zero above the diagonal. gt is packed per sequence as [H_q, nb, nb] (BlockLayout::map_offset).
+// block i, each row i normalized to sum 1 over j <= i, zero above the diagonal. gt is packed per
+// sequence as [H_q, nb, nb] (BlockLayout::map_offset).
 template <typename T>
 void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std::span<const T> v,
                                 const Sequences& seqs, const HeadDims& dims, int block, std::span<float> out,

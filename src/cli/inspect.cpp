@@ -1,9 +1,8 @@
 // `seer inspect`: the pictures a user looks at to trust the sparsity. For a chosen layer and head,
 // side by side: the gate's block probabilities (softmax over key blocks), the ground truth
 // (row-normalized pooled attention, pooled as the gates were trained: attention/gt_pooling.h), and
-// the blocks top-k selection keeps; plus a
-// layers × heads chart of the density each head gets under threshold selection (the gate's own,
-// per-head sparsity). Runs the model on the GPU.
+// the blocks top-k selection keeps; plus a layers × heads chart of the density each head gets under
+// threshold selection (the gate's own, per-head sparsity). Runs the model on the GPU.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>

@@ -70,8 +70,8 @@ __device__ __forceinline__ float quad_sum(float x) {
 // Ground-truth epilogue, a kernel of its own after the forward (which leaves the tensor cores idle
 // while its last rows reduce: 5-6% of the forward at 32k, bench/RESULTS.md, v11). One 128-thread
 // block per (query block i of a sequence: work item blockIdx.x, head blockIdx.y), once the forward has
-// written every row's natural-log LSE and its rows' max scores per key block to the scratch ([H, nb,
-// len] per sequence, base-2 scaled: a key block's 64 rows are contiguous):
+// written every row's natural-log LSE and its max score or log-sum-exp per key block to the scratch
+// ([H, nb, len] per sequence, base-2 scaled: a key block's 64 rows are contiguous):
 // gt[i, j] = max_r 2^(x_j(r) - L_r), normalized over j <= i, where x_j(r) is the row's max score in
 // key block j (GtPooling::max) or its log-sum-exp there (peak_mass); with kSumRows (mass) the sum
 // over rows instead of the max (the mean, as the 1/rows cancels in the normalization). Each warp
@@ -79,7 +79,7 @@ __device__ __forceinline__ float quad_sum(float x) {
 template <typename T, bool kSumRows>
 __global__ void __launch_bounds__(128) ground_truth_reduce_kernel(const FlashParams<T> p) {
   constexpr int kWarps = 4, kUnroll = 8;  // 8 key blocks per warp at a time: 16 loads in flight per lane
-  extern __shared__ float gt_row[];       // [nb] block maxima, then the 4 warp sums
+  extern __shared__ float gt_row[];       // [nb] pooled block scores, then the 4 warp sums
   const int2 item = p.work[blockIdx.x];
   const int seq = item.x, i = item.y, h = blockIdx.y;
   const int start = p.seq_start[seq], len = p.seq_len[seq];

@@ -210,7 +210,8 @@ struct FlashConsumer {
   // the dense kernel (bench/RESULTS.md, v8): maxima over the raw scores, scaled once (the scale is
   // positive), and the scale inside the exponent's FFMA. Unless record_mass is a NoRecord, it gets
   // each row half's new max and this thread's sums of 2^(s·scale - max) per block half (the mass
-  // ground truth); the sums then add up per block half first, which only the mass variant pays for.
+  // poolings of the ground truth); the sums then add up per block half first, which only that
+  // variant pays for.
   template <bool kMayMask, class Record, class RecordMass>
   __device__ void softmax(float scale_log2, const TileInfo& tile, int len, float (&alpha)[2], Record&& record,
                           RecordMass&& record_mass) {
