@@ -61,6 +61,9 @@ struct PasskeySelection {
 struct PasskeyResult {
   int64_t trials = 0, dense_correct = 0, context = 0;
   std::vector<int64_t> seer_correct;  // per selection
+  // Per selection, the trials it got right that dense missed: the prompts are the same, so
+  // seer_correct - seer_only of dense's dense_correct are kept, a paired count.
+  std::vector<int64_t> seer_only;
 };
 
 PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer& tokenizer,
@@ -71,11 +74,13 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
   PasskeyResult r;
   r.context = context;
   r.seer_correct.assign(selections.size(), 0);
+  r.seer_only.assign(selections.size(), 0);
   for (int64_t trial = 0; trial < trials; ++trial) {
     // The prompt and the decoded answer fill the context.
     const PasskeyPrompt p = make_passkey_prompt(tokenizer, filler, context - kAnswerTokens, rng);
     const std::string& key = p.key;
     const std::vector<int32_t>& prompt = p.prompt;
+    bool dense_ok = false;
     for (size_t method = 0; method <= selections.size(); ++method) {  // 0: dense, then each selection
       const bool sparse = method > 0;
       // Prefill into the KV cache (SeerAttention or dense), then greedy decode steps (dense, as the
@@ -106,6 +111,8 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
         std::fprintf(stderr, "\npass key %s, %s answered '%s'\n", key.c_str(),
                      sparse ? selections[method - 1].name.c_str() : "dense", answer.c_str());
       (sparse ? r.seer_correct[method - 1] : r.dense_correct) += correct;
+      if (!sparse) dense_ok = correct;
+      if (sparse && correct && !dense_ok) ++r.seer_only[method - 1];
     }
     ++r.trials;
     std::fprintf(stderr, "\rpass key: trial %lld/%lld, dense %lld, SeerAttention", (long long)r.trials,
@@ -348,7 +355,9 @@ void run(const EvalOptions& o) {
                        {"dense_correct", passkey.dense_correct},
                        {"selections", nlohmann::json::array()}};
   for (size_t i = 0; i < passkey_names.size(); ++i)
-    report["passkey"]["selections"].push_back({{"method", passkey_names[i]}, {"correct", passkey.seer_correct[i]}});
+    report["passkey"]["selections"].push_back({{"method", passkey_names[i]},
+                                               {"correct", passkey.seer_correct[i]},
+                                               {"correct_where_dense_failed", passkey.seer_only[i]}});
   report["plus"] = {{"sink", o.plus_sink}, {"local_blocks", o.plus_local_blocks}};
   if (o.json) std::cout << report.dump(2) << "\n";
   std::ostringstream md;
@@ -377,7 +386,9 @@ void run(const EvalOptions& o) {
     md << "\nPass-key retrieval (" << passkey.trials << " trials, about " << passkey.context
        << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials;
     for (size_t i = 0; i < passkey_names.size(); ++i)
-      md << "; " << passkey_names[i] << " " << passkey.seer_correct[i] << "/" << passkey.trials;
+      md << "; " << passkey_names[i] << " " << passkey.seer_correct[i] << "/" << passkey.trials << " ("
+         << passkey.seer_correct[i] - passkey.seer_only[i] << " of dense's " << passkey.dense_correct << ", "
+         << passkey.seer_only[i] << " that dense missed)";
     md << ".\n";
   }
   if (!o.json) std::cout << md.str();
