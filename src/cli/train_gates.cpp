@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "core/atomic_file.h"
@@ -89,6 +90,12 @@ void run(const TrainGatesOptions& o) {
   SEER_CHECK(log.good(), "cannot write '", log_path, "'");
   std::vector<double> losses = earlier.losses;
 
+  // Each layer's KL over the run's last kKlWindow steps: where the gates imitate their target least
+  // (printed at the end and kept in the gates' metadata, training_layer_kl).
+  constexpr int64_t kKlWindow = 100;
+  std::vector<double> layer_kl_sum(size_t(config.layers), 0.0);
+  int64_t layer_kl_steps = 0;
+
   const auto start = std::chrono::steady_clock::now();
   const int64_t first = trainer.step();
   while (trainer.step() < o.train.steps) {
@@ -97,6 +104,10 @@ void run(const TrainGatesOptions& o) {
     const std::vector<int32_t> tokens = corpus.batch(step, o.batch, o.seed);
     const double lr = trainer.learning_rate(step);
     const double loss = gpu_step.run(tokens);
+    if (trainer.step() > o.train.steps - kKlWindow) {
+      for (size_t l = 0; l < layer_kl_sum.size(); ++l) layer_kl_sum[l] += trainer.last_layer_kl()[l];
+      ++layer_kl_steps;
+    }
     const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double per_step = now / double(trainer.step() - first);
@@ -112,7 +123,15 @@ void run(const TrainGatesOptions& o) {
     }
   }
   std::fprintf(stderr, "\n");
-  trainer.save(o.out, metadata, false);
+  std::map<std::string, std::string> final_metadata = metadata;
+  if (layer_kl_steps > 0) {
+    nlohmann::json kl = nlohmann::json::array();
+    for (const double sum : layer_kl_sum) kl.push_back(std::round(sum / double(layer_kl_steps) * 1e6) / 1e6);
+    final_metadata["training_layer_kl"] = kl.dump();
+    std::printf("train-gates: KL per layer over the last %lld steps: %s\n", (long long)layer_kl_steps,
+                kl.dump().c_str());
+  }
+  trainer.save(o.out, final_metadata, false);
   write_png(o.out + ".loss.png", plot_series(losses));
   std::printf("train-gates: %lld steps, final loss %.4f, gates in %s (log %s, curve %s.loss.png)\n",
               (long long)trainer.step(), losses.empty() ? NAN : losses.back(), o.out.c_str(), log_path.c_str(),

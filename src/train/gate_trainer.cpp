@@ -40,6 +40,7 @@ GateTrainer::GateTrainer(std::vector<GateWeights<float>> init, const TrainOption
     exp_avg_sq_.push_back(GateWeights<float>::zeros(w.config));
   }
   layer_done_.assign(weights_.size(), false);
+  layer_kl_.assign(weights_.size(), 0.0);
 }
 
 double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
@@ -72,6 +73,7 @@ void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float
   for (size_t e = 0; e < dwk.size(); ++e) g.wk[e] += dwk[e];
   for (size_t e = 0; e < dwq.size(); ++e) g.wq[e] += dwq[e];
   layer_done_[size_t(layer)] = true;
+  layer_kl_[size_t(layer)] = kl;
   step_loss_ += options_.loss_scale * kl;
 }
 
@@ -103,6 +105,7 @@ double GateTrainer::finish_step() {
     update(weights_[l].wq, grads_[l].wq, exp_avg_[l].wq, exp_avg_sq_[l].wq);
   }
   layer_done_.assign(weights_.size(), false);
+  last_layer_kl_ = layer_kl_;
   const double loss = step_loss_;
   step_loss_ = 0;
   ++step_;

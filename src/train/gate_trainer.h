@@ -48,6 +48,10 @@ class GateTrainer {
   // AdamW update with this step's learning rate; returns the step's loss (scale × Σ layer KL).
   double finish_step();
 
+  // Each layer's KL (unscaled) in the last finished step: where the gates imitate their target
+  // least. Empty before the first step.
+  const std::vector<double>& last_layer_kl() const { return last_layer_kl_; }
+
   double learning_rate(int64_t step) const;  // for the 0-based step index
   int64_t step() const { return step_; }
   const TrainOptions& options() const { return options_; }
@@ -65,6 +69,7 @@ class GateTrainer {
   TrainOptions options_;
   std::vector<GateWeights<float>> weights_, grads_, exp_avg_, exp_avg_sq_;
   std::vector<bool> layer_done_;
+  std::vector<double> layer_kl_, last_layer_kl_;  // this step's, the last finished step's
   double step_loss_ = 0;
   int64_t step_ = 0;
 };

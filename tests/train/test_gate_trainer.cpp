@@ -65,6 +65,24 @@ TEST(GateTrainer, LossFallsOnALearnableProblem) {
   EXPECT_LT(last, 0.5 * first) << "first " << first << " last " << last;
 }
 
+// The step's loss is the scale times the layers' KLs, and each layer's is kept for the report.
+TEST(GateTrainer, ReportsEachLayersKl) {
+  const Problem p(5);
+  const Rope rope(RopeConfig{.theta = 10000.0}, 32);
+  std::vector<GateWeights<float>> gates = initial_gates(p.dims, 2);
+  gates[1] = GateWeights<float>::random({p.dims, p.dims.head_dim, 64}, 7);  // another start: another KL
+  GateTrainer trainer(std::move(gates), TrainOptions{.steps = 3, .warmup = 1});
+  EXPECT_TRUE(trainer.last_layer_kl().empty());
+  double kl[2];
+  for (int l = 1; l >= 0; --l) kl[l] = trainer.accumulate_layer(l, p.q, p.k, p.gt, p.seqs, rope);
+  const double loss = trainer.finish_step();
+  ASSERT_EQ(trainer.last_layer_kl().size(), 2u);
+  EXPECT_EQ(trainer.last_layer_kl()[0], kl[0]);
+  EXPECT_EQ(trainer.last_layer_kl()[1], kl[1]);
+  EXPECT_NE(kl[0], kl[1]);
+  EXPECT_DOUBLE_EQ(loss, 10.0 * (kl[0] + kl[1]));
+}
+
 TEST(GateTrainer, ScheduleWarmsUpThenDecaysToZero) {
   GateTrainer trainer(initial_gates({4, 2, 32}, 1), TrainOptions{.steps = 120, .lr = 1e-3, .warmup = 20});
   EXPECT_DOUBLE_EQ(trainer.learning_rate(0), 1e-3 / 20);
