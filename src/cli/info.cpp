@@ -1,5 +1,8 @@
-// `seer info`: what a model file holds, read from its metadata without loading the weights.
+// `seer info`: what a model file holds, read from its metadata without loading the weights; with
+// --gates, also what a gates file holds: its shapes (checked against the model), dtypes, how it was
+// trained (the metadata seer train-gates writes) and the densities its budgets were calibrated for.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -9,13 +12,14 @@
 #include "cli/commands.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/gates.h"
 #include "model/llama_loader.h"
 
 namespace seer::cli {
 namespace {
 
 struct InfoOptions {
-  std::string model;
+  std::string model, gates;
   bool json = false;
 };
 
@@ -46,6 +50,84 @@ std::string rope_text(const RopeConfig& rope) {
       return "yarn x" + std::to_string(rope.factor);
   }
   return "?";
+}
+
+// The gates file at `path` for model `c`: shapes, dtypes, training metadata and calibrated densities.
+nlohmann::json gates_info(const std::string& path, const LlamaConfig& c) {
+  const std::vector<GateWeights<float>> gates = load_gates(path, c);  // checks keys and shapes
+  const GateBudgets budgets = load_gate_budgets(path, c.layers);
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  std::map<std::string, int64_t> dtypes;
+  int64_t parameters = 0;
+  for (const SafetensorsTensor& t : file.tensors()) {
+    ++dtypes[std::string(safetensors_dtype_name(t.dtype))];
+    parameters += t.elements;
+  }
+  const GateConfig& g = gates.front().config;
+  nlohmann::json j = {{"path", path},
+                      {"file_bytes", std::filesystem::file_size(path)},
+                      {"layers", gates.size()},
+                      {"gate_dim", g.gate_dim},
+                      {"block", g.block},
+                      {"k_projection", {g.k_proj_heads(), 3 * g.heads.head_dim, g.gate_dim}},
+                      {"q_projection", g.has_q_proj() ? nlohmann::json{g.heads.q_heads, g.heads.head_dim, g.gate_dim}
+                                                      : nlohmann::json(nullptr)},
+                      {"parameters", parameters},
+                      {"dtypes", dtypes},
+                      {"target_pooling", gt_pooling_name(gates_target_pooling(path))},
+                      {"budget_densities", nlohmann::json::array()},
+                      {"metadata", nlohmann::json::object()}};
+  for (const auto& [density, masses] : budgets.layer_mass) j["budget_densities"].push_back(density);
+  if (!budgets.layer_mass.empty())
+    j["budgets"] = {{"context", budgets.context}, {"keep_sink", budgets.keep_sink},
+                    {"local_blocks", budgets.local_blocks}};
+  for (const auto& [key, value] : file.metadata())
+    if (key != "seer_layer_budgets") j["metadata"][key] = value;  // summarized above
+  return j;
+}
+
+void print_gates_info(const nlohmann::json& g) {
+  std::string dtypes;
+  for (const auto& [name, count] : g["dtypes"].items()) dtypes += (dtypes.empty() ? "" : ", ") + name;
+  const auto& k = g["k_projection"];
+  std::printf("gates         %s (safetensors, %s, %s): %lld layers, d_g %d, W_k [%d, %d, %d]",
+              g["path"].get<std::string>().c_str(), dtypes.c_str(),
+              human_bytes(g["file_bytes"].get<double>()).c_str(), g["layers"].get<long long>(),
+              g["gate_dim"].get<int>(), k[0].get<int>(), k[1].get<int>(), k[2].get<int>());
+  if (const auto& q = g["q_projection"]; !q.is_null())
+    std::printf(", W_q [%d, %d, %d]", q[0].get<int>(), q[1].get<int>(), q[2].get<int>());
+  std::printf(", %.2f M parameters\n", g["parameters"].get<double>() / 1e6);
+  const nlohmann::json& m = g["metadata"];
+  std::printf("target        %s-pooled ground truth%s", g["target_pooling"].get<std::string>().c_str(),
+              m.contains("training_target_pooling") ? "" : " (not recorded: the published target)");
+  // What seer train-gates recorded, the numbers as %g.
+  const std::pair<const char*, const char*> training[] = {{"training_steps", "steps"},
+                                                          {"training_batch", "sequences per step"},
+                                                          {"training_sequence_length", "tokens per sequence"},
+                                                          {"training_target_power", "target power"},
+                                                          {"training_skip_fraction", "skip fraction"}};
+  const char* separator = "; trained with";
+  for (const auto& [key, label] : training)
+    if (m.contains(key)) {
+      const std::string value = m[key].get<std::string>();
+      char* end = nullptr;
+      const double x = std::strtod(value.c_str(), &end);
+      if (end && *end == '\0' && !value.empty())
+        std::printf("%s %s %g", separator, label, x);
+      else
+        std::printf("%s %s %s", separator, label, value.c_str());
+      separator = ",";
+    }
+  std::printf("\n");
+  if (!g["budget_densities"].empty()) {
+    std::printf("budgets       calibrated for densities");
+    for (const auto& d : g["budget_densities"]) std::printf(" %g", d.get<double>());
+    const auto& b = g["budgets"];
+    std::printf(" at %lld tokens (%s, %d local blocks)\n", b["context"].get<long long>(),
+                b["keep_sink"].get<bool>() ? "sink kept" : "no sink", b["local_blocks"].get<int>());
+  }
+  if (m.contains("training_layer_kl"))
+    std::printf("layer KL      %s\n", m["training_layer_kl"].get<std::string>().c_str());
 }
 
 void run_info(const InfoOptions& o) {
@@ -113,6 +195,7 @@ void run_info(const InfoOptions& o) {
                       {"tensor_types", nlohmann::json::object()}};
   for (const auto& [name, tc] : types)
     j["tensor_types"][name] = {{"tensors", tc.tensors}, {"elements", tc.elements}, {"bytes", tc.bytes}};
+  if (!o.gates.empty()) j["gates"] = gates_info(o.gates, c);
   if (o.json) {
     std::cout << j.dump(2) << "\n";
     return;
@@ -133,6 +216,7 @@ void run_info(const InfoOptions& o) {
   std::printf("memory        float32 weights %s; KV cache %s per token, %s at %d tokens\n",
               human_bytes(double(parameters) * sizeof(float)).c_str(), human_bytes(kv_per_token).c_str(),
               human_bytes(kv_per_token * c.max_positions).c_str(), c.max_positions);
+  if (j.contains("gates")) print_gates_info(j["gates"]);
 }
 
 }  // namespace
@@ -141,6 +225,7 @@ void add_info_command(CLI::App& app) {
   auto options = std::make_shared<InfoOptions>();
   CLI::App* cmd = app.add_subcommand("info", "show a model's configuration, tensors, parameters and memory use");
   cmd->add_option("--model", options->model, "GGUF file or Hugging Face directory (default: the built-in model)");
+  cmd->add_option("--gates", options->gates, "also show a gates file (safetensors) for the model");
   cmd->add_flag("--json", options->json, "print JSON");
   cmd->callback([options] { run_info(*options); });
 }
