@@ -231,12 +231,12 @@ void ground_truth_attention_cpu(std::span<const T> q, std::span<const T> k, std:
     const int64_t nb = layout.blocks[size_t(s)];
     const int rows = int(std::min<int64_t>(block, seqs.length(s) - i * block));
     float* gt_row = gt.data() + layout.map_offset[size_t(s)] + (int64_t(h) * nb + i) * nb;
+    const float* rec = gt_pooling_uses_mass(pooling) ? ws.block_lse.data() : ws.block_max.data();
     double row_sum = 0.0;
     for (int64_t j = 0; j < nb; ++j) {
       float pooled = 0.0f;  // the rows' max or summed probability in block j (the sum's 1/rows cancels below)
       if (j <= i)
         for (int r = 0; r < rows; ++r) {
-          const float* rec = gt_pooling_uses_mass(pooling) ? ws.block_lse.data() : ws.block_max.data();
           const float p = std::exp(rec[size_t(r) * nb + j] - ws.m[r]) / ws.l[r];
           pooled = gt_pooling_sums_rows(pooling) ? pooled + p : std::max(pooled, p);
         }
@@ -261,7 +261,7 @@ void ground_truth_bruteforce_cpu(std::span<const T> q, std::span<const T> k, con
     for (int h = 0; h < dims.q_heads; ++h) {
       const int64_t len = seqs.length(s), t0 = seqs.start(s), nb = layout.blocks[size_t(s)];
       double* map = gt.data() + layout.map_offset[size_t(s)] + int64_t(h) * nb * nb;
-      std::vector<double> p(static_cast<size_t>(len));
+      std::vector<double> p(static_cast<size_t>(len)), row_mass;
       for (int64_t r = 0; r < len; ++r) {
         const T* qr = q.data() + (size_t(t0 + r) * dims.q_heads + h) * d;
         double m = -std::numeric_limits<double>::infinity();
@@ -278,7 +278,7 @@ void ground_truth_bruteforce_cpu(std::span<const T> q, std::span<const T> k, con
         if (pooling == GtPooling::max) {
           for (int64_t c = 0; c <= r; ++c) cells[c / block] = std::max(cells[c / block], p[size_t(c)] / l);
         } else {
-          std::vector<double> row_mass(size_t(r / block) + 1, 0.0);  // this row's share per key block
+          row_mass.assign(size_t(r / block) + 1, 0.0);  // this row's share per key block
           for (int64_t c = 0; c <= r; ++c) row_mass[size_t(c / block)] += p[size_t(c)] / l;
           for (size_t j = 0; j < row_mass.size(); ++j)
             cells[j] = pooling == GtPooling::mass ? cells[j] + row_mass[j] : std::max(cells[j], row_mass[j]);

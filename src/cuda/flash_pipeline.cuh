@@ -255,21 +255,19 @@ struct FlashConsumer {
         base[r] = base_exp;
 #pragma unroll
         for (int kh = 0; kh < kHalves; ++kh) half_sum[kh][r] = 0.f;
+      }
 #pragma unroll
-        for (int n = 0; n < kS / 4; ++n) {
-          s[4 * n + 2 * r] = exp2f(fmaf(s[4 * n + 2 * r], scale_log2, -base_exp));
-          s[4 * n + 2 * r + 1] = exp2f(fmaf(s[4 * n + 2 * r + 1], scale_log2, -base_exp));
+      for (int n = 0; n < kS / 4; ++n) {
+        s[4 * n + 2 * r] = exp2f(fmaf(s[4 * n + 2 * r], scale_log2, -base_exp));
+        s[4 * n + 2 * r + 1] = exp2f(fmaf(s[4 * n + 2 * r + 1], scale_log2, -base_exp));
+        if constexpr (kRecordMass)
           half_sum[n / 8][r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
-        }
+        else
+          row_sum[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+      }
+      if constexpr (kRecordMass) {
 #pragma unroll
         for (int kh = 0; kh < kHalves; ++kh) row_sum[r] += half_sum[kh][r];
-      } else {
-#pragma unroll
-        for (int n = 0; n < kS / 4; ++n) {
-          s[4 * n + 2 * r] = exp2f(fmaf(s[4 * n + 2 * r], scale_log2, -base_exp));
-          s[4 * n + 2 * r + 1] = exp2f(fmaf(s[4 * n + 2 * r + 1], scale_log2, -base_exp));
-          row_sum[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
-        }
       }
     }
     if constexpr (kRecordMass) record_mass(tile, base, half_sum);
