@@ -68,7 +68,16 @@ std::vector<double> reference_gate_logits(const std::vector<double>& q, const st
         for (int64_t j = 0; j <= i; ++j) {
           double dot = 0;
           for (int y = 0; y < dg; ++y) dot += qg[size_t(i)][size_t(y)] * kg[size_t(j)][size_t(y)];
-          logits[size_t(layout.map_offset[size_t(s)] + (h * nb + i) * nb + j)] = dot / std::sqrt(double(dg));
+          // The block bias, from its definition: distances 0-3 exact, then [4, 8), [8, 16), [16, 32),
+          // [32, 64), [64, ∞); one more entry for key block 0.
+          double bias = 0;
+          if (c.has_block_bias) {
+            const int64_t distance = i - j;
+            int bucket = int(distance);
+            if (distance >= 4) bucket = distance >= 64 ? 8 : 2 + int(std::floor(std::log2(double(distance))));
+            bias = w.bias[size_t(h * 10 + bucket)] + (j == 0 ? w.bias[size_t(h * 10 + 9)] : 0.0);
+          }
+          logits[size_t(layout.map_offset[size_t(s)] + (h * nb + i) * nb + j)] = dot / std::sqrt(double(dg)) + bias;
         }
     }
   }
@@ -80,7 +89,19 @@ struct GateCase {
   HeadDims heads;
   int gate_dim, block;
   RopeConfig rope;
+  bool block_bias = false;
+
+  GateConfig config() const { return GateConfig{heads, gate_dim, block, block_bias}; }
 };
+
+// Random weights, the block bias (which starts at zero) included.
+template <typename Real>
+GateWeights<Real> random_gate(const GateConfig& config, double std) {
+  GateWeights<Real> w = GateWeights<Real>::random(config, test::rng()(), std);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (Real& b : w.bias) b = Real(normal(test::rng()));
+  return w;
+}
 
 const RopeConfig kPlain{.theta = 100000.0};
 const RopeConfig kLlama3{.theta = 500000.0, .scaling = RopeConfig::Scaling::llama3, .factor = 8.0,
@@ -94,15 +115,19 @@ const std::vector<GateCase> kCases = {
     {{0, 100, 333}, {8, 2, 16}, 24, 32, kYarn},  // d_g != d: W_q exists, W_k is per KV head
     {{0, 200}, {9, 3, 64}, 8, 64, kPlain},         // the built-in model's shape with a small d_g
     {{0, 64, 264}, {2, 2, 128}, 128, 64, kPlain},  // a one-block sequence beside a longer one
+    // The block bias: every distance bucket needs sequences of more than 64 blocks.
+    {{0, 70 * 16, 70 * 16 + 300}, {3, 1, 16}, 16, 16, kPlain, true},
+    {{0, 200}, {9, 3, 64}, 8, 64, kLlama3, true},  // with W_q
 };
 
 TEST(AttnGate, ForwardMatchesReference) {
   for (const GateCase& gc : kCases) {
     const Sequences seqs(gc.offsets);
-    const GateConfig cfg{gc.heads, gc.gate_dim, gc.block};
-    const GateWeights<double> w64 = GateWeights<double>::random(cfg, test::rng()(), 0.1);
+    const GateConfig cfg = gc.config();
+    const GateWeights<double> w64 = random_gate<double>(cfg, 0.1);
     GateWeights<float> w32{cfg, std::vector<float>(w64.wk.begin(), w64.wk.end()),
-                           std::vector<float>(w64.wq.begin(), w64.wq.end())};
+                           std::vector<float>(w64.wq.begin(), w64.wq.end()),
+                           std::vector<float>(w64.bias.begin(), w64.bias.end())};
     const auto q = random_values<float>(size_t(seqs.tokens() * gc.heads.q_heads * gc.heads.head_dim));
     const auto k = random_values<float>(size_t(seqs.tokens() * gc.heads.kv_heads * gc.heads.head_dim));
     const std::vector<double> q64(q.begin(), q.end()), k64(k.begin(), k.end());
@@ -187,10 +212,10 @@ TEST(AttnGate, KlLossMatchesFormula) {
 TEST(AttnGate, GradientMatchesFiniteDifferences) {
   for (const GateCase& gc : kCases) {
     const Sequences seqs(gc.offsets);
-    const GateConfig cfg{gc.heads, gc.gate_dim, gc.block};
+    const GateConfig cfg = gc.config();
     const BlockLayout layout(seqs, gc.block, gc.heads.q_heads);
     const Rope rope(gc.rope, gc.gate_dim);
-    GateWeights<double> w = GateWeights<double>::random(cfg, test::rng()(), 0.05);
+    GateWeights<double> w = random_gate<double>(cfg, 0.05);
     const auto q = random_values<double>(size_t(seqs.tokens() * gc.heads.q_heads * gc.heads.head_dim));
     const auto k = random_values<double>(size_t(seqs.tokens() * gc.heads.kv_heads * gc.heads.head_dim));
     const auto gt = random_ground_truth(layout);
@@ -206,13 +231,16 @@ TEST(AttnGate, GradientMatchesFiniteDifferences) {
 
     std::vector<std::pair<std::vector<double>*, std::vector<double>*>> params = {{&w.wk, &grad.wk}};
     if (cfg.has_q_proj()) params.push_back({&w.wq, &grad.wq});
+    if (cfg.has_block_bias) params.push_back({&w.bias, &grad.bias});
     for (auto [weights, gradient] : params) {
       double grad_scale = 0;
       for (double g : *gradient) grad_scale = std::max(grad_scale, std::abs(g));
       ASSERT_GT(grad_scale, 0.0);
+      // 25 random weights of the projections; every entry of the (small) block bias.
+      const bool every = weights == &w.bias;
       std::uniform_int_distribution<size_t> pick(0, weights->size() - 1);
-      for (int trial = 0; trial < 25; ++trial) {
-        const size_t n = pick(test::rng());
+      for (size_t trial = 0; trial < (every ? weights->size() : 25); ++trial) {
+        const size_t n = every ? trial : pick(test::rng());
         const double saved = (*weights)[n], eps = 1e-5;
         (*weights)[n] = saved + eps;
         const double up = loss();
@@ -240,6 +268,11 @@ TEST(AttnGate, RejectsBadInputs) {
   EXPECT_THROW((gate_forward<float, float>(q, k, seqs, w, rope, std::span(logits).first(3))), Error);
   w.wk.pop_back();
   EXPECT_THROW((gate_forward<float, float>(q, k, seqs, w, rope, logits)), Error);
+  GateWeights<float> biased = GateWeights<float>::random(GateConfig{{9, 3, 64}, 64, 64, true}, 1);
+  EXPECT_EQ(biased.bias, std::vector<float>(9 * kBiasColumns, 0.0f));  // an untrained bias is none
+  EXPECT_NO_THROW((gate_forward<float, float>(q, k, seqs, biased, rope, logits)));
+  biased.bias.pop_back();
+  EXPECT_THROW((gate_forward<float, float>(q, k, seqs, biased, rope, logits)), Error);
   EXPECT_THROW(Rope(RopeConfig{.theta = 0.5}, 64), Error);
   EXPECT_THROW((GateWeights<float>::zeros(GateConfig{{9, 4, 64}, 64, 64})), Error);
 }

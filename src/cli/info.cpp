@@ -72,6 +72,8 @@ nlohmann::json gates_info(const std::string& path, const LlamaConfig& c) {
                       {"k_projection", {g.k_proj_heads(), 3 * g.heads.head_dim, g.gate_dim}},
                       {"q_projection", g.has_q_proj() ? nlohmann::json{g.heads.q_heads, g.heads.head_dim, g.gate_dim}
                                                       : nlohmann::json(nullptr)},
+                      {"block_bias", g.has_block_bias ? nlohmann::json{g.heads.q_heads, kBiasColumns}
+                                                      : nlohmann::json(nullptr)},
                       {"parameters", parameters},
                       {"dtypes", dtypes},
                       {"target_pooling", gt_pooling_name(gates_target_pooling(path))},
@@ -96,6 +98,8 @@ void print_gates_info(const nlohmann::json& g) {
               g["gate_dim"].get<int>(), k[0].get<int>(), k[1].get<int>(), k[2].get<int>());
   if (const auto& q = g["q_projection"]; !q.is_null())
     std::printf(", W_q [%d, %d, %d]", q[0].get<int>(), q[1].get<int>(), q[2].get<int>());
+  if (const auto& b = g["block_bias"]; !b.is_null())
+    std::printf(", block bias [%d, %d]", b[0].get<int>(), b[1].get<int>());
   std::printf(", %.2f M parameters\n", g["parameters"].get<double>() / 1e6);
   const nlohmann::json& m = g["metadata"];
   std::printf("target        %s-pooled ground truth%s", g["target_pooling"].get<std::string>().c_str(),

@@ -29,6 +29,7 @@ struct TrainGatesOptions {
   int64_t seq_len = 8192, batch = 1;
   TrainOptions train;
   int gate_dim = 0;  // 0: the head dimension (the published gates)
+  bool block_bias = false;  // gate/block_bias.h
   std::string target_pooling = "max";  // -> train.target_pooling (attention/gt_pooling.h)
   std::string out = "gates.safetensors";
   int64_t checkpoint_every = 25;
@@ -54,7 +55,7 @@ void run(const TrainGatesOptions& o) {
                (long long)corpus.sequences(), (long long)o.seq_len);
 
   const int gate_dim = o.gate_dim > 0 ? o.gate_dim : config.head_dim;
-  const GateConfig gate_config{{config.q_heads, config.kv_heads, config.head_dim}, gate_dim, 64};
+  const GateConfig gate_config{{config.q_heads, config.kv_heads, config.head_dim}, gate_dim, 64, o.block_bias};
   std::vector<GateWeights<float>> init;
   for (int l = 0; l < config.layers; ++l) init.push_back(GateWeights<float>::random(gate_config, o.seed + uint64_t(l)));
   GateTrainer trainer(std::move(init), o.train);
@@ -69,7 +70,8 @@ void run(const TrainGatesOptions& o) {
       {"training_batch", std::to_string(o.batch)}, {"training_steps", std::to_string(o.train.steps)},
       {"training_target_power", std::to_string(o.train.target_power)},
       {"training_target_pooling", gt_pooling_name(o.train.target_pooling)},
-      {"training_skip_fraction", std::to_string(o.train.skip_fraction)}};
+      {"training_skip_fraction", std::to_string(o.train.skip_fraction)},
+      {"training_block_bias", o.block_bias ? "true" : "false"}};
 
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
   const Sequences seqs = Sequences::from_lengths(std::vector<int64_t>(size_t(o.batch), o.seq_len));
@@ -163,6 +165,9 @@ void add_train_gates_command(CLI::App& app) {
                   "leading block rows of each sequence left out of the loss (the published 0.25)")
       ->check(CLI::Range(0.0, 0.99));
   cmd->add_option("--gate-dim", o->gate_dim, "gate dimension d_g (default: the head dimension)");
+  cmd->add_flag("--block-bias", o->block_bias,
+                "also learn a logit bias per query head and block distance, and one for the sink block (seer's "
+                "extension of the published gate: gate/block_bias.h)");
   cmd->add_option("--out", o->out, "output safetensors (also <out>.checkpoint, <out>.csv, <out>.loss.png)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
   cmd->add_flag("--resume", o->resume, "continue from <out>.checkpoint");

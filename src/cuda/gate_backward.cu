@@ -3,7 +3,8 @@
 //   per kept row (s, h, i): q = softmax_j<=i(z), KL += sum_j gt_j (log gt_j - log q_j) / elements,
 //                           dz_j = scale_loss (q_j sum(gt) - gt_j) / elements
 //   dq_r[h, i] = sum_j<=i dz[h, i, j] k_r[h, j] / sqrt(d_g),  dk_r[h, j] = sum_i>=j dz[h, i, j] q_r[h, i] / sqrt(d_g)
-//   back through RoPE (its transpose), then dW_k[h] = k_pool[:, h / g]^T dk,  dW_q[h] = q_pool[:, h]^T dq.
+//   back through RoPE (its transpose), then dW_k[h] = k_pool[:, h / g]^T dk,  dW_q[h] = q_pool[:, h]^T dq;
+//   dbias[h, c] = sum of dz[h, i, j] over the pairs (i, j <= i) whose logit bias entry c adds to.
 #include <cmath>
 
 #include "cuda/gate_cuda.h"
@@ -151,6 +152,41 @@ __global__ void dweight_kernel(const float* input, int in_heads, int in_dim, int
   }
 }
 
+// One thread block per query head: dbias[h, c] for every column c of its block bias. Each thread
+// sums its share of the map's causal pairs per column (a fixed order: the result does not vary from
+// run to run), then the block adds the threads' sums.
+__global__ void dbias_kernel(const float* dlogits, const int32_t* seq_len, const int64_t* map_offset, int sequences,
+                             float* dbias) {
+  const int h = blockIdx.x;
+  float acc[kBiasColumns] = {};
+  for (int s = 0; s < sequences; ++s) {
+    const int nb = (seq_len[s] + 63) / 64;
+    const float* map = dlogits + map_offset[s] + int64_t(h) * nb * nb;
+    for (int64_t e = threadIdx.x; e < int64_t(nb) * nb; e += blockDim.x) {
+      const int i = int(e / nb), j = int(e % nb);
+      if (j > i) continue;
+      const float g = map[e];
+      const int bucket = distance_bucket(i - j);
+#pragma unroll
+      for (int c = 0; c < kBiasDistanceBuckets; ++c) acc[c] += c == bucket ? g : 0.f;
+      if (j == 0) acc[kBiasSinkColumn] += g;
+    }
+  }
+  __shared__ float warp_sums[kBiasColumns][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+#pragma unroll
+  for (int c = 0; c < kBiasColumns; ++c) {
+    for (int off = 16; off > 0; off /= 2) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], off);
+    if (lane == 0) warp_sums[c][warp] = acc[c];
+  }
+  __syncthreads();
+  if (threadIdx.x < kBiasColumns) {
+    float sum = 0.f;
+    for (int w = 0; w < warps; ++w) sum += warp_sums[threadIdx.x][w];
+    dbias[h * kBiasColumns + threadIdx.x] = sum;
+  }
+}
+
 }  // namespace
 
 GateGradWorkspace GateGradWorkspace::create(const DeviceLayout& layout, const GateConfig& c, double skip_fraction) {
@@ -181,9 +217,10 @@ void power_normalize_rows(const float* in, float* out, const DeviceLayout& layou
 
 void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,
                         const GateWorkspace& work, float loss_scale, GateGradWorkspace& gw, double* kl, float* dwk,
-                        float* dwq, cudaStream_t stream) {
+                        float* dwq, float* dbias, cudaStream_t stream) {
   const GateConfig& c = gate.config;
-  SEER_CHECK(logits && gt && kl && dwk && (dwq || !c.has_q_proj()), "gate backward: null pointer");
+  SEER_CHECK(logits && gt && kl && dwk && (dwq || !c.has_q_proj()) && (dbias || !c.has_block_bias),
+             "gate backward: null pointer");
   SEER_CHECK(gw.dlogits.size() == size_t(layout.host.map_elements()) &&
                  gw.dk_gate.size() == size_t(layout.total_rows) * c.heads.q_heads * c.gate_dim,
              "gate backward: workspace was built for another layout");
@@ -195,6 +232,11 @@ void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout
       logits, gt, layout.seq_len.data(), layout.seq_row_offset.data(), layout.seq_map_offset.data(), layout.sequences,
       hq, map_rows, gw.skip_fraction, gw.elements, loss_scale, gw.dlogits.data(), kl);
   SEER_CUDA_CHECK_LAUNCH();
+  if (c.has_block_bias) {
+    dbias_kernel<<<unsigned(hq), 256, 0, stream>>>(gw.dlogits.data(), layout.seq_len.data(),
+                                                   layout.seq_map_offset.data(), layout.sequences, dbias);
+    SEER_CUDA_CHECK_LAUNCH();
+  }
   const int pair_threads = ((dg / 2 + 31) / 32) * 32;
   dgate_kernel<<<dim3(unsigned(layout.total_rows), unsigned(hq)), pair_threads, 0, stream>>>(
       gw.dlogits.data(), work.q_gate.data(), work.k_gate.data(), gate.rope.data(), layout.seq_len.data(),

@@ -267,12 +267,14 @@ __global__ void __launch_bounds__(256, 4)
   }
 }
 
-// grid (tile pairs of the longest sequence, H_q, sequences): logits = q_g·k_gᵀ/√d_g on 64x64
-// tiles, -inf above the diagonal (whole tiles above it only write -inf). 3 blocks per SM: the
-// transposed operand's addressing takes 80 registers (at 64, ptxas spills).
+// grid (tile pairs of the longest sequence, H_q, sequences): logits = q_g·k_gᵀ/√d_g (+ the block
+// bias when `bias` [H_q, kBiasColumns] is given) on 64x64 tiles, -inf above the diagonal (whole
+// tiles above it only write -inf). 3 blocks per SM: the transposed operand's addressing takes 80
+// registers (at 64, ptxas spills).
 __global__ void __launch_bounds__(256, 3)
-    scores_kernel(const float* q_gate, const float* k_gate, const int32_t* seq_len, const int32_t* row_offset,
-                  const int64_t* map_offset, int64_t rows, int dg, float scale, float* logits) {
+    scores_kernel(const float* q_gate, const float* k_gate, const float* bias, const int32_t* seq_len,
+                  const int32_t* row_offset, const int64_t* map_offset, int64_t rows, int dg, float scale,
+                  float* logits) {
   const int s = blockIdx.z, h = blockIdx.y;
   const int nb = (seq_len[s] + 63) / 64;
   const int tiles = (nb + kTile - 1) / kTile;
@@ -293,7 +295,9 @@ __global__ void __launch_bounds__(256, 3)
     for (int r = 0; r < 4; ++r) {
       const int bi = ti * kTile + 16 * (warp % 4) + g + 8 * (r / 2);
       const int bj = tj * kTile + 8 * tile_ntile(warp, n) + 2 * t + r % 2;
-      if (bi < nb && bj < nb) map[int64_t(bi) * nb + bj] = bj <= bi ? acc[n][r] * scale : -INFINITY;
+      if (bi < nb && bj < nb)
+        map[int64_t(bi) * nb + bj] =
+            bj <= bi ? acc[n][r] * scale + (bias ? block_bias(bias + h * kBiasColumns, bi, bj) : 0.f) : -INFINITY;
     }
 }
 
@@ -558,6 +562,7 @@ DeviceGate DeviceGate::upload(const GateWeights<float>& weights, const RopeConfi
   DeviceGate g{c};
   g.wk = DeviceBuffer<float>::upload(weights.wk);
   if (!weights.wq.empty()) g.wq = DeviceBuffer<float>::upload(weights.wq);
+  if (!weights.bias.empty()) g.bias = DeviceBuffer<float>::upload(weights.bias);
   const Rope rope(rope_config, c.gate_dim);
   const int half = c.gate_dim / 2;
   std::vector<float2> table(size_t(max_blocks * half));
@@ -614,7 +619,8 @@ void gate_forward(const void* q_pre, const void* k_pre, DType dtype, const Devic
 
   const int tiles = int((layout.max_blocks + kTile - 1) / kTile);
   const dim3 sgrid(unsigned(tiles * tiles), unsigned(hq), unsigned(layout.sequences));
-  scores_kernel<<<sgrid, 256, 0, stream>>>(work.q_gate.data(), work.k_gate.data(), layout.seq_len.data(),
+  scores_kernel<<<sgrid, 256, 0, stream>>>(work.q_gate.data(), work.k_gate.data(),
+                                           c.has_block_bias ? gate.bias.data() : nullptr, layout.seq_len.data(),
                                            layout.seq_row_offset.data(), layout.seq_map_offset.data(), rows, dg,
                                            float(1.0 / std::sqrt(double(dg))), logits);
   SEER_CUDA_CHECK_LAUNCH();

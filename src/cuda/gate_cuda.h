@@ -18,7 +18,7 @@ namespace seer::cuda {
 // Gate weights (float) and the RoPE cos/sin table of block positions, on the device.
 struct DeviceGate {
   GateConfig config;
-  DeviceBuffer<float> wk, wq;
+  DeviceBuffer<float> wk, wq, bias;  // bias [H_q, kBiasColumns] (gate/block_bias.h), empty without one
   DeviceBuffer<float2> rope;  // [max_blocks][d_g/2]: (cos, sin)·attention_scaling at position i·64, from double
   int64_t rope_blocks = 0;
 
@@ -57,11 +57,12 @@ void power_normalize_rows(const float* in, float* out, const DeviceLayout& layou
 // vectors) and the ground-truth map gt: adds KL(gt ‖ softmax(logits)) averaged over the kept
 // elements (the first skip_fraction of each sequence's block rows left out) to *kl (a device
 // double), and writes loss_scale · dKL/dW_k into dwk [k_proj_heads, 3d, d_g] (and dW_q into dwq
-// [H_q, d, d_g] when the gate has W_q; dwq may be null otherwise). The gradient is of this call only:
-// it is written, not accumulated.
+// [H_q, d, d_g] when the gate has W_q, dbias into dbias [H_q, kBiasColumns] when it has a block
+// bias; each may be null otherwise). The gradient is of this call only: it is written, not
+// accumulated.
 void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,
                         const GateWorkspace& work, float loss_scale, GateGradWorkspace& grad_work, double* kl,
-                        float* dwk, float* dwq, cudaStream_t stream);
+                        float* dwk, float* dwq, float* dbias, cudaStream_t stream);
 
 struct SelectionWorkspace {
   DeviceBuffer<int4> row_cut;     // per mask row: (cut key, ties kept, extra block, count)

@@ -119,7 +119,8 @@ template <typename Real>
 GateWeights<Real> GateWeights<Real>::zeros(const GateConfig& config) {
   config.validate();
   return GateWeights{config, std::vector<Real>(size_t(config.wk_size()), Real(0)),
-                     std::vector<Real>(size_t(config.wq_size()), Real(0))};
+                     std::vector<Real>(size_t(config.wq_size()), Real(0)),
+                     std::vector<Real>(size_t(config.bias_size()), Real(0))};
 }
 
 template <typename Real>
@@ -137,6 +138,7 @@ void GateWeights<Real>::validate() const {
   config.validate();
   check_size(std::span(wk), "gate W_k", config.wk_size());
   check_size(std::span(wq), "gate W_q", config.wq_size());
+  check_size(std::span(bias), "gate block bias", config.bias_size());
 }
 
 template <typename Real, typename T>
@@ -155,6 +157,7 @@ void gate_forward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequ
     for (int h = 0; h < cfg.heads.q_heads; ++h) {
       const HeadVectors<Real> v = project_head(pooled, weights, rope, h);
       Real* map = logits.data() + layout.map_offset[size_t(s)] + int64_t(h) * nb * nb;
+      const Real* bias = cfg.has_block_bias ? weights.bias.data() + int64_t(h) * kBiasColumns : nullptr;
       for (int64_t i = 0; i < nb; ++i)
         for (int64_t j = 0; j < nb; ++j) {
           if (j > i) {
@@ -163,7 +166,7 @@ void gate_forward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequ
           }
           Real dot = 0;
           for (int x = 0; x < dg; ++x) dot += v.qr[size_t(i * dg + x)] * v.kr[size_t(j * dg + x)];
-          map[i * nb + j] = dot * scale;
+          map[i * nb + j] = dot * scale + (bias ? block_bias(bias, i, j) : Real(0));
         }
     }
   }
@@ -231,7 +234,8 @@ void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Seq
                    GateWeights<Real>& grad) {
   check_gate_inputs(q_pre, k_pre, seqs, weights, rope);
   const GateConfig& cfg = weights.config;
-  SEER_CHECK(grad.wk.size() == weights.wk.size() && grad.wq.size() == weights.wq.size(),
+  SEER_CHECK(grad.wk.size() == weights.wk.size() && grad.wq.size() == weights.wq.size() &&
+                 grad.bias.size() == weights.bias.size(),
              "gate gradient buffers do not match the weights' sizes");
   const BlockLayout layout(seqs, cfg.block, cfg.heads.q_heads);
   check_size(dlogits, "gate logit gradient", layout.map_elements());
@@ -249,8 +253,13 @@ void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Seq
         const Real* ds = dlogits.data() + layout.map_offset[size_t(s)] + int64_t(h) * nb * nb;
         // d(logit)/d(q_r[i]) = k_r[j] / √d_g and symmetrically for k_r[j].
         std::vector<Real> dq(size_t(nb * dg), Real(0)), dk(size_t(nb * dg), Real(0));
+        Real* dbias = cfg.has_block_bias ? grad.bias.data() + int64_t(h) * kBiasColumns : nullptr;
         for (int64_t i = 0; i < nb; ++i)
           for (int64_t j = 0; j <= i; ++j) {
+            if (dbias) {  // d(logit)/d(bias entry) = 1 for the entries block_bias adds
+              dbias[distance_bucket(i - j)] += ds[i * nb + j];
+              if (j == 0) dbias[kBiasSinkColumn] += ds[i * nb + j];
+            }
             const Real g = ds[i * nb + j] * scale;
             if (g == Real(0)) continue;
             for (int x = 0; x < dg; ++x) {

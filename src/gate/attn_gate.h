@@ -10,7 +10,8 @@
 //   logits[h, i, j] = q_g·k_g / √d_g for j <= i, -inf above the diagonal    [H_q, nb, nb]
 // Weights, as the reference code lays them out: with d_g == d (every released gate) W_k [H_q, 3d, d_g]
 // and no W_q; with d_g != d, W_q [H_q, d, d_g] and W_k [H_kv, 3d, d_g], one K projection per KV head
-// shared by its group's query heads. No biases.
+// shared by its group's query heads. No biases in the published gate; with seer's block bias
+// (gate/block_bias.h) each logit also gets a learned number per query head and block distance.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -18,6 +19,7 @@
 
 #include "attention/head_dims.h"
 #include "core/sequences.h"
+#include "gate/block_bias.h"
 #include "gate/rope.h"
 
 namespace seer {
@@ -26,6 +28,7 @@ struct GateConfig {
   HeadDims heads;
   int gate_dim = 0;  // d_g
   int block = 64;
+  bool has_block_bias = false;  // gate/block_bias.h
 
   bool has_q_proj() const { return gate_dim != heads.head_dim; }
   // W_k's leading dimension, and which of its heads query head h uses.
@@ -33,6 +36,7 @@ struct GateConfig {
   int k_proj_head(int h) const { return has_q_proj() ? h / heads.group() : h; }
   int64_t wk_size() const { return int64_t(k_proj_heads()) * 3 * heads.head_dim * gate_dim; }
   int64_t wq_size() const { return has_q_proj() ? int64_t(heads.q_heads) * heads.head_dim * gate_dim : 0; }
+  int64_t bias_size() const { return has_block_bias ? int64_t(heads.q_heads) * kBiasColumns : 0; }
   void validate() const;
 };
 
@@ -40,11 +44,13 @@ template <typename Real>
 struct GateWeights {
   GateConfig config;
   std::vector<Real> wk;  // [k_proj_heads, 3d, d_g]
-  std::vector<Real> wq;  // [H_q, d, d_g], empty when d_g == d
+  std::vector<Real> wq;    // [H_q, d, d_g], empty when d_g == d
+  std::vector<Real> bias;  // [H_q, kBiasColumns], empty without the block bias
 
   // Zero weights of the right sizes (gradient buffers).
   static GateWeights zeros(const GateConfig& config);
-  // normal(0, std) initialization, the reference code's default std being 0.02.
+  // normal(0, std) initialization of W_k and W_q, the reference code's default std being 0.02; the
+  // block bias starts at zero, so that an untrained gate is the published one.
   static GateWeights random(const GateConfig& config, uint64_t seed, double std = 0.02);
   void validate() const;
 };
@@ -70,7 +76,8 @@ Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const 
                   double skip_fraction, std::span<Real> dlogits);
 
 // Accumulates dLoss/dW (into grad, which must have the weights' sizes) given dLoss/dlogits,
-// through the scores, RoPE, the projections and the pooling.
+// through the scores, RoPE, the projections and the pooling, and dLoss/dbias, the sums of
+// dLoss/dlogits over each bias entry's block pairs.
 template <typename Real, typename T>
 void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
                    const GateWeights<Real>& weights, const Rope& rope, std::span<const Real> dlogits,

@@ -15,11 +15,7 @@
 #include <bit>
 #endif
 
-#if defined(__CUDACC__)
-#define SEER_HOST_DEVICE __host__ __device__
-#else
-#define SEER_HOST_DEVICE
-#endif
+#include "core/host_device.h"
 
 namespace seer {
 

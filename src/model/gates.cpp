@@ -43,6 +43,15 @@ std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaC
                  "' must be [", config.q_heads, ", ", d, ", ", g.config.gate_dim, "]");
       g.wq = file.to_float(wq->name);
     }
+    if (const SafetensorsTensor* bias = file.find(prefix + "block_bias")) {
+      SEER_CHECK(bias->shape == std::vector<int64_t>({config.q_heads, kBiasColumns}), path, ": '", bias->name,
+                 "' must be [", config.q_heads, ", ", kBiasColumns, "] (gate/block_bias.h)");
+      g.config.has_block_bias = true;
+      g.bias = file.to_float(bias->name);
+    }
+    SEER_CHECK(g.config.has_block_bias == gates.front().config.has_block_bias, path, ": layer ", l,
+               g.config.has_block_bias ? " has" : " lacks", " a block bias, layer 0",
+               g.config.has_block_bias ? " does not" : " has one");
     g.validate();
   }
   return gates;

@@ -14,7 +14,8 @@ namespace seer {
 // Keys and layouts as the reference checkpoints have them: model.layers.{i}.self_attn.attn_gate.
 // mask_linear_k.weight [H_q, 3d, d_g] when d_g == d; when d_g != d, ...mask_linear_q.weight
 // [H_q, d, d_g] beside mask_linear_k [H_kv, 3d, d_g]. A mask_linear_q with d_g == d (the reference's
-// seerattn_gate_force_double) is refused rather than ignored. F32, F16 or BF16. The
+// seerattn_gate_force_double) is refused rather than ignored. seer's optional
+// ...attn_gate.block_bias [H_q, 10] (gate/block_bias.h), in every layer or none. F32, F16 or BF16. The
 // optional metadata entry seerattn_gate_block_size must be 64 (the block of the CPU forward).
 // Throws seer::Error naming the missing or misshapen key.
 std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaConfig& config);

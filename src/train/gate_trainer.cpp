@@ -2,16 +2,13 @@
 
 #include <cmath>
 #include <numbers>
+#include <type_traits>
 
 #include "core/error.h"
 #include "formats/safetensors.h"
 
 namespace seer {
 namespace {
-
-std::string gate_key(int layer, const char* which) {
-  return "model.layers." + std::to_string(layer) + ".self_attn.attn_gate." + which + ".weight";
-}
 
 std::span<const uint8_t> bytes_of(const std::vector<float>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)};
@@ -27,6 +24,7 @@ void TrainOptions::validate() const {
   SEER_CHECK(weight_decay >= 0, "weight decay must be >= 0");
   SEER_CHECK(skip_fraction >= 0 && skip_fraction < 1, "skip fraction must be in [0, 1)");
   SEER_CHECK(target_power > 0 && target_power <= 16, "target power must be in (0, 16], got ", target_power);
+  SEER_CHECK(bias_lr_scale > 0, "the block bias's learning-rate scale must be positive, got ", bias_lr_scale);
 }
 
 GateTrainer::GateTrainer(std::vector<GateWeights<float>> init, const TrainOptions& options)
@@ -60,18 +58,21 @@ double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std
   for (float& g : dlogits) g *= float(options_.loss_scale);
   GateWeights<float> grad = GateWeights<float>::zeros(w.config);
   gate_backward<float, bf16>(q_pre, k_pre, seqs, w, rope, dlogits, grad);
-  add_layer_gradient(layer, kl, grad.wk, grad.wq);
+  add_layer_gradient(layer, kl, grad.wk, grad.wq, grad.bias);
   return kl;
 }
 
-void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float> dwk, std::span<const float> dwq) {
+void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float> dwk, std::span<const float> dwq,
+                                     std::span<const float> dbias) {
   SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
   SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
   GateWeights<float>& g = grads_[size_t(layer)];
   check_size(dwk, "gate W_k gradient", int64_t(g.wk.size()));
   check_size(dwq, "gate W_q gradient", int64_t(g.wq.size()));
+  check_size(dbias, "gate block bias gradient", int64_t(g.bias.size()));
   for (size_t e = 0; e < dwk.size(); ++e) g.wk[e] += dwk[e];
   for (size_t e = 0; e < dwq.size(); ++e) g.wq[e] += dwq[e];
+  for (size_t e = 0; e < dbias.size(); ++e) g.bias[e] += dbias[e];
   layer_done_[size_t(layer)] = true;
   layer_kl_[size_t(layer)] = kl;
   step_loss_ += options_.loss_scale * kl;
@@ -90,7 +91,8 @@ double GateTrainer::finish_step() {
   const double lr = learning_rate(step_);
   const double t = double(step_ + 1);
   const double correction1 = 1.0 - std::pow(options_.beta1, t), correction2 = 1.0 - std::pow(options_.beta2, t);
-  const auto update = [&](std::vector<float>& w, std::vector<float>& g, std::vector<float>& m, std::vector<float>& v) {
+  const auto update = [&](std::vector<float>& w, std::vector<float>& g, std::vector<float>& m, std::vector<float>& v,
+                          double lr) {
 #pragma omp parallel for schedule(static)  // element-wise: the same result on any thread count
     for (size_t e = 0; e < w.size(); ++e) {
       m[e] = float(options_.beta1 * m[e] + (1 - options_.beta1) * g[e]);
@@ -101,8 +103,9 @@ double GateTrainer::finish_step() {
     }
   };
   for (size_t l = 0; l < weights_.size(); ++l) {
-    update(weights_[l].wk, grads_[l].wk, exp_avg_[l].wk, exp_avg_sq_[l].wk);
-    update(weights_[l].wq, grads_[l].wq, exp_avg_[l].wq, exp_avg_sq_[l].wq);
+    update(weights_[l].wk, grads_[l].wk, exp_avg_[l].wk, exp_avg_sq_[l].wk, lr);
+    update(weights_[l].wq, grads_[l].wq, exp_avg_[l].wq, exp_avg_sq_[l].wq, lr);
+    update(weights_[l].bias, grads_[l].bias, exp_avg_[l].bias, exp_avg_sq_[l].bias, lr * options_.bias_lr_scale);
   }
   layer_done_.assign(weights_.size(), false);
   last_layer_kl_ = layer_kl_;
@@ -112,25 +115,43 @@ double GateTrainer::finish_step() {
   return loss;
 }
 
+namespace {
+
+// One layer's tensors as the checkpoint names and shapes them, each with its vector in `w`
+// (Values: std::vector<float> or its const).
+template <typename Values>
+struct NamedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  Values* values;
+};
+
+template <typename Weights, typename Values = std::conditional_t<std::is_const_v<Weights>, const std::vector<float>,
+                                                                 std::vector<float>>>
+std::vector<NamedTensor<Values>> layer_tensors(int layer, Weights& w) {
+  const GateConfig& c = w.config;
+  const std::string prefix = "model.layers." + std::to_string(layer) + ".self_attn.attn_gate.";
+  std::vector<NamedTensor<Values>> t{
+      {prefix + "mask_linear_k.weight", {c.k_proj_heads(), 3 * c.heads.head_dim, c.gate_dim}, &w.wk}};
+  if (c.has_q_proj()) t.push_back({prefix + "mask_linear_q.weight", {c.heads.q_heads, c.heads.head_dim, c.gate_dim}, &w.wq});
+  if (c.has_block_bias) t.push_back({prefix + "block_bias", {c.heads.q_heads, kBiasColumns}, &w.bias});
+  return t;
+}
+
+}  // namespace
+
 void GateTrainer::save(const std::string& path, const std::map<std::string, std::string>& metadata,
                        bool with_optimizer) const {
   std::vector<SafetensorsWriteTensor> tensors;
-  const auto add = [&](const std::string& name, const GateConfig& c, const std::vector<float>& data, bool is_k) {
-    const int64_t in = is_k ? 3 * c.heads.head_dim : c.heads.head_dim;
-    tensors.push_back(
-        {name, SafetensorsDtype::f32, {is_k ? c.k_proj_heads() : c.heads.q_heads, in, c.gate_dim}, bytes_of(data)});
-  };
   for (size_t l = 0; l < weights_.size(); ++l) {
-    const GateConfig& c = weights_[l].config;
-    const std::string k = gate_key(int(l), "mask_linear_k"), q = gate_key(int(l), "mask_linear_q");
-    add(k, c, weights_[l].wk, true);
-    if (c.has_q_proj()) add(q, c, weights_[l].wq, false);
-    if (with_optimizer) {
-      add("optimizer.exp_avg." + k, c, exp_avg_[l].wk, true);
-      add("optimizer.exp_avg_sq." + k, c, exp_avg_sq_[l].wk, true);
-      if (c.has_q_proj()) {
-        add("optimizer.exp_avg." + q, c, exp_avg_[l].wq, false);
-        add("optimizer.exp_avg_sq." + q, c, exp_avg_sq_[l].wq, false);
+    const auto w = layer_tensors(int(l), weights_[l]), m = layer_tensors(int(l), exp_avg_[l]),
+               v = layer_tensors(int(l), exp_avg_sq_[l]);
+    for (size_t e = 0; e < w.size(); ++e) {
+      tensors.push_back({w[e].name, SafetensorsDtype::f32, w[e].shape, bytes_of(*w[e].values)});
+      if (with_optimizer) {
+        tensors.push_back({"optimizer.exp_avg." + w[e].name, SafetensorsDtype::f32, w[e].shape, bytes_of(*m[e].values)});
+        tensors.push_back(
+            {"optimizer.exp_avg_sq." + w[e].name, SafetensorsDtype::f32, w[e].shape, bytes_of(*v[e].values)});
       }
     }
   }
@@ -157,15 +178,17 @@ void GateTrainer::resume(const std::string& path) {
     into = std::move(values);
   };
   for (size_t l = 0; l < weights_.size(); ++l) {
-    const std::string k = gate_key(int(l), "mask_linear_k"), q = gate_key(int(l), "mask_linear_q");
-    read(k, weights_[l].wk);
-    read("optimizer.exp_avg." + k, exp_avg_[l].wk);
-    read("optimizer.exp_avg_sq." + k, exp_avg_sq_[l].wk);
-    if (weights_[l].config.has_q_proj()) {
-      read(q, weights_[l].wq);
-      read("optimizer.exp_avg." + q, exp_avg_[l].wq);
-      read("optimizer.exp_avg_sq." + q, exp_avg_sq_[l].wq);
+    const auto w = layer_tensors(int(l), weights_[l]), m = layer_tensors(int(l), exp_avg_[l]),
+               v = layer_tensors(int(l), exp_avg_sq_[l]);
+    for (size_t e = 0; e < w.size(); ++e) {
+      read(w[e].name, *w[e].values);
+      read("optimizer.exp_avg." + w[e].name, *m[e].values);
+      read("optimizer.exp_avg_sq." + w[e].name, *v[e].values);
     }
+    // A checkpoint of gates with a block bias resumed by a trainer without one would silently drop it.
+    SEER_CHECK(weights_[l].config.has_block_bias ||
+                   file.find("model.layers." + std::to_string(l) + ".self_attn.attn_gate.block_bias") == nullptr,
+               path, ": checkpoint has a block bias that this run's gates do not (pass --block-bias)");
   }
   const auto it = file.metadata().find("training_step");
   SEER_CHECK(it != file.metadata().end(), path, ": checkpoint lacks the training_step metadata");

@@ -29,6 +29,10 @@ struct TrainOptions {
   double loss_scale = 10.0;
   double target_power = 1.0;  // rows of the ground truth raised to it and renormalized (power_normalize_rows)
   GtPooling target_pooling = GtPooling::max;  // the ground truth's block pooling (the trainer's caller applies it)
+  // The block bias (gate/block_bias.h) learns at lr × this: its entries are on the scale of the
+  // logits (several units), the projections' on that of 0.02-sized weights, and Adam moves every
+  // parameter by about lr per step whatever its scale.
+  double bias_lr_scale = 10.0;
 
   void validate() const;
 };
@@ -43,8 +47,10 @@ class GateTrainer {
   double accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
                           std::span<const float> gt, const Sequences& seqs, const Rope& rope);
   // Adds layer `layer`'s gradient computed elsewhere (the GPU: cuda::gate_loss_backward, which
-  // already includes the loss scale) and its KL (unscaled). Sizes must match the weights'.
-  void add_layer_gradient(int layer, double kl, std::span<const float> dwk, std::span<const float> dwq);
+  // already includes the loss scale) and its KL (unscaled). Sizes must match the weights' (dbias
+  // empty when the gates have no block bias).
+  void add_layer_gradient(int layer, double kl, std::span<const float> dwk, std::span<const float> dwq,
+                          std::span<const float> dbias);
   // AdamW update with this step's learning rate; returns the step's loss (scale × Σ layer KL).
   double finish_step();
 
@@ -58,7 +64,8 @@ class GateTrainer {
   const std::vector<GateWeights<float>>& weights() const { return weights_; }
 
   // Published layout (model.layers.{i}.self_attn.attn_gate.mask_linear_k.weight [k_proj_heads, 3d,
-  // d_g], mask_linear_q [H_q, d, d_g] when d_g != d) plus `metadata`; with_optimizer adds the AdamW
+  // d_g], mask_linear_q [H_q, d, d_g] when d_g != d; seer's attn_gate.block_bias [H_q, 10] when the
+  // gates have it) plus `metadata`; with_optimizer adds the AdamW
   // moments and the step so that resume() continues exactly.
   void save(const std::string& path, const std::map<std::string, std::string>& metadata, bool with_optimizer) const;
   // Restores weights, moments and step from a checkpoint written by save(..., true). Throws if the

@@ -21,9 +21,11 @@ GpuGateStep::GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::
   if (trainer.options().target_power != 1.0) target_ = cuda::DeviceBuffer<float>(logits_.size());
   dwk_ = cuda::DeviceBuffer<float>(layers * size_t(gc.wk_size()));
   dwq_ = cuda::DeviceBuffer<float>(layers * size_t(gc.wq_size()));
+  dbias_ = cuda::DeviceBuffer<float>(layers * size_t(gc.bias_size()));
   kl_ = cuda::DeviceBuffer<double>(layers);
   host_dwk_.resize(dwk_.size());
   host_dwq_.resize(dwq_.size());
+  host_dbias_.resize(dbias_.size());
   host_kl_.resize(layers);
 
   forward_.mode = cuda::AttentionMode::ground_truth;
@@ -41,7 +43,8 @@ GpuGateStep::GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::
     }
     cuda::gate_loss_backward(logits_.data(), target, *c.layout, gates_[l], work_, float(trainer_.options().loss_scale),
                              grad_work_, kl_.data() + l, dwk_.data() + l * size_t(g.wk_size()),
-                             g.has_q_proj() ? dwq_.data() + l * size_t(g.wq_size()) : nullptr, stream);
+                             g.has_q_proj() ? dwq_.data() + l * size_t(g.wq_size()) : nullptr,
+                             g.has_block_bias ? dbias_.data() + l * size_t(g.bias_size()) : nullptr, stream);
   };
 }
 
@@ -53,6 +56,10 @@ void GpuGateStep::upload_weights() {
     if (!weights[l].wq.empty())
       SEER_CUDA_CHECK(cudaMemcpyAsync(gates_[l].wq.data(), weights[l].wq.data(),
                                       weights[l].wq.size() * sizeof(float), cudaMemcpyHostToDevice, runtime_.stream()));
+    if (!weights[l].bias.empty())
+      SEER_CUDA_CHECK(cudaMemcpyAsync(gates_[l].bias.data(), weights[l].bias.data(),
+                                      weights[l].bias.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                      runtime_.stream()));
   }
 }
 
@@ -66,6 +73,9 @@ double GpuGateStep::run(std::span<const int32_t> tokens) {
   if (dwq_.size())
     SEER_CUDA_CHECK(cudaMemcpyAsync(host_dwq_.data(), dwq_.data(), dwq_.size() * sizeof(float),
                                     cudaMemcpyDeviceToHost, stream));
+  if (dbias_.size())
+    SEER_CUDA_CHECK(cudaMemcpyAsync(host_dbias_.data(), dbias_.data(), dbias_.size() * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream));
   SEER_CUDA_CHECK(cudaMemcpyAsync(host_kl_.data(), kl_.data(), kl_.size() * sizeof(double), cudaMemcpyDeviceToHost,
                                   stream));
   SEER_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -73,7 +83,8 @@ double GpuGateStep::run(std::span<const int32_t> tokens) {
   for (size_t l = 0; l < gates_.size(); ++l)
     trainer_.add_layer_gradient(int(l), host_kl_[l],
                                 std::span(host_dwk_).subspan(l * size_t(g.wk_size()), size_t(g.wk_size())),
-                                std::span(host_dwq_).subspan(l * size_t(g.wq_size()), size_t(g.wq_size())));
+                                std::span(host_dwq_).subspan(l * size_t(g.wq_size()), size_t(g.wq_size())),
+                                std::span(host_dbias_).subspan(l * size_t(g.bias_size()), size_t(g.bias_size())));
   return trainer_.finish_step();
 }
 

@@ -29,10 +29,10 @@ class GpuGateStep {
   std::vector<cuda::DeviceGate> gates_;
   cuda::GateWorkspace work_;
   cuda::GateGradWorkspace grad_work_;
-  cuda::DeviceBuffer<float> logits_, dwk_, dwq_;  // gradients [layers][W size]
+  cuda::DeviceBuffer<float> logits_, dwk_, dwq_, dbias_;  // gradients [layers][W size]
   cuda::DeviceBuffer<float> target_;              // the ground truth raised to the target power, when not 1
   cuda::DeviceBuffer<double> kl_;                 // [layers]
-  std::vector<float> host_dwk_, host_dwq_;
+  std::vector<float> host_dwk_, host_dwq_, host_dbias_;
   std::vector<double> host_kl_;
   cuda::ForwardOptions forward_;
 };

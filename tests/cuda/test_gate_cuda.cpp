@@ -20,6 +20,7 @@ struct GateShape {
   HeadDims heads;
   int gate_dim;
   RopeConfig rope;
+  bool block_bias = false;
 };
 
 const RopeConfig kPlain{.theta = 100000.0};
@@ -37,7 +38,18 @@ const std::vector<GateShape> kShapes = {
     {{700}, {9, 3, 64}, 8, kPlain},       // the smallest shipped gate: one chunk of pairs per tile
     {{1000, 64}, {4, 2, 128}, 96, kPlain},  // d_g neither d nor a whole number of 64-wide tiles
     {{20000}, {2, 2, 64}, 64, kLlama3},
+    // The block bias: sequences of more than 64 blocks reach its every distance bucket.
+    {{5000, 300}, {9, 3, 64}, 64, kPlain, true},
+    {{4500}, {9, 3, 64}, 8, kLlama3, true},  // with W_q
 };
+
+// Random weights, the block bias (which starts at zero) included.
+GateWeights<float> random_gate(const GateConfig& config) {
+  GateWeights<float> w = GateWeights<float>::random(config, test::rng()(), 0.05);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& b : w.bias) b = normal(test::rng());
+  return w;
+}
 
 // A gate on fresh random weights and bf16 pre-RoPE q/k of one shape, on the host and the device.
 struct GateProblem {
@@ -50,8 +62,8 @@ struct GateProblem {
   cuda::GateWorkspace work;
   explicit GateProblem(const GateShape& shape)
       : seqs(Sequences::from_lengths(shape.lengths)),
-        config{shape.heads, shape.gate_dim, 64},
-        weights(GateWeights<float>::random(config, test::rng()(), 0.05)),
+        config{shape.heads, shape.gate_dim, 64, shape.block_bias},
+        weights(random_gate(config)),
         q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f),
         k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f),
         layout(cuda::DeviceLayout::create(seqs, shape.heads.q_heads)),
@@ -110,20 +122,22 @@ TEST(CudaGate, LossAndGradientMatchCpu) {
     const DeviceBuffer<float> dgt = DeviceBuffer<float>::upload(gt);
     cuda::GateGradWorkspace grad_work = cuda::GateGradWorkspace::create(layout, config, 0.25);
     DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
-    DeviceBuffer<float> dwk(size_t(config.wk_size())), dwq(size_t(config.wq_size()));
+    DeviceBuffer<float> dwk(size_t(config.wk_size())), dwq(size_t(config.wq_size())),
+        dbias(size_t(config.bias_size()));
     DeviceBuffer<double> kl(1);
     SEER_CUDA_CHECK(cudaMemset(dwk.data(), 0xff, dwk.size() * sizeof(float)));
     if (dwq.size()) SEER_CUDA_CHECK(cudaMemset(dwq.data(), 0xff, dwq.size() * sizeof(float)));
+    if (dbias.size()) SEER_CUDA_CHECK(cudaMemset(dbias.data(), 0xff, dbias.size() * sizeof(float)));
     SEER_CUDA_CHECK(cudaMemset(kl.data(), 0, sizeof(double)));
     const float loss_scale = 10.0f;
     cuda::gate_forward(q.device.data(), k.device.data(), cuda::DType::bf16, layout, gate, work, logits.data(), nullptr);
     cuda::gate_loss_backward(logits.data(), dgt.data(), layout, gate, work, loss_scale, grad_work, kl.data(), dwk.data(),
-                             dwq.data(), nullptr);
+                             dwq.data(), dbias.data(), nullptr);
     SEER_CUDA_CHECK(cudaDeviceSynchronize());
 
     // The reference in double: forward, loss with its gradient, backward.
     const auto to_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
-    GateWeights<double> wd{config, to_double(weights.wk), to_double(weights.wq)};
+    GateWeights<double> wd{config, to_double(weights.wk), to_double(weights.wq), to_double(weights.bias)};
     const std::vector<double> qd = to_double(q.host), kd = to_double(k.host), gtd = to_double(gt);
     const Rope rope(shape.rope, shape.gate_dim);
     std::vector<double> zd(gt.size()), dzd(gt.size());
@@ -136,11 +150,13 @@ TEST(CudaGate, LossAndGradientMatchCpu) {
     const double loss_err = std::abs(kl.download()[0] - want_kl) / want_kl;
     const double wk_err = test::relative_error(dwk.download(), grad.wk);
     const double wq_err = config.has_q_proj() ? test::relative_error(dwq.download(), grad.wq) : 0.0;
+    const double bias_err = config.has_block_bias ? test::relative_error(dbias.download(), grad.bias) : 0.0;
     EXPECT_LT(loss_err, 1e-4) << seqs.tokens() << " tokens, d " << shape.heads.head_dim;
     EXPECT_LT(wk_err, 1e-3) << seqs.tokens() << " tokens, d " << shape.heads.head_dim;
     EXPECT_LT(wq_err, 1e-3) << seqs.tokens() << " tokens, d_g " << shape.gate_dim;
+    EXPECT_LT(bias_err, 1e-3) << seqs.tokens() << " tokens, block bias";
     worst_loss = std::max(worst_loss, loss_err);
-    worst_grad = std::max({worst_grad, wk_err, wq_err});
+    worst_grad = std::max({worst_grad, wk_err, wq_err, bias_err});
   }
   std::printf("[measured] gate loss/backward vs CPU double: max rel error loss %.2e, dW %.2e\n", worst_loss,
               worst_grad);

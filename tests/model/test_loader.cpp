@@ -375,13 +375,15 @@ TEST(Gates, LoadFromSafetensors) {
   c.kv_heads = 2;
   c.head_dim = 8;
   TempDir dir;
-  const auto write = [&](int gate_dim, bool with_q, int layers, const std::string& file, int k_heads = 4) {
+  // bias_layers: the first so many layers get a block_bias of shape bias_shape.
+  const auto write = [&](int gate_dim, bool with_q, int layers, const std::string& file, int k_heads = 4,
+                         int bias_layers = 0, std::vector<int64_t> bias_shape = {4, kBiasColumns}) {
     std::vector<std::vector<float>> data;
     std::vector<SafetensorsWriteTensor> tensors;
     std::mt19937_64 rng(9);
     std::normal_distribution<float> normal;
     const auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-      data.emplace_back(size_t(shape[0] * shape[1] * shape[2]));
+      data.emplace_back(size_t(shape[0] * shape[1] * (shape.size() > 2 ? shape[2] : 1)));
       for (float& x : data.back()) x = normal(rng);
       tensors.push_back({name,
                          SafetensorsDtype::f32,
@@ -392,6 +394,7 @@ TEST(Gates, LoadFromSafetensors) {
       const std::string p = "model.layers." + std::to_string(l) + ".self_attn.attn_gate.";
       add(p + "mask_linear_k.weight", {k_heads, 24, gate_dim});
       if (with_q) add(p + "mask_linear_q.weight", {4, 8, gate_dim});
+      if (l < bias_layers) add(p + "block_bias", bias_shape);
     }
     write_safetensors((dir.path() / file).string(), tensors, {{"seerattn_gate_block_size", "64"}});
     return data;
@@ -414,6 +417,17 @@ TEST(Gates, LoadFromSafetensors) {
   EXPECT_THROW(load_gates((dir.path() / "force_double.safetensors").string(), c), Error);
   write(4, false, 2, "no_q.safetensors", 2);
   EXPECT_THROW(load_gates((dir.path() / "no_q.safetensors").string(), c), Error);
+  // seer's block bias [H_q, 10], in every layer or none.
+  const std::vector<std::vector<float>> biased = write(8, false, 2, "biased.safetensors", 4, 2);
+  const std::vector<GateWeights<float>> with_bias = load_gates((dir.path() / "biased.safetensors").string(), c);
+  EXPECT_TRUE(with_bias[1].config.has_block_bias);
+  EXPECT_EQ(with_bias[1].bias, biased[3]);
+  EXPECT_FALSE(gates[1].config.has_block_bias);
+  EXPECT_TRUE(gates[1].bias.empty());
+  write(8, false, 2, "bias_in_one_layer.safetensors", 4, 1);
+  EXPECT_THROW(load_gates((dir.path() / "bias_in_one_layer.safetensors").string(), c), Error);
+  write(8, false, 2, "bias_misshapen.safetensors", 4, 2, {4, 9});
+  EXPECT_THROW(load_gates((dir.path() / "bias_misshapen.safetensors").string(), c), Error);
   write(8, false, 1, "one_layer.safetensors");
   EXPECT_THROW(load_gates((dir.path() / "one_layer.safetensors").string(), c), Error);
   c.q_heads = 8;

@@ -44,9 +44,10 @@ struct Problem {
   }
 };
 
-std::vector<GateWeights<float>> initial_gates(const HeadDims& dims, int layers) {
+std::vector<GateWeights<float>> initial_gates(const HeadDims& dims, int layers, bool block_bias = false) {
   std::vector<GateWeights<float>> gates;
-  for (int l = 0; l < layers; ++l) gates.push_back(GateWeights<float>::random({dims, dims.head_dim, 64}, 100 + l));
+  for (int l = 0; l < layers; ++l)
+    gates.push_back(GateWeights<float>::random({dims, dims.head_dim, 64, block_bias}, 100 + l));
   return gates;
 }
 
@@ -63,6 +64,26 @@ TEST(GateTrainer, LossFallsOnALearnableProblem) {
   double last = first;
   while (trainer.step() < 60) last = train_step(trainer, p, rope);
   EXPECT_LT(last, 0.5 * first) << "first " << first << " last " << last;
+}
+
+// The block bias learns (from zero) and lowers the loss that the projections alone reach.
+TEST(GateTrainer, BlockBiasLearnsAndHelps) {
+  const Problem p(1);
+  const Rope rope(RopeConfig{.theta = 10000.0}, 32);
+  const TrainOptions options{.steps = 60, .lr = 1e-2, .warmup = 5};
+  GateTrainer plain(initial_gates(p.dims, 2), options), biased(initial_gates(p.dims, 2, true), options);
+  double plain_loss = 0, biased_loss = 0;
+  while (plain.step() < 60) {
+    plain_loss = train_step(plain, p, rope);
+    biased_loss = train_step(biased, p, rope);
+  }
+  EXPECT_LT(biased_loss, plain_loss);
+  for (const GateWeights<float>& w : biased.weights()) {
+    ASSERT_EQ(w.bias.size(), size_t(p.dims.q_heads * kBiasColumns));
+    double largest = 0;
+    for (const float b : w.bias) largest = std::max(largest, double(std::abs(b)));
+    EXPECT_GT(largest, 0.1);
+  }
 }
 
 // The step's loss is the scale times the layers' KLs, and each layer's is kept for the report.
@@ -94,31 +115,39 @@ TEST(GateTrainer, ScheduleWarmsUpThenDecaysToZero) {
 }
 
 TEST(GateTrainer, ResumeContinuesExactly) {
+  for (const bool block_bias : {false, true}) {
   const Problem p(2);
   const Rope rope(RopeConfig{.theta = 10000.0}, 32);
   const TrainOptions options{.steps = 6, .lr = 1e-2, .warmup = 2};
-  GateTrainer straight(initial_gates(p.dims, 2), options);
+  GateTrainer straight(initial_gates(p.dims, 2, block_bias), options);
   std::vector<double> straight_losses;
   while (straight.step() < 6) straight_losses.push_back(train_step(straight, p, rope));
 
   const std::string path = (std::filesystem::temp_directory_path() / "seer_resume_test.safetensors").string();
   std::vector<double> resumed_losses;
   {
-    GateTrainer first_half(initial_gates(p.dims, 2), options);
+    GateTrainer first_half(initial_gates(p.dims, 2, block_bias), options);
     while (first_half.step() < 3) resumed_losses.push_back(train_step(first_half, p, rope));
     first_half.save(path, {{"base_model", "test"}}, true);
   }
-  GateTrainer second_half(initial_gates(p.dims, 2), options);  // fresh weights, overwritten by resume
+  // A checkpoint of the other kind (with or without the block bias) is refused.
+  GateTrainer other_kind(initial_gates(p.dims, 2, !block_bias), options);
+  EXPECT_THROW(other_kind.resume(path), Error);
+  GateTrainer second_half(initial_gates(p.dims, 2, block_bias), options);  // fresh weights, overwritten by resume
   second_half.resume(path);
   EXPECT_EQ(second_half.step(), 3);
   while (second_half.step() < 6) resumed_losses.push_back(train_step(second_half, p, rope));
   EXPECT_EQ(resumed_losses, straight_losses);
-  for (int l = 0; l < 2; ++l) EXPECT_EQ(second_half.weights()[size_t(l)].wk, straight.weights()[size_t(l)].wk);
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_EQ(second_half.weights()[size_t(l)].wk, straight.weights()[size_t(l)].wk);
+    EXPECT_EQ(second_half.weights()[size_t(l)].bias, straight.weights()[size_t(l)].bias);
+  }
   // A checkpoint without optimizer state cannot be resumed from.
   straight.save(path, {}, false);
-  GateTrainer other(initial_gates(p.dims, 2), options);
+  GateTrainer other(initial_gates(p.dims, 2, block_bias), options);
   EXPECT_THROW(other.resume(path), Error);
   std::filesystem::remove(path);
+  }
 }
 
 // What the trainer saves loads back through the loader of the shipped gates, in the reference's
@@ -130,12 +159,15 @@ TEST(GateTrainer, SavedGatesLoadInThePublishedLayout) {
   config.q_heads = 4;
   config.kv_heads = 2;
   config.head_dim = 32;
-  for (const int gate_dim : {32, 8}) {
+  for (const auto& [gate_dim, block_bias] : {std::pair{32, false}, std::pair{8, false}, std::pair{32, true}}) {
     std::vector<GateWeights<float>> gates;
-    for (int l = 0; l < 2; ++l)
-      gates.push_back(GateWeights<float>::random({{4, 2, 32}, gate_dim, 64}, 200 + l));
+    for (int l = 0; l < 2; ++l) {
+      gates.push_back(GateWeights<float>::random({{4, 2, 32}, gate_dim, 64, block_bias}, 200 + l));
+      for (size_t e = 0; e < gates.back().bias.size(); ++e) gates.back().bias[e] = float(e) * 0.5f - float(l);
+    }
     const GateTrainer trainer(gates, TrainOptions{.steps = 1, .warmup = 0});
-    const std::string path = (dir.path() / ("gates" + std::to_string(gate_dim) + ".safetensors")).string();
+    const std::string path =
+        (dir.path() / ("gates" + std::to_string(gate_dim) + (block_bias ? "b" : "") + ".safetensors")).string();
     trainer.save(path, {}, false);
     const std::vector<GateWeights<float>> loaded = load_gates(path, config);
     ASSERT_EQ(loaded.size(), 2u);
@@ -143,6 +175,8 @@ TEST(GateTrainer, SavedGatesLoadInThePublishedLayout) {
       EXPECT_EQ(loaded[size_t(l)].config.gate_dim, gate_dim);
       EXPECT_EQ(loaded[size_t(l)].wk, gates[size_t(l)].wk);
       EXPECT_EQ(loaded[size_t(l)].wq, gates[size_t(l)].wq);
+      EXPECT_EQ(loaded[size_t(l)].config.has_block_bias, block_bias);
+      EXPECT_EQ(loaded[size_t(l)].bias, gates[size_t(l)].bias);
       EXPECT_EQ(loaded[size_t(l)].wk.size(), size_t((gate_dim == 32 ? 4 : 2) * 96 * gate_dim));
     }
   }
@@ -154,7 +188,7 @@ TEST(GateTrainer, ExternalGradientTakesTheSameStep) {
   const Problem p(4);
   const Rope rope(RopeConfig{.theta = 10000.0}, 32);
   const TrainOptions options{.steps = 5, .warmup = 1};
-  GateTrainer own(initial_gates(p.dims, 2), options), external(initial_gates(p.dims, 2), options);
+  GateTrainer own(initial_gates(p.dims, 2, true), options), external(initial_gates(p.dims, 2, true), options);
   for (int l = 0; l < 2; ++l) {
     const GateWeights<float>& w = external.weights()[size_t(l)];
     const BlockLayout layout(p.seqs, 64, p.dims.q_heads);
@@ -164,12 +198,18 @@ TEST(GateTrainer, ExternalGradientTakesTheSameStep) {
     for (float& g : dlogits) g *= float(options.loss_scale);
     GateWeights<float> grad = GateWeights<float>::zeros(w.config);
     gate_backward<float, bf16>(p.q, p.k, p.seqs, w, rope, dlogits, grad);
-    external.add_layer_gradient(l, kl, grad.wk, grad.wq);
+    external.add_layer_gradient(l, kl, grad.wk, grad.wq, grad.bias);
     own.accumulate_layer(l, p.q, p.k, p.gt, p.seqs, rope);
   }
   EXPECT_DOUBLE_EQ(external.finish_step(), own.finish_step());
-  for (int l = 0; l < 2; ++l) EXPECT_EQ(external.weights()[size_t(l)].wk, own.weights()[size_t(l)].wk);
-  EXPECT_THROW(external.add_layer_gradient(0, 0.0, std::vector<float>(3), {}), Error);  // wrong size
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_EQ(external.weights()[size_t(l)].wk, own.weights()[size_t(l)].wk);
+    EXPECT_EQ(external.weights()[size_t(l)].bias, own.weights()[size_t(l)].bias);
+  }
+  const std::vector<float> dwk(external.weights()[0].wk.size()), dbias(external.weights()[0].bias.size());
+  EXPECT_THROW(external.add_layer_gradient(0, 0.0, std::vector<float>(3), {}, dbias), Error);  // wrong sizes
+  EXPECT_THROW(external.add_layer_gradient(0, 0.0, dwk, {}, std::vector<float>(3)), Error);
+  EXPECT_THROW(external.add_layer_gradient(0, 0.0, dwk, {}, {}), Error);
 }
 
 // --target-power: a trainer with power 0.5 takes the step that a plain trainer takes on the ground
