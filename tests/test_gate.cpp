@@ -36,11 +36,16 @@ std::vector<double> reference_gate_logits(const std::vector<double>& q, const st
       std::vector<std::vector<double>> qg, kg;
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t first = seqs.start(s) + b * B, last = std::min(seqs.start(s) + seqs.length(s), first + B);
-        std::vector<double> qmean(size_t(d), 0), kpool(size_t(3 * d));
+        // q: its mean, or concat(max, min, mean) (Qmaxminavg); k: concat(max, min, mean).
+        const int q_in = c.q_pools * d;
+        std::vector<double> qpool(static_cast<size_t>(q_in)), kpool(size_t(3 * d));
         for (int x = 0; x < d; ++x) {
-          double mx = -1e300, mn = 1e300, sum = 0;
+          double mx = -1e300, mn = 1e300, sum = 0, qmx = -1e300, qmn = 1e300, qsum = 0;
           for (int64_t t = first; t < last; ++t) {
-            qmean[size_t(x)] += q[size_t((t * hq + h) * d + x)] / double(last - first);
+            const double qv = q[size_t((t * hq + h) * d + x)];
+            qmx = std::max(qmx, qv);
+            qmn = std::min(qmn, qv);
+            qsum += qv;
             const double kv = k[size_t((t * hkv + h / c.heads.group()) * d + x)];
             mx = std::max(mx, kv);
             mn = std::min(mn, kv);
@@ -49,13 +54,19 @@ std::vector<double> reference_gate_logits(const std::vector<double>& q, const st
           kpool[size_t(x)] = mx;
           kpool[size_t(d + x)] = mn;
           kpool[size_t(2 * d + x)] = sum / double(last - first);
+          if (c.q_pools == 3) {
+            qpool[size_t(x)] = qmx;
+            qpool[size_t(d + x)] = qmn;
+          }
+          qpool[size_t((c.q_pools - 1) * d + x)] = qsum / double(last - first);
         }
         std::vector<double> qv(size_t(dg), 0), kv(size_t(dg), 0);
         for (int y = 0; y < dg; ++y) {
           if (c.has_q_proj())
-            for (int x = 0; x < d; ++x) qv[size_t(y)] += qmean[size_t(x)] * w.wq[size_t((h * d + x) * dg + y)];
+            for (int x = 0; x < q_in; ++x)
+              qv[size_t(y)] += qpool[size_t(x)] * w.wq[size_t((h * q_in + x) * dg + y)];
           else
-            qv[size_t(y)] = qmean[size_t(y)];
+            qv[size_t(y)] = qpool[size_t(y)];
           // The reference code's layouts: W_k per query head without W_q, per KV head with it.
           const int wk_head = c.has_q_proj() ? h / c.heads.group() : h;
           for (int x = 0; x < 3 * d; ++x)
@@ -90,8 +101,9 @@ struct GateCase {
   int gate_dim, block;
   RopeConfig rope;
   bool block_bias = false;
+  int q_pools = 1;
 
-  GateConfig config() const { return GateConfig{heads, gate_dim, block, block_bias}; }
+  GateConfig config() const { return GateConfig{heads, gate_dim, block, block_bias, q_pools}; }
 };
 
 // Random weights, the block bias (which starts at zero) included.
@@ -118,6 +130,9 @@ const std::vector<GateCase> kCases = {
     // The block bias: every distance bucket needs sequences of more than 64 blocks.
     {{0, 70 * 16, 70 * 16 + 300}, {3, 1, 16}, 16, 16, kPlain, true},
     {{0, 200}, {9, 3, 64}, 8, 64, kLlama3, true},  // with W_q
+    // Qmaxminavg: W_q [H_q, 3d, d_g] at d_g == d and below, with the bias or not.
+    {{0, 300, 390}, {9, 3, 64}, 64, 64, kPlain, false, 3},
+    {{0, 100, 333}, {8, 2, 16}, 8, 32, kYarn, true, 3},
 };
 
 TEST(AttnGate, ForwardMatchesReference) {
@@ -275,6 +290,10 @@ TEST(AttnGate, RejectsBadInputs) {
   EXPECT_THROW((gate_forward<float, float>(q, k, seqs, biased, rope, logits)), Error);
   EXPECT_THROW(Rope(RopeConfig{.theta = 0.5}, 64), Error);
   EXPECT_THROW((GateWeights<float>::zeros(GateConfig{{9, 4, 64}, 64, 64})), Error);
+  EXPECT_THROW((GateWeights<float>::zeros(GateConfig{{9, 3, 64}, 64, 64, false, 2})), Error);  // 1 or 3 Q pools
+  EXPECT_EQ(parse_gate_type("Qmaxminavg_Kmaxminavg"), 3);
+  EXPECT_STREQ(gate_type_name(GateConfig{{9, 3, 64}, 64, 64}), "Qavg_Kmaxminavg");
+  EXPECT_THROW(parse_gate_type("Qavg_Kavg"), Error);
 }
 
 TEST(Rope, InverseIsTransposeAndScoresDependOnDistanceOnly) {

@@ -67,10 +67,11 @@ nlohmann::json gates_info(const std::string& path, const LlamaConfig& c) {
   nlohmann::json j = {{"path", path},
                       {"file_bytes", std::filesystem::file_size(path)},
                       {"layers", gates.size()},
+                      {"gate_type", gate_type_name(g)},
                       {"gate_dim", g.gate_dim},
                       {"block", g.block},
                       {"k_projection", {g.k_proj_heads(), 3 * g.heads.head_dim, g.gate_dim}},
-                      {"q_projection", g.has_q_proj() ? nlohmann::json{g.heads.q_heads, g.heads.head_dim, g.gate_dim}
+                      {"q_projection", g.has_q_proj() ? nlohmann::json{g.heads.q_heads, g.q_in_dim(), g.gate_dim}
                                                       : nlohmann::json(nullptr)},
                       {"block_bias", g.has_block_bias ? nlohmann::json{g.heads.q_heads, kBiasColumns}
                                                       : nlohmann::json(nullptr)},
@@ -92,10 +93,11 @@ void print_gates_info(const nlohmann::json& g) {
   std::string dtypes;
   for (const auto& [name, count] : g["dtypes"].items()) dtypes += (dtypes.empty() ? "" : ", ") + name;
   const auto& k = g["k_projection"];
-  std::printf("gates         %s (safetensors, %s, %s): %lld layers, d_g %d, W_k [%d, %d, %d]",
+  std::printf("gates         %s (safetensors, %s, %s): %lld layers, %s, d_g %d, W_k [%d, %d, %d]",
               g["path"].get<std::string>().c_str(), dtypes.c_str(),
               human_bytes(g["file_bytes"].get<double>()).c_str(), g["layers"].get<long long>(),
-              g["gate_dim"].get<int>(), k[0].get<int>(), k[1].get<int>(), k[2].get<int>());
+              g["gate_type"].get<std::string>().c_str(), g["gate_dim"].get<int>(), k[0].get<int>(), k[1].get<int>(),
+              k[2].get<int>());
   if (const auto& q = g["q_projection"]; !q.is_null())
     std::printf(", W_q [%d, %d, %d]", q[0].get<int>(), q[1].get<int>(), q[2].get<int>());
   if (const auto& b = g["block_bias"]; !b.is_null())

@@ -30,6 +30,7 @@ struct TrainGatesOptions {
   TrainOptions train;
   int gate_dim = 0;  // 0: the head dimension (the published gates)
   bool block_bias = false;  // gate/block_bias.h
+  std::string gate_type = "Qavg_Kmaxminavg";  // gate/attn_gate.h
   std::string target_pooling = "max";  // -> train.target_pooling (attention/gt_pooling.h)
   std::string out = "gates.safetensors";
   int64_t checkpoint_every = 25;
@@ -55,7 +56,8 @@ void run(const TrainGatesOptions& o) {
                (long long)corpus.sequences(), (long long)o.seq_len);
 
   const int gate_dim = o.gate_dim > 0 ? o.gate_dim : config.head_dim;
-  const GateConfig gate_config{{config.q_heads, config.kv_heads, config.head_dim}, gate_dim, 64, o.block_bias};
+  const GateConfig gate_config{{config.q_heads, config.kv_heads, config.head_dim}, gate_dim, 64, o.block_bias,
+                               parse_gate_type(o.gate_type)};
   std::vector<GateWeights<float>> init;
   for (int l = 0; l < config.layers; ++l) init.push_back(GateWeights<float>::random(gate_config, o.seed + uint64_t(l)));
   GateTrainer trainer(std::move(init), o.train);
@@ -165,6 +167,10 @@ void add_train_gates_command(CLI::App& app) {
                   "leading block rows of each sequence left out of the loss (the published 0.25)")
       ->check(CLI::Range(0.0, 0.99));
   cmd->add_option("--gate-dim", o->gate_dim, "gate dimension d_g (default: the head dimension)");
+  cmd->add_option("--gate-type", o->gate_type,
+                  "pool q by mean (Qavg_Kmaxminavg, the published gate) or by max, min and mean through a Q "
+                  "projection (Qmaxminavg_Kmaxminavg)")
+      ->check(CLI::IsMember({"Qavg_Kmaxminavg", "Qmaxminavg_Kmaxminavg"}));
   cmd->add_flag("--block-bias", o->block_bias,
                 "also learn a logit bias per query head and block distance, and one for the sink block (seer's "
                 "extension of the published gate: gate/block_bias.h)");

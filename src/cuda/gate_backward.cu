@@ -3,7 +3,8 @@
 //   per kept row (s, h, i): q = softmax_j<=i(z), KL += sum_j gt_j (log gt_j - log q_j) / elements,
 //                           dz_j = scale_loss (q_j sum(gt) - gt_j) / elements
 //   dq_r[h, i] = sum_j<=i dz[h, i, j] k_r[h, j] / sqrt(d_g),  dk_r[h, j] = sum_i>=j dz[h, i, j] q_r[h, i] / sqrt(d_g)
-//   back through RoPE (its transpose), then dW_k[h] = k_pool[:, h / g]^T dk,  dW_q[h] = q_pool[:, h]^T dq;
+//   back through RoPE (its transpose), then dW_k[h] = k_pool[:, h / g]^T dk,  dW_q[h] = q_pool[:, h]^T dq
+//   (q_pool [rows, H_q, q_in]);
 //   dbias[h, c] = sum of dz[h, i, j] over the pairs (i, j <= i) whose logit bias entry c adds to.
 #include <cmath>
 
@@ -131,7 +132,7 @@ __global__ void dgate_kernel(const float* dlogits, const float* q_gate, const fl
 // dW[w, c, x] = sum over the query heads h that share weight head w (w·shared .. w·shared + shared - 1)
 // and block rows r of input[r, head(h), c] * dgate[h, r, x]; grid (weight heads, channel groups of
 // 16), threads over x. input is [rows, in_heads, in_dim] (k_pool: in_heads = H_kv, in_dim = 3d,
-// head(h) = h / g, shared = 1 per query head's W_k or g per KV head's; q_pool: H_q, d, h, 1).
+// head(h) = h / g, shared = 1 per query head's W_k or g per KV head's; q_pool: H_q, q_in, h, 1).
 __global__ void dweight_kernel(const float* input, int in_heads, int in_dim, int group, int shared,
                                const float* dgate, int64_t rows, int dg, float* dw) {
   const int w = blockIdx.x, c0 = blockIdx.y * kWeightRowsPerBlock;
@@ -249,8 +250,9 @@ void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout
                                          hq / c.k_proj_heads(), gw.dk_gate.data(), layout.total_rows, dg, dwk);
   SEER_CUDA_CHECK_LAUNCH();
   if (c.has_q_proj()) {
-    dweight_kernel<<<dim3(unsigned(hq), unsigned((d + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock)), threads, 0,
-                     stream>>>(work.q_pool.data(), hq, d, 1, 1, gw.dq_gate.data(), layout.total_rows, dg, dwq);
+    const int q_in = c.q_in_dim();
+    dweight_kernel<<<dim3(unsigned(hq), unsigned((q_in + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock)), threads,
+                     0, stream>>>(work.q_pool.data(), hq, q_in, 1, 1, gw.dq_gate.data(), layout.total_rows, dg, dwq);
     SEER_CUDA_CHECK_LAUNCH();
   }
 }

@@ -38,20 +38,22 @@ __device__ __forceinline__ float2 rotate(float lo, float hi, float2 cs) {
 }
 
 // One thread block (128 threads) per (global block row, head), in two launches: kKeys = false pools
-// the H_q heads of q by mean, kKeys = true the H_kv heads of k by max, min and mean (apart, the q
-// launch needs no max and min: fewer registers, more thread blocks per SM). A token's head vector
-// is read as d/8 16-byte loads by d/8 threads, 128/(d/8) tokens at a time, up to 8 such loads in
-// flight per thread before any is used (one at a time: 135 instead of 119 µs at 32k tokens, 32/8
-// heads, d = 128 on the H200); the partial results meet in shared memory. Without W_q (d_g == d) the
-// q mean is the gate's q before RoPE, so it is rotated here and written to q_gate [H_q, rows, d];
-// with W_q it goes to q_pool [rows, H_q, d].
-template <typename T, bool kKeys>
+// the H_q heads of q, kKeys = true the H_kv heads of k; kExtremes: by max, min and mean (always for
+// k; for q in Qmaxminavg gates), else by mean alone (apart, such a q launch needs no max and min:
+// fewer registers, more thread blocks per SM). A token's head vector is read as d/8 16-byte loads
+// by d/8 threads, 128/(d/8) tokens at a time, up to 8 such loads in flight per thread before any is
+// used (one at a time: 135 instead of 119 µs at 32k tokens, 32/8 heads, d = 128 on the H200); the
+// partial results meet in shared memory. Without W_q (d_g == d, mean only) the q mean is the gate's
+// q before RoPE, so it is rotated here and written to q_gate [H_q, rows, d]; with W_q it goes to
+// q_pool [rows, H_q, d or 3d].
+template <typename T, bool kKeys, bool kExtremes>
 __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, const int32_t* seq_len,
                             const int32_t* row_offset, int sequences, int64_t rows, int hq, int hkv, int d,
                             const float2* rope, float* q_pool, float* q_gate, float* k_pool) {
+  static_assert(kExtremes || !kKeys, "k is always pooled by max, min and mean");
   constexpr int kLoads = 8;
   constexpr bool is_q = !kKeys;
-  __shared__ float partial[kKeys ? 3 : 1][kPoolThreads * 8];  // sum (, max, min) of each thread's 8 channels
+  __shared__ float partial[kExtremes ? 3 : 1][kPoolThreads * 8];  // sum (, max, min) of each thread's 8 channels
   const int64_t row = blockIdx.x;
   const int head = int(blockIdx.y) + (kKeys ? hq : 0);
   const int s = sequence_of(row_offset, sequences, row);
@@ -79,7 +81,7 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
           for (int v = 0; v < 8; v += 2) {
             const float2 x = pair_to_float2(elems + v);
             sum[v] += x.x, sum[v + 1] += x.y;
-            if constexpr (kKeys) {
+            if constexpr (kExtremes) {
               mx[v] = fmaxf(mx[v], x.x), mn[v] = fminf(mn[v], x.x);
               mx[v + 1] = fmaxf(mx[v + 1], x.y), mn[v + 1] = fminf(mn[v + 1], x.y);
             }
@@ -89,7 +91,7 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
 #pragma unroll
   for (int v = 0; v < 8; ++v) {
     partial[0][threadIdx.x * 8 + v] = sum[v];
-    if constexpr (kKeys) {
+    if constexpr (kExtremes) {
       partial[1][threadIdx.x * 8 + v] = mx[v];
       partial[2][threadIdx.x * 8 + v] = mn[v];
     }
@@ -101,7 +103,19 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
     for (int g = 0; g < groups; ++g) total += partial[0][g * d + c];
     return total / float(count);
   };
-  if constexpr (is_q) {
+  if constexpr (kExtremes) {
+    float* dst = is_q ? q_pool + (row * hq + head) * 3 * d : k_pool + (row * hkv + head - hq) * 3 * d;
+    for (int c = threadIdx.x; c < d; c += kPoolThreads) {
+      float hi = -INFINITY, lo = INFINITY;
+      for (int g = 0; g < groups; ++g) {
+        hi = fmaxf(hi, partial[1][g * d + c]);
+        lo = fminf(lo, partial[2][g * d + c]);
+      }
+      dst[c] = hi;
+      dst[d + c] = lo;
+      dst[2 * d + c] = mean_of(c);
+    }
+  } else {
     if (!q_gate) {
       for (int c = threadIdx.x; c < d; c += kPoolThreads) q_pool[(row * hq + head) * d + c] = mean_of(c);
       return;
@@ -112,18 +126,6 @@ __global__ void pool_kernel(const T* q, const T* k, const int32_t* seq_start, co
       float* dst = q_gate + (int64_t(head) * rows + row) * d;
       dst[x] = r.x;
       dst[x + half] = r.y;
-    }
-  } else {
-    for (int c = threadIdx.x; c < d; c += kPoolThreads) {
-      float hi = -INFINITY, lo = INFINITY;
-      for (int g = 0; g < groups; ++g) {
-        hi = fmaxf(hi, partial[1][g * d + c]);
-        lo = fminf(lo, partial[2][g * d + c]);
-      }
-      float* dst = k_pool + (row * hkv + head - hq) * 3 * d;
-      dst[c] = hi;
-      dst[d + c] = lo;
-      dst[2 * d + c] = mean_of(c);
     }
   }
 }
@@ -221,29 +223,29 @@ __device__ __forceinline__ void tile_product(const float* A, int64_t lda, int a_
 }
 
 // grid (row tiles, pair tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by
-// W_k[z / wk_group] (wk_group: the query heads sharing a W_k, 1 or g), z >= H_q projects q_pool by
-// W_q[z - H_q], then rotates by RoPE at each block's first position. Output [H_q, rows, d_g]. A tile
+// W_k[z / wk_group] (wk_group: the query heads sharing a W_k, 1 or g), z >= H_q projects q_pool
+// ([rows, H_q, q_in]) by W_q[z - H_q], then rotates by RoPE at each block's first position. Output [H_q, rows, d_g]. A tile
 // covers 32 RoPE pairs (x, x + d_g/2): its columns 0..31 are the x, 32..63 the x + d_g/2.
 __global__ void __launch_bounds__(256, 4)
     project_kernel(const float* q_pool, const float* k_pool, const float* wq, const float* wk, const float2* rope,
                    const int32_t* row_offset, int sequences, int64_t rows, int hq, int hkv, int wk_group, int d,
-                   int dg, float* q_gate, float* k_gate) {
+                   int q_in, int dg, float* q_gate, float* k_gate) {
   const bool is_k = int(blockIdx.z) < hq;
   const int h = is_k ? int(blockIdx.z) : int(blockIdx.z) - hq;
   const int64_t row0 = int64_t(blockIdx.x) * kTile;
   const int half = dg / 2, pair0 = int(blockIdx.y) * 32;
   const int pairs = min(32, half - pair0);
-  const int in_dim = is_k ? 3 * d : d;
+  const int in_dim = is_k ? 3 * d : q_in;
   const float* a = is_k ? k_pool + row0 * hkv * 3 * d + int64_t(h / (hq / hkv)) * 3 * d
-                        : q_pool + row0 * hq * d + int64_t(h) * d;
-  const float* w = is_k ? wk + int64_t(h / wk_group) * 3 * d * dg : wq + int64_t(h) * d * dg;
+                        : q_pool + row0 * hq * q_in + int64_t(h) * q_in;
+  const float* w = is_k ? wk + int64_t(h / wk_group) * 3 * d * dg : wq + int64_t(h) * q_in * dg;
   const int a_rows = int(rows - row0 < kTile ? rows - row0 : kTile);
   float acc[4][4] = {};
   const auto column = [&](int c) {  // pair pair0 + c % 32, its first or second half
     const int pair = c % 32;
     return pair < pairs ? pair0 + pair + (c / 32) * half : -1;
   };
-  tile_product<false>(a, is_k ? int64_t(hkv) * 3 * d : int64_t(hq) * d, a_rows, w, dg, in_dim, column, acc);
+  tile_product<false>(a, is_k ? int64_t(hkv) * 3 * d : int64_t(hq) * q_in, a_rows, w, dg, in_dim, column, acc);
   float* out = (is_k ? k_gate : q_gate) + int64_t(h) * rows * dg;
   const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
@@ -538,17 +540,20 @@ template <typename T>
 void launch_pool(const void* q_pre, const void* k_pre, const DeviceLayout& layout, const DeviceGate& gate,
                  GateWorkspace& w, cudaStream_t stream) {
   const GateConfig& c = gate.config;
-  const auto launch = [&]<bool kKeys>() {
+  const auto launch = [&]<bool kKeys, bool kExtremes>() {
     const dim3 grid(unsigned(layout.total_rows), unsigned(kKeys ? c.heads.kv_heads : c.heads.q_heads));
-    pool_kernel<T, kKeys><<<grid, kPoolThreads, 0, stream>>>(
+    pool_kernel<T, kKeys, kExtremes><<<grid, kPoolThreads, 0, stream>>>(
         static_cast<const T*>(q_pre), static_cast<const T*>(k_pre), layout.seq_start.data(), layout.seq_len.data(),
         layout.seq_row_offset.data(), layout.sequences, layout.total_rows, c.heads.q_heads, c.heads.kv_heads,
         c.heads.head_dim, gate.rope.data(), w.q_pool.data(), c.has_q_proj() ? nullptr : w.q_gate.data(),
         w.k_pool.data());
     SEER_CUDA_CHECK_LAUNCH();
   };
-  launch.template operator()<false>();
-  launch.template operator()<true>();
+  if (c.q_pools == 3)
+    launch.template operator()<false, true>();
+  else
+    launch.template operator()<false, false>();
+  launch.template operator()<true, true>();
 }
 
 }  // namespace
@@ -579,7 +584,7 @@ DeviceGate DeviceGate::upload(const GateWeights<float>& weights, const RopeConfi
 
 GateWorkspace GateWorkspace::create(const DeviceLayout& layout, const GateConfig& c) {
   const size_t rows = size_t(layout.total_rows);
-  return GateWorkspace{DeviceBuffer<float>(rows * c.heads.q_heads * c.heads.head_dim),
+  return GateWorkspace{DeviceBuffer<float>(rows * c.heads.q_heads * c.q_in_dim()),
                        DeviceBuffer<float>(rows * c.heads.kv_heads * 3 * c.heads.head_dim),
                        DeviceBuffer<float>(rows * c.heads.q_heads * c.gate_dim),
                        DeviceBuffer<float>(rows * c.heads.q_heads * c.gate_dim)};
@@ -613,8 +618,8 @@ void gate_forward(const void* q_pre, const void* k_pre, DType dtype, const Devic
   project_kernel<<<pgrid, 256, 0, stream>>>(work.q_pool.data(), work.k_pool.data(),
                                             c.has_q_proj() ? gate.wq.data() : nullptr, gate.wk.data(),
                                             gate.rope.data(), layout.seq_row_offset.data(), layout.sequences, rows,
-                                            hq, c.heads.kv_heads, hq / c.k_proj_heads(), d, dg, work.q_gate.data(),
-                                            work.k_gate.data());
+                                            hq, c.heads.kv_heads, hq / c.k_proj_heads(), d, c.q_in_dim(), dg,
+                                            work.q_gate.data(), work.k_gate.data());
   SEER_CUDA_CHECK_LAUNCH();
 
   const int tiles = int((layout.max_blocks + kTile - 1) / kTile);

@@ -1,8 +1,8 @@
 // AttnGate and block selection on the GPU: pre-RoPE q/k -> gate logits [H_q, nb, nb] per sequence
 // -> CSR block mask, all on the device (the CPU operators in src/gate are the reference).
 //
-// Pipeline: pool each 64-token block (q mean; k max, min, mean) -> project per query head (W_k[h],
-// or W_q[h] and W_k[h/g] when d_g != d) and rotate by RoPE at the block's first position -> scores
+// Pipeline: pool each 64-token block (q mean, or max, min, mean; k max, min, mean) -> project per
+// query head (W_k[h], or W_q[h] and W_k[h/g] when the gate has W_q) and rotate by RoPE at the block's first position -> scores
 // q_g·k_g/√d_g with the causal block mask -> per row: the top-k cut by radix select on the logits
 // (or the softmax threshold's cut, or the top-p cut by the same select weighted by each block's
 // probability mass), counted, scanned into indptr, then the sorted indices written.
@@ -27,7 +27,7 @@ struct DeviceGate {
 
 // Scratch of one gate call for a given layout (allocated once, reused by every layer).
 struct GateWorkspace {
-  // [rows, H_q, d] (written only with W_q: without it, q is rotated as it is pooled), [rows, H_kv, 3d]
+  // [rows, H_q, q_in] (written only with W_q: without it, q is rotated as it is pooled), [rows, H_kv, 3d]
   DeviceBuffer<float> q_pool, k_pool;
   DeviceBuffer<float> q_gate, k_gate;  // [H_q, rows, d_g] after RoPE
   static GateWorkspace create(const DeviceLayout& layout, const GateConfig& config);
@@ -57,7 +57,7 @@ void power_normalize_rows(const float* in, float* out, const DeviceLayout& layou
 // vectors) and the ground-truth map gt: adds KL(gt ‖ softmax(logits)) averaged over the kept
 // elements (the first skip_fraction of each sequence's block rows left out) to *kl (a device
 // double), and writes loss_scale · dKL/dW_k into dwk [k_proj_heads, 3d, d_g] (and dW_q into dwq
-// [H_q, d, d_g] when the gate has W_q, dbias into dbias [H_q, kBiasColumns] when it has a block
+// [H_q, q_in, d_g] when the gate has W_q, dbias into dbias [H_q, kBiasColumns] when it has a block
 // bias; each may be null otherwise). The gradient is of this call only: it is written, not
 // accumulated.
 void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,

@@ -11,49 +11,56 @@
 namespace seer {
 namespace {
 
-// Block-pooled inputs of one sequence: q [nb][H_q][d] (mean), k [nb][H_kv][3d] (max, min, mean).
+// Block-pooled inputs of one sequence: q [nb][H_q][q_in] (mean; or max, min, mean), k [nb][H_kv][3d]
+// (max, min, mean).
 template <typename Real>
 struct PooledBlocks {
   int64_t nb = 0;
   std::vector<Real> q, k;
 };
 
+// The `count` token vectors of one head starting at src (stride apart) pooled into dst: their mean
+// (pools = 1), or concat(max, min, mean) (pools = 3).
+template <typename Real, typename T>
+void pool_tokens(const T* src, int64_t stride, int64_t count, int d, int pools, Real* dst) {
+  Real* mean = dst + (pools - 1) * d;
+  for (int c = 0; c < d; ++c) {
+    mean[c] = Real(0);
+    if (pools == 3) {
+      dst[c] = -std::numeric_limits<Real>::infinity();
+      dst[d + c] = std::numeric_limits<Real>::infinity();
+    }
+  }
+  for (int64_t t = 0; t < count; ++t)
+    for (int c = 0; c < d; ++c) {
+      const Real x = Real(to_double(src[t * stride + c]));
+      mean[c] += x;
+      if (pools == 3) {
+        dst[c] = std::max(dst[c], x);
+        dst[d + c] = std::min(dst[d + c], x);
+      }
+    }
+  for (int c = 0; c < d; ++c) mean[c] /= Real(count);
+}
+
 template <typename Real, typename T>
 PooledBlocks<Real> pool_sequence(std::span<const T> q_pre, std::span<const T> k_pre, const Sequences& seqs,
                                  int64_t s, const GateConfig& cfg) {
   const int B = cfg.block, d = cfg.heads.head_dim, hq = cfg.heads.q_heads, hkv = cfg.heads.kv_heads;
+  const int q_in = cfg.q_in_dim();
   const int64_t len = seqs.length(s), t0 = seqs.start(s);
   PooledBlocks<Real> p;
   p.nb = ceil_div(len, B);
-  p.q.assign(size_t(p.nb * hq * d), Real(0));
+  p.q.assign(size_t(p.nb * hq * q_in), Real(0));
   p.k.assign(size_t(p.nb * hkv * 3 * d), Real(0));
   for (int64_t i = 0; i < p.nb; ++i) {
-    const int64_t first = i * B, count = std::min<int64_t>(B, len - first);
-    for (int h = 0; h < hq; ++h) {
-      Real* dst = p.q.data() + (i * hq + h) * d;
-      for (int64_t t = 0; t < count; ++t) {
-        const T* src = q_pre.data() + ((t0 + first + t) * hq + h) * d;
-        for (int c = 0; c < d; ++c) dst[c] += Real(to_double(src[c]));
-      }
-      for (int c = 0; c < d; ++c) dst[c] /= Real(count);
-    }
-    for (int h = 0; h < hkv; ++h) {
-      Real* dst = p.k.data() + (i * hkv + h) * 3 * d;
-      for (int c = 0; c < d; ++c) {
-        dst[c] = -std::numeric_limits<Real>::infinity();
-        dst[d + c] = std::numeric_limits<Real>::infinity();
-      }
-      for (int64_t t = 0; t < count; ++t) {
-        const T* src = k_pre.data() + ((t0 + first + t) * hkv + h) * d;
-        for (int c = 0; c < d; ++c) {
-          const Real x = Real(to_double(src[c]));
-          dst[c] = std::max(dst[c], x);
-          dst[d + c] = std::min(dst[d + c], x);
-          dst[2 * d + c] += x;
-        }
-      }
-      for (int c = 0; c < d; ++c) dst[2 * d + c] /= Real(count);
-    }
+    const int64_t first = t0 + i * B, count = std::min<int64_t>(B, len - i * B);
+    for (int h = 0; h < hq; ++h)
+      pool_tokens(q_pre.data() + (first * hq + h) * d, int64_t(hq) * d, count, d, cfg.q_pools,
+                  p.q.data() + (i * hq + h) * q_in);
+    for (int h = 0; h < hkv; ++h)
+      pool_tokens(k_pre.data() + (first * hkv + h) * d, int64_t(hkv) * d, count, d, 3,
+                  p.k.data() + (i * hkv + h) * 3 * d);
   }
   return p;
 }
@@ -68,16 +75,17 @@ template <typename Real>
 HeadVectors<Real> project_head(const PooledBlocks<Real>& p, const GateWeights<Real>& w, const Rope& rope, int h) {
   const GateConfig& cfg = w.config;
   const int d = cfg.heads.head_dim, dg = cfg.gate_dim, hq = cfg.heads.q_heads, hkv = cfg.heads.kv_heads;
+  const int q_in = cfg.q_in_dim();
   const int kvh = h / cfg.heads.group();
   const size_t n = size_t(p.nb) * dg;
   HeadVectors<Real> v{std::vector<Real>(n, Real(0)), std::vector<Real>(n, Real(0)), {}, {}};
   const Real* wk = w.wk.data() + int64_t(cfg.k_proj_head(h)) * 3 * d * dg;
   for (int64_t i = 0; i < p.nb; ++i) {
-    const Real* qp = p.q.data() + (i * hq + h) * d;
+    const Real* qp = p.q.data() + (i * hq + h) * q_in;
     Real* qg = v.qg.data() + i * dg;
     if (cfg.has_q_proj()) {
-      const Real* wq = w.wq.data() + int64_t(h) * d * dg;
-      for (int c = 0; c < d; ++c)
+      const Real* wq = w.wq.data() + int64_t(h) * q_in * dg;
+      for (int c = 0; c < q_in; ++c)
         for (int x = 0; x < dg; ++x) qg[x] += qp[c] * wq[c * dg + x];
     } else {
       std::copy(qp, qp + d, qg);
@@ -113,6 +121,17 @@ void GateConfig::validate() const {
   heads.validate();
   SEER_CHECK(gate_dim > 0 && gate_dim % 2 == 0, "gate dim must be positive and even, got ", gate_dim);
   SEER_CHECK(block > 0, "gate block size must be positive, got ", block);
+  SEER_CHECK(q_pools == 1 || q_pools == 3, "the gate pools q by mean (1) or max, min and mean (3), not ", q_pools);
+}
+
+const char* gate_type_name(const GateConfig& config) {
+  return config.q_pools == 3 ? "Qmaxminavg_Kmaxminavg" : "Qavg_Kmaxminavg";
+}
+
+int parse_gate_type(const std::string& name) {
+  if (name == "Qavg_Kmaxminavg") return 1;
+  if (name == "Qmaxminavg_Kmaxminavg") return 3;
+  fail("gate type '", name, "' is not supported (Qavg_Kmaxminavg, Qmaxminavg_Kmaxminavg)");
 }
 
 template <typename Real>
@@ -240,6 +259,7 @@ void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Seq
   const BlockLayout layout(seqs, cfg.block, cfg.heads.q_heads);
   check_size(dlogits, "gate logit gradient", layout.map_elements());
   const int d = cfg.heads.head_dim, dg = cfg.gate_dim, hq = cfg.heads.q_heads, hkv = cfg.heads.kv_heads;
+  const int q_in = cfg.q_in_dim();
   const Real scale = Real(1.0 / std::sqrt(double(dg)));
   for (int64_t s = 0; s < seqs.count(); ++s) {
     const PooledBlocks<Real> pooled = pool_sequence<Real>(q_pre, k_pre, seqs, s, cfg);
@@ -280,10 +300,10 @@ void gate_backward(std::span<const T> q_pre, std::span<const T> k_pre, const Seq
             for (int x = 0; x < dg; ++x) gwk[c * dg + x] += kp[c] * dk[size_t(j * dg + x)];
         }
         if (cfg.has_q_proj()) {
-          Real* gwq = grad.wq.data() + int64_t(h) * d * dg;
+          Real* gwq = grad.wq.data() + int64_t(h) * q_in * dg;
           for (int64_t i = 0; i < nb; ++i) {
-            const Real* qp = pooled.q.data() + (i * hq + h) * d;
-            for (int c = 0; c < d; ++c)
+            const Real* qp = pooled.q.data() + (i * hq + h) * q_in;
+            for (int c = 0; c < q_in; ++c)
               for (int x = 0; x < dg; ++x) gwq[c * dg + x] += qp[c] * dq[size_t(i * dg + x)];
           }
         }

@@ -1,20 +1,29 @@
-// AttnGate, the published `Qavg_Kmaxminavg` gate, and its distillation loss.
+// AttnGate: the published `Qavg_Kmaxminavg` gate (and seer's `Qmaxminavg_Kmaxminavg`), and its
+// distillation loss.
 //
 // From the layer's pre-RoPE q [T, H_q, d] and k [T, H_kv, d], per sequence and block of B tokens
 // (a partial last block pools over its valid tokens only):
 //   q_pool[i, h]  = mean of q over block i                                   [nb, H_q, d]
+//                   (Qmaxminavg: concat(max, min, mean), as k               [nb, H_q, 3d])
 //   k_pool[j, kv] = concat(max, min, mean) of k over block j                  [nb, H_kv, 3d]
-//   q_g[h, i] = q_pool[i, h] (· W_q[h] when d_g != d),   k_g[h, j] = k_pool[j, h/g] · W_k[h] (d_g == d)
-//                                                                  or · W_k[h/g] (d_g != d)
+//   q_g[h, i] = q_pool[i, h] (· W_q[h] when the gate has W_q),   k_g[h, j] = k_pool[j, h/g] · W_k[h]
+//                                                          (no W_q) or · W_k[h/g] (with W_q)
 //   both rotated by RoPE at position (first token of the block) = i*B, j*B
 //   logits[h, i, j] = q_g·k_g / √d_g for j <= i, -inf above the diagonal    [H_q, nb, nb]
-// Weights, as the reference code lays them out: with d_g == d (every released gate) W_k [H_q, 3d, d_g]
-// and no W_q; with d_g != d, W_q [H_q, d, d_g] and W_k [H_kv, 3d, d_g], one K projection per KV head
-// shared by its group's query heads. No biases in the published gate; with seer's block bias
-// (gate/block_bias.h) each logit also gets a learned number per query head and block distance.
+// Weights, as the reference code lays them out: with one Q pooling and d_g == d (every released
+// gate) W_k [H_q, 3d, d_g] and no W_q; with d_g != d or several Q poolings, W_q [H_q, q_in, d_g]
+// (q_in = d or 3d) and W_k [H_kv, 3d, d_g], one K projection per KV head shared by its group's query
+// heads. No biases in the published gate; with seer's block bias (gate/block_bias.h) each logit also
+// gets a learned number per query head and block distance.
+//
+// Why Q by max and min too: a gate imitates a block map pooled over the block's 64 query rows by a
+// max (the published ground truth's, or peak-mass's), which the rows' mean blurs; the channel-wise
+// extremes of q beside those of k let the bilinear score bound the largest q·k in the block pair,
+// as Quest's bound does for one query.
 #pragma once
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "attention/head_dims.h"
@@ -29,22 +38,29 @@ struct GateConfig {
   int gate_dim = 0;  // d_g
   int block = 64;
   bool has_block_bias = false;  // gate/block_bias.h
+  int q_pools = 1;              // 1: q by mean (Qavg); 3: by max, min and mean (Qmaxminavg)
 
-  bool has_q_proj() const { return gate_dim != heads.head_dim; }
+  int q_in_dim() const { return q_pools * heads.head_dim; }  // W_q's input: the pooled q's size
+  bool has_q_proj() const { return gate_dim != heads.head_dim || q_pools != 1; }
   // W_k's leading dimension, and which of its heads query head h uses.
   int k_proj_heads() const { return has_q_proj() ? heads.kv_heads : heads.q_heads; }
   int k_proj_head(int h) const { return has_q_proj() ? h / heads.group() : h; }
   int64_t wk_size() const { return int64_t(k_proj_heads()) * 3 * heads.head_dim * gate_dim; }
-  int64_t wq_size() const { return has_q_proj() ? int64_t(heads.q_heads) * heads.head_dim * gate_dim : 0; }
+  int64_t wq_size() const { return has_q_proj() ? int64_t(heads.q_heads) * q_in_dim() * gate_dim : 0; }
   int64_t bias_size() const { return has_block_bias ? int64_t(heads.q_heads) * kBiasColumns : 0; }
   void validate() const;
 };
+
+// The reference's name of the gate's poolings (its config's seerattn_gate_type): Qavg_Kmaxminavg
+// or Qmaxminavg_Kmaxminavg; and the Q poolings of such a name (throws for any other).
+const char* gate_type_name(const GateConfig& config);
+int parse_gate_type(const std::string& name);
 
 template <typename Real>
 struct GateWeights {
   GateConfig config;
   std::vector<Real> wk;  // [k_proj_heads, 3d, d_g]
-  std::vector<Real> wq;    // [H_q, d, d_g], empty when d_g == d
+  std::vector<Real> wq;    // [H_q, q_in, d_g], empty without W_q
   std::vector<Real> bias;  // [H_q, kBiasColumns], empty without the block bias
 
   // Zero weights of the right sizes (gradient buffers).

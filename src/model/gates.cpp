@@ -18,6 +18,15 @@ std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaC
     SEER_CHECK(it->second == "64", path, ": gate block size ", it->second, " is not supported (64)");
   const HeadDims heads{config.q_heads, config.kv_heads, config.head_dim};
   const int64_t d = config.head_dim;
+  // The metadata's gate type, when the file has one, must be a known one and match the shapes.
+  int type_q_pools = 0;  // 0: none recorded
+  if (const auto it = file.metadata().find("seerattn_gate_type"); it != file.metadata().end()) {
+    try {
+      type_q_pools = parse_gate_type(it->second);
+    } catch (const Error& e) {
+      fail(path, ": ", e.what());
+    }
+  }
   std::vector<GateWeights<float>> gates(size_t(config.layers));
   for (int l = 0; l < config.layers; ++l) {
     const std::string prefix = "model.layers." + std::to_string(l) + ".self_attn.attn_gate.";
@@ -27,28 +36,36 @@ std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaC
                ": '", wk->name, "' must be [heads, ", 3 * d, ", d_g] with an even d_g");
     GateWeights<float>& g = gates[size_t(l)];
     g.config = GateConfig{heads, int(wk->shape[2]), 64};
-    // W_k is per query head when d_g == d, per KV head when there is a W_q (the reference's layouts).
+    // W_q's input is the pooled q: d (mean) or 3d (max, min, mean).
+    const SafetensorsTensor* wq = file.find(prefix + "mask_linear_q.weight");
+    if (wq != nullptr) {
+      SEER_CHECK(wq->shape.size() == 3 && wq->shape[0] == config.q_heads &&
+                     (wq->shape[1] == d || wq->shape[1] == 3 * d) && wq->shape[2] == g.config.gate_dim,
+                 path, ": '", wq->name, "' must be [", config.q_heads, ", ", d, " or ", 3 * d, ", ",
+                 g.config.gate_dim, "]");
+      g.config.q_pools = int(wq->shape[1] / d);
+      SEER_CHECK(g.config.has_q_proj(), path, ": '", wq->name,
+                 "' beside a gate dimension equal to the head dimension and one Q pooling (the reference's "
+                 "seerattn_gate_force_double gates) is not supported");
+    }
+    SEER_CHECK(type_q_pools == 0 || type_q_pools == g.config.q_pools, path, ": gate type ",
+               file.metadata().at("seerattn_gate_type"), " does not match '", prefix, "mask_linear_q.weight'");
+    SEER_CHECK(wq != nullptr || !g.config.has_q_proj(), path, ": gate dimension ", g.config.gate_dim,
+               " differs from the head dimension ", d, ", so '", prefix, "mask_linear_q.weight' is needed");
+    // W_k is per query head without W_q, per KV head with it (the reference's layouts).
     SEER_CHECK(wk->shape[0] == g.config.k_proj_heads(), path, ": '", wk->name, "' must be [",
                g.config.k_proj_heads(), ", ", 3 * d, ", ", g.config.gate_dim, "]",
-               g.config.has_q_proj() ? " (d_g != d: one K projection per KV head)" : "");
+               g.config.has_q_proj() ? " (the gate has W_q: one K projection per KV head)" : "");
     g.wk = file.to_float(wk->name);
-    SEER_CHECK(g.config.has_q_proj() || file.find(prefix + "mask_linear_q.weight") == nullptr, path, ": '", prefix,
-               "mask_linear_q.weight' beside a gate dimension equal to the head dimension (the reference's "
-               "seerattn_gate_force_double gates) is not supported");
-    if (g.config.has_q_proj()) {
-      const SafetensorsTensor* wq = file.find(prefix + "mask_linear_q.weight");
-      SEER_CHECK(wq != nullptr, path, ": gate dimension ", g.config.gate_dim, " differs from the head dimension ", d,
-                 ", so '", prefix, "mask_linear_q.weight' is needed");
-      SEER_CHECK(wq->shape == std::vector<int64_t>({config.q_heads, d, g.config.gate_dim}), path, ": '", wq->name,
-                 "' must be [", config.q_heads, ", ", d, ", ", g.config.gate_dim, "]");
-      g.wq = file.to_float(wq->name);
-    }
+    if (wq != nullptr) g.wq = file.to_float(wq->name);
     if (const SafetensorsTensor* bias = file.find(prefix + "block_bias")) {
       SEER_CHECK(bias->shape == std::vector<int64_t>({config.q_heads, kBiasColumns}), path, ": '", bias->name,
                  "' must be [", config.q_heads, ", ", kBiasColumns, "] (gate/block_bias.h)");
       g.config.has_block_bias = true;
       g.bias = file.to_float(bias->name);
     }
+    SEER_CHECK(g.config.q_pools == gates.front().config.q_pools, path, ": layer ", l,
+               " pools q differently from layer 0");
     SEER_CHECK(g.config.has_block_bias == gates.front().config.has_block_bias, path, ": layer ", l,
                g.config.has_block_bias ? " has" : " lacks", " a block bias, layer 0",
                g.config.has_block_bias ? " does not" : " has one");

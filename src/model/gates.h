@@ -13,8 +13,10 @@ namespace seer {
 
 // Keys and layouts as the reference checkpoints have them: model.layers.{i}.self_attn.attn_gate.
 // mask_linear_k.weight [H_q, 3d, d_g] when d_g == d; when d_g != d, ...mask_linear_q.weight
-// [H_q, d, d_g] beside mask_linear_k [H_kv, 3d, d_g]. A mask_linear_q with d_g == d (the reference's
-// seerattn_gate_force_double) is refused rather than ignored. seer's optional
+// [H_q, d, d_g] beside mask_linear_k [H_kv, 3d, d_g]; Qmaxminavg gates (q pooled by max, min and
+// mean) have mask_linear_q [H_q, 3d, d_g] and mask_linear_k [H_kv, 3d, d_g] at any d_g. A
+// mask_linear_q [H_q, d, d] (the reference's seerattn_gate_force_double) is refused rather than
+// ignored; so is a seerattn_gate_type that is unknown or does not match the shapes. seer's optional
 // ...attn_gate.block_bias [H_q, 10] (gate/block_bias.h), in every layer or none. F32, F16 or BF16. The
 // optional metadata entry seerattn_gate_block_size must be 64 (the block of the CPU forward).
 // Throws seer::Error naming the missing or misshapen key.

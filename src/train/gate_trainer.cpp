@@ -133,7 +133,7 @@ std::vector<NamedTensor<Values>> layer_tensors(int layer, Weights& w) {
   const std::string prefix = "model.layers." + std::to_string(layer) + ".self_attn.attn_gate.";
   std::vector<NamedTensor<Values>> t{
       {prefix + "mask_linear_k.weight", {c.k_proj_heads(), 3 * c.heads.head_dim, c.gate_dim}, &w.wk}};
-  if (c.has_q_proj()) t.push_back({prefix + "mask_linear_q.weight", {c.heads.q_heads, c.heads.head_dim, c.gate_dim}, &w.wq});
+  if (c.has_q_proj()) t.push_back({prefix + "mask_linear_q.weight", {c.heads.q_heads, c.q_in_dim(), c.gate_dim}, &w.wq});
   if (c.has_block_bias) t.push_back({prefix + "block_bias", {c.heads.q_heads, kBiasColumns}, &w.bias});
   return t;
 }
@@ -157,7 +157,7 @@ void GateTrainer::save(const std::string& path, const std::map<std::string, std:
   }
   std::map<std::string, std::string> meta = metadata;
   const GateConfig& c = weights_.front().config;
-  meta["seerattn_gate_type"] = "Qavg_Kmaxminavg";
+  meta["seerattn_gate_type"] = gate_type_name(c);
   meta["seerattn_gate_block_size"] = std::to_string(c.block);
   meta["seerattn_gate_hidden_size"] = std::to_string(c.gate_dim);
   meta["head_dim"] = std::to_string(c.heads.head_dim);

@@ -64,7 +64,7 @@ class GateTrainer {
   const std::vector<GateWeights<float>>& weights() const { return weights_; }
 
   // Published layout (model.layers.{i}.self_attn.attn_gate.mask_linear_k.weight [k_proj_heads, 3d,
-  // d_g], mask_linear_q [H_q, d, d_g] when d_g != d; seer's attn_gate.block_bias [H_q, 10] when the
+  // d_g], mask_linear_q [H_q, q_in, d_g] when the gates have W_q; seer's attn_gate.block_bias [H_q, 10] when the
   // gates have it) plus `metadata`; with_optimizer adds the AdamW
   // moments and the step so that resume() continues exactly.
   void save(const std::string& path, const std::map<std::string, std::string>& metadata, bool with_optimizer) const;

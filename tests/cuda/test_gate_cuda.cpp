@@ -21,6 +21,7 @@ struct GateShape {
   int gate_dim;
   RopeConfig rope;
   bool block_bias = false;
+  int q_pools = 1;
 };
 
 const RopeConfig kPlain{.theta = 100000.0};
@@ -41,6 +42,9 @@ const std::vector<GateShape> kShapes = {
     // The block bias: sequences of more than 64 blocks reach its every distance bucket.
     {{5000, 300}, {9, 3, 64}, 64, kPlain, true},
     {{4500}, {9, 3, 64}, 8, kLlama3, true},  // with W_q
+    // Qmaxminavg: q pooled by max, min and mean, then W_q [H_q, 3d, d_g].
+    {{1000, 130}, {9, 3, 64}, 64, kPlain, false, 3},
+    {{700}, {4, 2, 128}, 8, kYarn, true, 3},
 };
 
 // Random weights, the block bias (which starts at zero) included.
@@ -62,7 +66,7 @@ struct GateProblem {
   cuda::GateWorkspace work;
   explicit GateProblem(const GateShape& shape)
       : seqs(Sequences::from_lengths(shape.lengths)),
-        config{shape.heads, shape.gate_dim, 64, shape.block_bias},
+        config{shape.heads, shape.gate_dim, 64, shape.block_bias, shape.q_pools},
         weights(random_gate(config)),
         q(size_t(seqs.tokens() * shape.heads.q_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f),
         k(size_t(seqs.tokens() * shape.heads.kv_heads * shape.heads.head_dim), cuda::DType::bf16, 1.0f),

@@ -377,7 +377,8 @@ TEST(Gates, LoadFromSafetensors) {
   TempDir dir;
   // bias_layers: the first so many layers get a block_bias of shape bias_shape.
   const auto write = [&](int gate_dim, bool with_q, int layers, const std::string& file, int k_heads = 4,
-                         int bias_layers = 0, std::vector<int64_t> bias_shape = {4, kBiasColumns}) {
+                         int bias_layers = 0, std::vector<int64_t> bias_shape = {4, kBiasColumns}, int q_in = 8,
+                         std::map<std::string, std::string> metadata = {{"seerattn_gate_block_size", "64"}}) {
     std::vector<std::vector<float>> data;
     std::vector<SafetensorsWriteTensor> tensors;
     std::mt19937_64 rng(9);
@@ -393,10 +394,10 @@ TEST(Gates, LoadFromSafetensors) {
     for (int l = 0; l < layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".self_attn.attn_gate.";
       add(p + "mask_linear_k.weight", {k_heads, 24, gate_dim});
-      if (with_q) add(p + "mask_linear_q.weight", {4, 8, gate_dim});
+      if (with_q) add(p + "mask_linear_q.weight", {4, q_in, gate_dim});
       if (l < bias_layers) add(p + "block_bias", bias_shape);
     }
-    write_safetensors((dir.path() / file).string(), tensors, {{"seerattn_gate_block_size", "64"}});
+    write_safetensors((dir.path() / file).string(), tensors, metadata);
     return data;
   };
   const std::vector<std::vector<float>> plain = write(8, false, 2, "plain.safetensors");
@@ -428,6 +429,21 @@ TEST(Gates, LoadFromSafetensors) {
   EXPECT_THROW(load_gates((dir.path() / "bias_in_one_layer.safetensors").string(), c), Error);
   write(8, false, 2, "bias_misshapen.safetensors", 4, 2, {4, 9});
   EXPECT_THROW(load_gates((dir.path() / "bias_misshapen.safetensors").string(), c), Error);
+  // Qmaxminavg: W_q [H_q, 3d, d_g], also at d_g == d, and W_k per KV head; its gate type, when
+  // recorded, must match.
+  const std::vector<std::vector<float>> extremes = write(8, true, 2, "extremes.safetensors", 2, 0, {}, 24);
+  const std::vector<GateWeights<float>> qmaxmin = load_gates((dir.path() / "extremes.safetensors").string(), c);
+  EXPECT_EQ(qmaxmin[1].config.q_pools, 3);
+  EXPECT_EQ(qmaxmin[1].wq, extremes[3]);
+  EXPECT_STREQ(gate_type_name(qmaxmin[1].config), "Qmaxminavg_Kmaxminavg");
+  write(8, true, 2, "extremes_typed.safetensors", 2, 0, {}, 24, {{"seerattn_gate_type", "Qmaxminavg_Kmaxminavg"}});
+  EXPECT_NO_THROW(load_gates((dir.path() / "extremes_typed.safetensors").string(), c));
+  write(8, true, 2, "extremes_mistyped.safetensors", 2, 0, {}, 24, {{"seerattn_gate_type", "Qavg_Kmaxminavg"}});
+  EXPECT_THROW(load_gates((dir.path() / "extremes_mistyped.safetensors").string(), c), Error);
+  write(8, false, 2, "unknown_type.safetensors", 4, 0, {}, 8, {{"seerattn_gate_type", "Qavg_Kavg"}});
+  EXPECT_THROW(load_gates((dir.path() / "unknown_type.safetensors").string(), c), Error);
+  write(8, true, 2, "q_in_16.safetensors", 2, 0, {}, 16);  // neither d nor 3d
+  EXPECT_THROW(load_gates((dir.path() / "q_in_16.safetensors").string(), c), Error);
   write(8, false, 1, "one_layer.safetensors");
   EXPECT_THROW(load_gates((dir.path() / "one_layer.safetensors").string(), c), Error);
   c.q_heads = 8;

@@ -159,15 +159,23 @@ TEST(GateTrainer, SavedGatesLoadInThePublishedLayout) {
   config.q_heads = 4;
   config.kv_heads = 2;
   config.head_dim = 32;
-  for (const auto& [gate_dim, block_bias] : {std::pair{32, false}, std::pair{8, false}, std::pair{32, true}}) {
+  struct Kind {
+    int gate_dim;
+    bool block_bias;
+    int q_pools;
+  };
+  for (const Kind& kind : {Kind{32, false, 1}, Kind{8, false, 1}, Kind{32, true, 1}, Kind{32, false, 3}}) {
+    const auto [gate_dim, block_bias, q_pools] = kind;
     std::vector<GateWeights<float>> gates;
     for (int l = 0; l < 2; ++l) {
-      gates.push_back(GateWeights<float>::random({{4, 2, 32}, gate_dim, 64, block_bias}, 200 + l));
+      gates.push_back(GateWeights<float>::random({{4, 2, 32}, gate_dim, 64, block_bias, q_pools}, 200 + l));
       for (size_t e = 0; e < gates.back().bias.size(); ++e) gates.back().bias[e] = float(e) * 0.5f - float(l);
     }
     const GateTrainer trainer(gates, TrainOptions{.steps = 1, .warmup = 0});
     const std::string path =
-        (dir.path() / ("gates" + std::to_string(gate_dim) + (block_bias ? "b" : "") + ".safetensors")).string();
+        (dir.path() / ("gates" + std::to_string(gate_dim) + (block_bias ? "b" : "") + std::to_string(q_pools) +
+                       ".safetensors"))
+            .string();
     trainer.save(path, {}, false);
     const std::vector<GateWeights<float>> loaded = load_gates(path, config);
     ASSERT_EQ(loaded.size(), 2u);
@@ -177,7 +185,8 @@ TEST(GateTrainer, SavedGatesLoadInThePublishedLayout) {
       EXPECT_EQ(loaded[size_t(l)].wq, gates[size_t(l)].wq);
       EXPECT_EQ(loaded[size_t(l)].config.has_block_bias, block_bias);
       EXPECT_EQ(loaded[size_t(l)].bias, gates[size_t(l)].bias);
-      EXPECT_EQ(loaded[size_t(l)].wk.size(), size_t((gate_dim == 32 ? 4 : 2) * 96 * gate_dim));
+      EXPECT_EQ(loaded[size_t(l)].config.q_pools, q_pools);
+      EXPECT_EQ(loaded[size_t(l)].wk.size(), size_t((gates[0].config.has_q_proj() ? 2 : 4) * 96 * gate_dim));
     }
   }
 }
