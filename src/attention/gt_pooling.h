@@ -10,12 +10,14 @@
 // Each block row of the map is then normalized to sum 1 over its causal blocks.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
 namespace seer {
 
 enum class GtPooling { max, mass, peak_mass };
+inline constexpr GtPooling kGtPoolings[] = {GtPooling::max, GtPooling::mass, GtPooling::peak_mass};
 
 inline const char* gt_pooling_name(GtPooling p) {
   return p == GtPooling::max ? "max" : p == GtPooling::mass ? "mass" : "peak-mass";
@@ -26,9 +28,16 @@ inline bool gt_pooling_uses_mass(GtPooling p) { return p != GtPooling::max; }
 // Over the block's rows it takes the sum (mass) or the max.
 inline bool gt_pooling_sums_rows(GtPooling p) { return p == GtPooling::mass; }
 
+// Every pooling's name, for flag checks.
+inline std::vector<std::string> gt_pooling_names() {
+  std::vector<std::string> names;
+  for (const GtPooling p : kGtPoolings) names.emplace_back(gt_pooling_name(p));
+  return names;
+}
+
 // The inverse of gt_pooling_name; throws seer::Error for anything else.
 inline GtPooling parse_gt_pooling(const std::string& name) {
-  for (const GtPooling p : {GtPooling::max, GtPooling::mass, GtPooling::peak_mass})
+  for (const GtPooling p : kGtPoolings)
     if (name == gt_pooling_name(p)) return p;
   fail("ground-truth pooling must be max, mass or peak-mass, got '", name, "'");
 }

@@ -162,7 +162,7 @@ void add_train_gates_command(CLI::App& app) {
   cmd->add_option("--target-pooling", o->target_pooling,
                   "pool each 64x64 block of the attention by its max probability (max, the published target), "
                   "its rows' mean share of attention (mass) or their largest share (peak-mass)")
-      ->check(CLI::IsMember({"max", "mass", "peak-mass"}));
+      ->check(CLI::IsMember(gt_pooling_names()));
   cmd->add_option("--skip-fraction", o->train.skip_fraction,
                   "leading block rows of each sequence left out of the loss (the published 0.25)")
       ->check(CLI::Range(0.0, 0.99));
@@ -170,7 +170,7 @@ void add_train_gates_command(CLI::App& app) {
   cmd->add_option("--gate-type", o->gate_type,
                   "pool q by mean (Qavg_Kmaxminavg, the published gate) or by max, min and mean through a Q "
                   "projection (Qmaxminavg_Kmaxminavg)")
-      ->check(CLI::IsMember({"Qavg_Kmaxminavg", "Qmaxminavg_Kmaxminavg"}));
+      ->check(CLI::IsMember(gate_type_names()));
   cmd->add_flag("--block-bias", o->block_bias,
                 "also learn a logit bias per query head and block distance, and one for the sink block (seer's "
                 "extension of the published gate: gate/block_bias.h)");

@@ -224,8 +224,9 @@ __device__ __forceinline__ void tile_product(const float* A, int64_t lda, int a_
 
 // grid (row tiles, pair tiles, H_q or 2·H_q): z < H_q projects k_pool (of z's KV head) by
 // W_k[z / wk_group] (wk_group: the query heads sharing a W_k, 1 or g), z >= H_q projects q_pool
-// ([rows, H_q, q_in]) by W_q[z - H_q], then rotates by RoPE at each block's first position. Output [H_q, rows, d_g]. A tile
-// covers 32 RoPE pairs (x, x + d_g/2): its columns 0..31 are the x, 32..63 the x + d_g/2.
+// ([rows, H_q, q_in]) by W_q[z - H_q], then rotates by RoPE at each block's first position. Output
+// [H_q, rows, d_g]. A tile covers 32 RoPE pairs (x, x + d_g/2): its columns 0..31 are the x, 32..63
+// the x + d_g/2.
 __global__ void __launch_bounds__(256, 4)
     project_kernel(const float* q_pool, const float* k_pool, const float* wq, const float* wk, const float2* rope,
                    const int32_t* row_offset, int sequences, int64_t rows, int hq, int hkv, int wk_group, int d,

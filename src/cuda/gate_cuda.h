@@ -2,10 +2,11 @@
 // -> CSR block mask, all on the device (the CPU operators in src/gate are the reference).
 //
 // Pipeline: pool each 64-token block (q mean, or max, min, mean; k max, min, mean) -> project per
-// query head (W_k[h], or W_q[h] and W_k[h/g] when the gate has W_q) and rotate by RoPE at the block's first position -> scores
-// q_g·k_g/√d_g with the causal block mask -> per row: the top-k cut by radix select on the logits
-// (or the softmax threshold's cut, or the top-p cut by the same select weighted by each block's
-// probability mass), counted, scanned into indptr, then the sorted indices written.
+// query head (W_k[h], or W_q[h] and W_k[h/g] when the gate has W_q) and rotate by RoPE at the
+// block's first position -> scores q_g·k_g/√d_g (+ the block bias) with the causal block mask ->
+// per row: the top-k cut by radix select on the logits (or the softmax threshold's cut, or the
+// top-p cut by the same select weighted by each block's probability mass), counted, scanned into
+// indptr, then the sorted indices written.
 #pragma once
 #include <cuda_runtime_api.h>
 

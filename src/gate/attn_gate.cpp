@@ -124,13 +124,22 @@ void GateConfig::validate() const {
   SEER_CHECK(q_pools == 1 || q_pools == 3, "the gate pools q by mean (1) or max, min and mean (3), not ", q_pools);
 }
 
-const char* gate_type_name(const GateConfig& config) {
-  return config.q_pools == 3 ? "Qmaxminavg_Kmaxminavg" : "Qavg_Kmaxminavg";
+namespace {
+constexpr int kQPoolings[] = {1, 3};  // GateConfig::q_pools
+const char* q_pools_type_name(int q_pools) { return q_pools == 3 ? "Qmaxminavg_Kmaxminavg" : "Qavg_Kmaxminavg"; }
+}  // namespace
+
+const char* gate_type_name(const GateConfig& config) { return q_pools_type_name(config.q_pools); }
+
+std::vector<std::string> gate_type_names() {
+  std::vector<std::string> names;
+  for (const int pools : kQPoolings) names.emplace_back(q_pools_type_name(pools));
+  return names;
 }
 
 int parse_gate_type(const std::string& name) {
-  if (name == "Qavg_Kmaxminavg") return 1;
-  if (name == "Qmaxminavg_Kmaxminavg") return 3;
+  for (const int pools : kQPoolings)
+    if (name == q_pools_type_name(pools)) return pools;
   fail("gate type '", name, "' is not supported (Qavg_Kmaxminavg, Qmaxminavg_Kmaxminavg)");
 }
 

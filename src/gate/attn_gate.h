@@ -52,9 +52,10 @@ struct GateConfig {
 };
 
 // The reference's name of the gate's poolings (its config's seerattn_gate_type): Qavg_Kmaxminavg
-// or Qmaxminavg_Kmaxminavg; and the Q poolings of such a name (throws for any other).
+// or Qmaxminavg_Kmaxminavg; the Q poolings of such a name (throws for any other); every such name.
 const char* gate_type_name(const GateConfig& config);
 int parse_gate_type(const std::string& name);
+std::vector<std::string> gate_type_names();
 
 template <typename Real>
 struct GateWeights {

@@ -133,7 +133,8 @@ std::vector<NamedTensor<Values>> layer_tensors(int layer, Weights& w) {
   const std::string prefix = "model.layers." + std::to_string(layer) + ".self_attn.attn_gate.";
   std::vector<NamedTensor<Values>> t{
       {prefix + "mask_linear_k.weight", {c.k_proj_heads(), 3 * c.heads.head_dim, c.gate_dim}, &w.wk}};
-  if (c.has_q_proj()) t.push_back({prefix + "mask_linear_q.weight", {c.heads.q_heads, c.q_in_dim(), c.gate_dim}, &w.wq});
+  if (c.has_q_proj())
+    t.push_back({prefix + "mask_linear_q.weight", {c.heads.q_heads, c.q_in_dim(), c.gate_dim}, &w.wq});
   if (c.has_block_bias) t.push_back({prefix + "block_bias", {c.heads.q_heads, kBiasColumns}, &w.bias});
   return t;
 }
@@ -148,11 +149,10 @@ void GateTrainer::save(const std::string& path, const std::map<std::string, std:
                v = layer_tensors(int(l), exp_avg_sq_[l]);
     for (size_t e = 0; e < w.size(); ++e) {
       tensors.push_back({w[e].name, SafetensorsDtype::f32, w[e].shape, bytes_of(*w[e].values)});
-      if (with_optimizer) {
-        tensors.push_back({"optimizer.exp_avg." + w[e].name, SafetensorsDtype::f32, w[e].shape, bytes_of(*m[e].values)});
-        tensors.push_back(
-            {"optimizer.exp_avg_sq." + w[e].name, SafetensorsDtype::f32, w[e].shape, bytes_of(*v[e].values)});
-      }
+      if (with_optimizer)
+        for (const auto& [prefix, moment] : {std::pair{"optimizer.exp_avg.", m[e].values},
+                                            std::pair{"optimizer.exp_avg_sq.", v[e].values}})
+          tensors.push_back({prefix + w[e].name, SafetensorsDtype::f32, w[e].shape, bytes_of(*moment)});
     }
   }
   std::map<std::string, std::string> meta = metadata;
