@@ -13,10 +13,15 @@ void write_file_atomically(const std::string& path, std::span<const uint8_t> byt
   FILE* f = std::fopen(tmp.c_str(), "wb");
   SEER_CHECK(f != nullptr, "cannot write '", tmp, "'");
   const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-  SEER_CHECK(std::fclose(f) == 0 && ok, "failed writing '", tmp, "'");
+  const bool closed = std::fclose(f) == 0;
   std::error_code error;
-  std::filesystem::rename(tmp, path, error);
-  SEER_CHECK(!error, "cannot rename '", tmp, "' to '", path, "': ", error.message());
+  if (ok && closed) std::filesystem::rename(tmp, path, error);
+  if (!ok || !closed || error) {
+    std::error_code ignored;  // `path` is untouched; the partial temporary goes
+    std::filesystem::remove(tmp, ignored);
+    SEER_CHECK(ok && closed, "failed writing '", tmp, "'");
+    fail("cannot rename '", tmp, "' to '", path, "': ", error.message());
+  }
 }
 
 }  // namespace seer
