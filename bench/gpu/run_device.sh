@@ -86,5 +86,5 @@ fi
 if has eval; then
   run_for 580 ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates $gates --data /tmp/seer/dev --windows-per-book 2 \
     --thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 --masses 0.5,0.6,0.7,0.8,0.9,0.95 --layer-sweep \
-    --passkey-trials 400 --passkey-methods a,a+,p+,p* --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
+    --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
 fi

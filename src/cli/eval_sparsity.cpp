@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cuda/llama_cuda.h"
 #include "eval/baseline_masks.h"
+#include "eval/mask_recall.h"
 #include "eval/passkey.h"
 #include "model/gates.h"
 #include "model/llama_loader.h"
@@ -35,6 +36,7 @@ struct EvalOptions {
   int plus_local_blocks = kDefaultLocalBlocks;
   std::vector<int> plus_dense_layers;  // (a+): layers left dense
   bool layer_sweep = false;            // (a+) at the lowest density in one layer at a time
+  bool recall = false;                 // where the gate's top-k misses the oracle's (eval/mask_recall.h)
   std::vector<std::string> methods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "cp", "d", "e", "f", "g"};
   bool json = false;
 };
@@ -121,6 +123,17 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
   }
   std::fprintf(stderr, "\n");
   return r;
+}
+
+// A mask the selection kernels wrote, on the host (synchronizes `stream`, which wrote it).
+BlockMask download_mask(const cuda::DeviceMask& m, const BlockLayout& layout, cudaStream_t stream) {
+  SEER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const std::vector<int32_t> indptr = m.indptr.download();
+  std::vector<int32_t> indices = m.indices.download();
+  SEER_CHECK(!indptr.empty() && size_t(indptr.back()) <= indices.size(), "mask download: ", indptr.back(),
+             " blocks in a buffer of ", indices.size());
+  indices.resize(size_t(indptr.back()));
+  return BlockMask{layout.block, layout.heads, std::vector<int64_t>(indptr.begin(), indptr.end()), std::move(indices)};
 }
 
 void run(const EvalOptions& o) {
@@ -243,9 +256,27 @@ void run(const EvalOptions& o) {
   if (wanted("p*") && budgets.layer_mass.empty())
     std::fprintf(stderr, "eval-sparsity: %s has no calibrated budgets (seer calibrate): no (p*) rows\n",
                  o.gates.c_str());
+  // --recall: per density, how much of top-k on the ground truth (pooled as the gates' target)
+  // top-k on the gate's logits keeps, by the blocks' place.
+  std::map<double, MaskRecall> recall;
+  const GtPooling target_pooling = gates_target_pooling(o.gates);
   for (size_t w = 0; w < windows.size(); ++w) {
     const std::vector<int32_t>& tokens = windows[w];
     std::fprintf(stderr, "\reval-sparsity: window %zu/%zu", w + 1, windows.size());
+    if (o.recall)
+      for (const double density : o.densities) {
+        const SelectionOptions top_k{.density = density};
+        cuda::ForwardOptions options;
+        options.mode = cuda::AttentionMode::custom_mask;
+        options.mask_for_layer = [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+          oracle_provider(top_k, target_pooling)(cap);
+          const BlockMask reference = download_mask(mask, host_layout, runtime.stream());
+          gate_provider(trained_gates, top_k)(cap);
+          recall[density].add(reference, download_mask(mask, host_layout, runtime.stream()), host_layout);
+          return mask;
+        };
+        runtime.forward(tokens, options);
+      }
     score(tokens, {}, dense);
     for (const double density : o.densities) {
       const SelectionOptions top_k{.density = density};
@@ -359,7 +390,6 @@ void run(const EvalOptions& o) {
                                                {"correct", passkey.seer_correct[i]},
                                                {"correct_where_dense_failed", passkey.seer_only[i]}});
   report["plus"] = {{"sink", o.plus_sink}, {"local_blocks", o.plus_local_blocks}};
-  if (o.json) std::cout << report.dump(2) << "\n";
   std::ostringstream md;
   md << "| method | target | real density | PPL | vs dense |\n| --- | --- | --- | --- | --- |\n";
   md << "| dense | | 1.000 | " << dense.ppl() << " | |\n";
@@ -382,6 +412,36 @@ void run(const EvalOptions& o) {
       md << row;
     }
   }
+  if (!recall.empty()) {
+    report["recall"] = nlohmann::json::array();
+    md << "\nWhere the gate's top-k misses the oracle's: of the blocks that top-k on the "
+       << gt_pooling_name(target_pooling)
+       << "-pooled ground truth keeps, the share that top-k on the gate's logits keeps too, by the blocks' place "
+          "(the sink, then the block distance i - j); in parentheses, the share of the oracle's blocks in that "
+          "place.\n\n| density |";
+    for (int c = 0; c < MaskRecall::kCategories; ++c) md << " " << MaskRecall::category_name(c) << " |";
+    md << " all |\n|";
+    for (int c = 0; c < MaskRecall::kCategories + 2; ++c) md << " --- |";
+    md << "\n";
+    for (const auto& [density, r] : recall) {
+      nlohmann::json places = nlohmann::json::array();
+      char cell[64];
+      std::snprintf(cell, sizeof cell, "| %g |", density);
+      md << cell;
+      for (int c = 0; c < MaskRecall::kCategories; ++c) {
+        places.push_back({{"place", MaskRecall::category_name(c)}, {"oracle_blocks", r.reference[size_t(c)]},
+                          {"gate_kept", r.kept[size_t(c)]}});
+        std::snprintf(cell, sizeof cell, " %.1f%% (%.1f%%) |",
+                      100.0 * double(r.kept[size_t(c)]) / double(std::max<int64_t>(1, r.reference[size_t(c)])),
+                      100.0 * double(r.reference[size_t(c)]) / double(std::max<int64_t>(1, r.reference_total())));
+        md << cell;
+      }
+      std::snprintf(cell, sizeof cell, " %.1f%% |\n",
+                    100.0 * double(r.kept_total()) / double(std::max<int64_t>(1, r.reference_total())));
+      md << cell;
+      report["recall"].push_back({{"density", density}, {"places", places}});
+    }
+  }
   if (passkey.trials > 0) {
     md << "\nPass-key retrieval (" << passkey.trials << " trials, about " << passkey.context
        << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials;
@@ -391,6 +451,8 @@ void run(const EvalOptions& o) {
          << passkey.seer_only[i] << " that dense missed)";
     md << ".\n";
   }
+  // The JSON once every section has added to it (the layer sweep, the recall).
+  if (o.json) std::cout << report.dump(2) << "\n";
   if (!o.json) std::cout << md.str();
   if (!o.out.empty()) {
     std::ofstream out(o.out);
@@ -432,6 +494,9 @@ void add_eval_sparsity_command(CLI::App& app) {
       ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "cp", "d", "e", "f", "g"}));
   cmd->add_flag("--layer-sweep", o->layer_sweep,
                 "also score (a+) at the lowest density in one layer at a time, the others dense");
+  cmd->add_flag("--recall", o->recall,
+                "also report, per density, how much of the oracle's top-k (on the gates' target pooling) the "
+                "gate's top-k keeps, by block distance");
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] { run(*o); });
 }
