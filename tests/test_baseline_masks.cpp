@@ -25,17 +25,10 @@ std::vector<std::set<int32_t>> kept_sets(const BlockMask& mask) {
   return rows;
 }
 
-// Causal block pairs counted directly, over heads and sequences.
-double causal_pairs(const BlockLayout& layout) {
-  double pairs = 0;
-  for (const int64_t nb : layout.blocks) pairs += double(layout.heads) * double(nb) * double(nb + 1) / 2;
-  return pairs;
-}
-
 double kept_fraction(const std::vector<std::set<int32_t>>& rows, const BlockLayout& layout) {
   double kept = 0;
   for (const auto& r : rows) kept += double(r.size());
-  return kept / causal_pairs(layout);
+  return kept / double(layout.causal_pairs());
 }
 
 // Sequences of 130, 41 and 7 blocks (the last one partial), 3 heads.

@@ -1,7 +1,6 @@
 // MaskRecall (eval/mask_recall.h) against counts made directly on random masks.
 #include <gtest/gtest.h>
 
-#include <random>
 #include <set>
 
 #include "eval/mask_recall.h"
@@ -9,20 +8,6 @@
 
 namespace seer {
 namespace {
-
-// A random valid mask: each causal block kept with probability p.
-BlockMask random_mask(const BlockLayout& layout, double p, std::mt19937_64& rng) {
-  std::bernoulli_distribution keep(p);
-  BlockMask m{layout.block, layout.heads, {0}, {}};
-  for (int64_t s = 0; s < layout.sequences(); ++s)
-    for (int h = 0; h < layout.heads; ++h)
-      for (int64_t i = 0; i < layout.blocks[size_t(s)]; ++i) {
-        for (int32_t j = 0; j <= i; ++j)
-          if (keep(rng)) m.indices.push_back(j);
-        m.indptr.push_back(int64_t(m.indices.size()));
-      }
-  return m;
-}
 
 // The category from its definition: the sink, else the distance's range.
 int expected_category(int64_t i, int64_t j) {
@@ -37,8 +22,7 @@ int expected_category(int64_t i, int64_t j) {
 
 TEST(MaskRecall, CountsTheReferencesBlocksTheCandidateKeeps) {
   const BlockLayout layout(Sequences::from_lengths({150 * 64, 20 * 64 + 3, 64}), 64, 2);
-  std::mt19937_64& rng = test::rng();
-  const BlockMask reference = random_mask(layout, 0.2, rng), candidate = random_mask(layout, 0.5, rng);
+  const BlockMask reference = test::random_mask(layout, 0.2, false), candidate = test::random_mask(layout, 0.5, false);
   MaskRecall recall;
   recall.add(reference, candidate, layout);
   recall.add(reference, reference, layout);  // a mask keeps all of itself
@@ -65,7 +49,7 @@ TEST(MaskRecall, CountsTheReferencesBlocksTheCandidateKeeps) {
   EXPECT_LT(recall.kept_total(), recall.reference_total());
   // A mask of another layout is refused.
   const BlockLayout other(Sequences::from_lengths({640}), 64, 2);
-  EXPECT_THROW(recall.add(random_mask(other, 0.5, rng), candidate, layout), Error);
+  EXPECT_THROW(recall.add(test::random_mask(other, 0.5, false), candidate, layout), Error);
 }
 
 TEST(MaskRecall, NamesItsCategories) {

@@ -21,6 +21,9 @@
 namespace seer::cli {
 namespace {
 
+// Every method of the table, the default of --methods and its check.
+const std::vector<std::string> kMethods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "cp", "d", "e", "f", "g"};
+
 struct EvalOptions {
   std::string model, gates = "gates/smollm2-135m-instruct.safetensors", out;
   std::vector<std::string> data{"../shared/corpus/dev"};
@@ -37,7 +40,7 @@ struct EvalOptions {
   std::vector<int> plus_dense_layers;  // (a+): layers left dense
   bool layer_sweep = false;            // (a+) at the lowest density in one layer at a time
   bool recall = false;                 // where the gate's top-k misses the oracle's (eval/mask_recall.h)
-  std::vector<std::string> methods{"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "cp", "d", "e", "f", "g"};
+  std::vector<std::string> methods = kMethods;
   bool json = false;
 };
 
@@ -423,6 +426,9 @@ void run(const EvalOptions& o) {
     md << " all |\n|";
     for (int c = 0; c < MaskRecall::kCategories + 2; ++c) md << " --- |";
     md << "\n";
+    const auto percent = [](int64_t part, int64_t whole) {
+      return 100.0 * double(part) / double(std::max<int64_t>(1, whole));
+    };
     for (const auto& [density, r] : recall) {
       nlohmann::json places = nlohmann::json::array();
       char cell[64];
@@ -431,13 +437,11 @@ void run(const EvalOptions& o) {
       for (int c = 0; c < MaskRecall::kCategories; ++c) {
         places.push_back({{"place", MaskRecall::category_name(c)}, {"oracle_blocks", r.reference[size_t(c)]},
                           {"gate_kept", r.kept[size_t(c)]}});
-        std::snprintf(cell, sizeof cell, " %.1f%% (%.1f%%) |",
-                      100.0 * double(r.kept[size_t(c)]) / double(std::max<int64_t>(1, r.reference[size_t(c)])),
-                      100.0 * double(r.reference[size_t(c)]) / double(std::max<int64_t>(1, r.reference_total())));
+        std::snprintf(cell, sizeof cell, " %.1f%% (%.1f%%) |", percent(r.kept[size_t(c)], r.reference[size_t(c)]),
+                      percent(r.reference[size_t(c)], r.reference_total()));
         md << cell;
       }
-      std::snprintf(cell, sizeof cell, " %.1f%% |\n",
-                    100.0 * double(r.kept_total()) / double(std::max<int64_t>(1, r.reference_total())));
+      std::snprintf(cell, sizeof cell, " %.1f%% |\n", percent(r.kept_total(), r.reference_total()));
       md << cell;
       report["recall"].push_back({{"density", density}, {"places", places}});
     }
@@ -491,7 +495,7 @@ void add_eval_sparsity_command(CLI::App& app) {
   cmd->add_option("--methods", o->methods,
                   "methods to run, among a, a+, b, b+, p, p+, p*, c, cm, cmx, cp, d, e, f, g (default: all)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "cp", "d", "e", "f", "g"}));
+      ->check(CLI::IsMember(kMethods));
   cmd->add_flag("--layer-sweep", o->layer_sweep,
                 "also score (a+) at the lowest density in one layer at a time, the others dense");
   cmd->add_flag("--recall", o->recall,

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <set>
 #include <type_traits>
 
 #include "core/error.h"
@@ -169,7 +170,9 @@ void GateTrainer::save(const std::string& path, const std::map<std::string, std:
 
 void GateTrainer::resume(const std::string& path) {
   const SafetensorsFile file = SafetensorsFile::open(path);
+  std::set<std::string> read_names;
   const auto read = [&](const std::string& name, std::vector<float>& into) {
+    read_names.insert(name);
     const SafetensorsTensor* t = file.find(name);
     SEER_CHECK(t != nullptr, path, ": checkpoint lacks '", name, "' (was it saved with optimizer state?)");
     std::vector<float> values = file.to_float(name);
@@ -185,11 +188,11 @@ void GateTrainer::resume(const std::string& path) {
       read("optimizer.exp_avg." + w[e].name, *m[e].values);
       read("optimizer.exp_avg_sq." + w[e].name, *v[e].values);
     }
-    // A checkpoint of gates with a block bias resumed by a trainer without one would silently drop it.
-    SEER_CHECK(weights_[l].config.has_block_bias ||
-                   file.find("model.layers." + std::to_string(l) + ".self_attn.attn_gate.block_bias") == nullptr,
-               path, ": checkpoint has a block bias that this run's gates do not (pass --block-bias)");
   }
+  // A tensor this run's gates lack (a block bias, another layer) would otherwise be dropped silently.
+  for (const SafetensorsTensor& t : file.tensors())
+    SEER_CHECK(read_names.count(t.name), path, ": checkpoint has '", t.name,
+               "', which this run's gates lack (another --gate-dim, --gate-type or --block-bias?)");
   const auto it = file.metadata().find("training_step");
   SEER_CHECK(it != file.metadata().end(), path, ": checkpoint lacks the training_step metadata");
   step_ = std::stoll(it->second);

@@ -115,38 +115,38 @@ TEST(GateTrainer, ScheduleWarmsUpThenDecaysToZero) {
 }
 
 TEST(GateTrainer, ResumeContinuesExactly) {
-  for (const bool block_bias : {false, true}) {
   const Problem p(2);
   const Rope rope(RopeConfig{.theta = 10000.0}, 32);
   const TrainOptions options{.steps = 6, .lr = 1e-2, .warmup = 2};
-  GateTrainer straight(initial_gates(p.dims, 2, block_bias), options);
-  std::vector<double> straight_losses;
-  while (straight.step() < 6) straight_losses.push_back(train_step(straight, p, rope));
+  for (const bool block_bias : {false, true}) {
+    GateTrainer straight(initial_gates(p.dims, 2, block_bias), options);
+    std::vector<double> straight_losses;
+    while (straight.step() < 6) straight_losses.push_back(train_step(straight, p, rope));
 
-  const std::string path = (std::filesystem::temp_directory_path() / "seer_resume_test.safetensors").string();
-  std::vector<double> resumed_losses;
-  {
-    GateTrainer first_half(initial_gates(p.dims, 2, block_bias), options);
-    while (first_half.step() < 3) resumed_losses.push_back(train_step(first_half, p, rope));
-    first_half.save(path, {{"base_model", "test"}}, true);
-  }
-  // A checkpoint of the other kind (with or without the block bias) is refused.
-  GateTrainer other_kind(initial_gates(p.dims, 2, !block_bias), options);
-  EXPECT_THROW(other_kind.resume(path), Error);
-  GateTrainer second_half(initial_gates(p.dims, 2, block_bias), options);  // fresh weights, overwritten by resume
-  second_half.resume(path);
-  EXPECT_EQ(second_half.step(), 3);
-  while (second_half.step() < 6) resumed_losses.push_back(train_step(second_half, p, rope));
-  EXPECT_EQ(resumed_losses, straight_losses);
-  for (int l = 0; l < 2; ++l) {
-    EXPECT_EQ(second_half.weights()[size_t(l)].wk, straight.weights()[size_t(l)].wk);
-    EXPECT_EQ(second_half.weights()[size_t(l)].bias, straight.weights()[size_t(l)].bias);
-  }
-  // A checkpoint without optimizer state cannot be resumed from.
-  straight.save(path, {}, false);
-  GateTrainer other(initial_gates(p.dims, 2, block_bias), options);
-  EXPECT_THROW(other.resume(path), Error);
-  std::filesystem::remove(path);
+    const std::string path = (std::filesystem::temp_directory_path() / "seer_resume_test.safetensors").string();
+    std::vector<double> resumed_losses;
+    {
+      GateTrainer first_half(initial_gates(p.dims, 2, block_bias), options);
+      while (first_half.step() < 3) resumed_losses.push_back(train_step(first_half, p, rope));
+      first_half.save(path, {{"base_model", "test"}}, true);
+    }
+    // A checkpoint of the other kind (with or without the block bias) is refused.
+    GateTrainer other_kind(initial_gates(p.dims, 2, !block_bias), options);
+    EXPECT_THROW(other_kind.resume(path), Error);
+    GateTrainer second_half(initial_gates(p.dims, 2, block_bias), options);  // fresh weights, overwritten by resume
+    second_half.resume(path);
+    EXPECT_EQ(second_half.step(), 3);
+    while (second_half.step() < 6) resumed_losses.push_back(train_step(second_half, p, rope));
+    EXPECT_EQ(resumed_losses, straight_losses);
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_EQ(second_half.weights()[size_t(l)].wk, straight.weights()[size_t(l)].wk);
+      EXPECT_EQ(second_half.weights()[size_t(l)].bias, straight.weights()[size_t(l)].bias);
+    }
+    // A checkpoint without optimizer state cannot be resumed from.
+    straight.save(path, {}, false);
+    GateTrainer other(initial_gates(p.dims, 2, block_bias), options);
+    EXPECT_THROW(other.resume(path), Error);
+    std::filesystem::remove(path);
   }
 }
 
