@@ -224,46 +224,77 @@ TEST(AttnGate, KlLossMatchesFormula) {
   EXPECT_NEAR(gate_kl_loss<double>(logits, gt, layout, 0.5, {}), want * 4.0 / 2.0, 1e-15);
 }
 
-TEST(AttnGate, GradientMatchesFiniteDifferences) {
-  for (const GateCase& gc : kCases) {
-    const Sequences seqs(gc.offsets);
-    const GateConfig cfg = gc.config();
-    const BlockLayout layout(seqs, gc.block, gc.heads.q_heads);
-    const Rope rope(gc.rope, gc.gate_dim);
-    GateWeights<double> w = random_gate<double>(cfg, 0.05);
-    const auto q = random_values<double>(size_t(seqs.tokens() * gc.heads.q_heads * gc.heads.head_dim));
-    const auto k = random_values<double>(size_t(seqs.tokens() * gc.heads.kv_heads * gc.heads.head_dim));
-    const auto gt = random_ground_truth(layout);
-    std::vector<double> logits(gt.size()), dlogits(gt.size());
-    const auto loss = [&] {
-      gate_forward<double, double>(q, k, seqs, w, rope, logits);
-      return gate_kl_loss<double>(logits, gt, layout, 0.25, {});
-    };
-    gate_forward<double, double>(q, k, seqs, w, rope, logits);
-    gate_kl_loss<double>(logits, gt, layout, 0.25, dlogits);
-    GateWeights<double> grad = GateWeights<double>::zeros(cfg);
-    gate_backward<double, double>(q, k, seqs, w, rope, dlogits, grad);
+// The tail term from its definition: one sequence of 6 blocks, one head, the tail of row i being
+// blocks 1 .. i - 3, so only row 5 has one ({1, 2}); the other rows' terms and gradients are the
+// plain loss's.
+TEST(AttnGate, TailKlMatchesFormula) {
+  const BlockLayout layout(Sequences::single(6 * 64), 64, 1);
+  std::vector<double> logits = test::random_values<double>(36, 2.0), gt = test::random_values<double>(36, 1.0);
+  for (double& p : gt) p = std::abs(p);
+  const TailKl tail{.weight = 0.7, .local_blocks = 3};
+  std::vector<double> plain_grad(36), grad(36);
+  const double plain = gate_kl_loss<double>(logits, gt, layout, 0.0, plain_grad);
+  const double loss = gate_kl_loss<double>(logits, gt, layout, 0.0, grad, tail);
+  const double* z = logits.data() + 5 * 6;
+  const double* p = gt.data() + 5 * 6;
+  const double q1 = std::exp(z[1]) / (std::exp(z[1]) + std::exp(z[2])), q2 = 1 - q1;
+  const double p1 = p[1] / (p[1] + p[2]), p2 = 1 - p1;
+  const double elements = 36;
+  EXPECT_NEAR(loss, plain + 0.7 * (p1 * std::log(p1 / q1) + p2 * std::log(p2 / q2)) / elements, 1e-14);
+  for (int e = 0; e < 36; ++e) {
+    const double extra = e == 31 ? 0.7 * (q1 - p1) / elements : e == 32 ? 0.7 * (q2 - p2) / elements : 0.0;
+    EXPECT_NEAR(grad[size_t(e)], plain_grad[size_t(e)] + extra, 1e-15) << "entry " << e;
+  }
+  // Weight 0 is the plain loss exactly; a tail with no target mass adds nothing.
+  EXPECT_EQ(gate_kl_loss<double>(logits, gt, layout, 0.0, {}, {.weight = 0}), plain);
+  gt[31] = gt[32] = 0;
+  EXPECT_EQ(gate_kl_loss<double>(logits, gt, layout, 0.0, {}, tail), gate_kl_loss<double>(logits, gt, layout, 0.0, {}));
+  EXPECT_THROW(gate_kl_loss<double>(logits, gt, layout, 0.0, {}, {.weight = -1}), Error);
+  EXPECT_THROW(gate_kl_loss<double>(logits, gt, layout, 0.0, {}, {.weight = 1, .local_blocks = 0}), Error);
+}
 
-    std::vector<std::pair<std::vector<double>*, std::vector<double>*>> params = {{&w.wk, &grad.wk}};
-    if (cfg.has_q_proj()) params.push_back({&w.wq, &grad.wq});
-    if (cfg.has_block_bias) params.push_back({&w.bias, &grad.bias});
-    for (auto [weights, gradient] : params) {
-      double grad_scale = 0;
-      for (double g : *gradient) grad_scale = std::max(grad_scale, std::abs(g));
-      ASSERT_GT(grad_scale, 0.0);
-      // 25 random weights of the projections; every entry of the (small) block bias.
-      const bool every = weights == &w.bias;
-      std::uniform_int_distribution<size_t> pick(0, weights->size() - 1);
-      for (size_t trial = 0; trial < (every ? weights->size() : 25); ++trial) {
-        const size_t n = every ? trial : pick(test::rng());
-        const double saved = (*weights)[n], eps = 1e-5;
-        (*weights)[n] = saved + eps;
-        const double up = loss();
-        (*weights)[n] = saved - eps;
-        const double down = loss();
-        (*weights)[n] = saved;
-        const double numeric = (up - down) / (2 * eps);
-        EXPECT_NEAR((*gradient)[n], numeric, 1e-6 * grad_scale) << "weight " << n;
+TEST(AttnGate, GradientMatchesFiniteDifferences) {
+  for (const TailKl tail : {TailKl{}, TailKl{.weight = 0.8, .local_blocks = 2}}) {
+    for (const GateCase& gc : kCases) {
+      const Sequences seqs(gc.offsets);
+      const GateConfig cfg = gc.config();
+      const BlockLayout layout(seqs, gc.block, gc.heads.q_heads);
+      const Rope rope(gc.rope, gc.gate_dim);
+      GateWeights<double> w = random_gate<double>(cfg, 0.05);
+      const auto q = random_values<double>(size_t(seqs.tokens() * gc.heads.q_heads * gc.heads.head_dim));
+      const auto k = random_values<double>(size_t(seqs.tokens() * gc.heads.kv_heads * gc.heads.head_dim));
+      const auto gt = random_ground_truth(layout);
+      std::vector<double> logits(gt.size()), dlogits(gt.size());
+      const auto loss = [&] {
+        gate_forward<double, double>(q, k, seqs, w, rope, logits);
+        return gate_kl_loss<double>(logits, gt, layout, 0.25, {}, tail);
+      };
+      gate_forward<double, double>(q, k, seqs, w, rope, logits);
+      gate_kl_loss<double>(logits, gt, layout, 0.25, dlogits, tail);
+      GateWeights<double> grad = GateWeights<double>::zeros(cfg);
+      gate_backward<double, double>(q, k, seqs, w, rope, dlogits, grad);
+
+      std::vector<std::pair<std::vector<double>*, std::vector<double>*>> params = {{&w.wk, &grad.wk}};
+      if (cfg.has_q_proj()) params.push_back({&w.wq, &grad.wq});
+      if (cfg.has_block_bias) params.push_back({&w.bias, &grad.bias});
+      for (auto [weights, gradient] : params) {
+        double grad_scale = 0;
+        for (double g : *gradient) grad_scale = std::max(grad_scale, std::abs(g));
+        ASSERT_GT(grad_scale, 0.0);
+        // 25 random weights of the projections; every entry of the (small) block bias.
+        const bool every = weights == &w.bias;
+        std::uniform_int_distribution<size_t> pick(0, weights->size() - 1);
+        for (size_t trial = 0; trial < (every ? weights->size() : 25); ++trial) {
+          const size_t n = every ? trial : pick(test::rng());
+          const double saved = (*weights)[n], eps = 1e-5;
+          (*weights)[n] = saved + eps;
+          const double up = loss();
+          (*weights)[n] = saved - eps;
+          const double down = loss();
+          (*weights)[n] = saved;
+          const double numeric = (up - down) / (2 * eps);
+          EXPECT_NEAR((*gradient)[n], numeric, 1e-6 * grad_scale) << "weight " << n;
+        }
       }
     }
   }

@@ -73,6 +73,8 @@ void run(const TrainGatesOptions& o) {
       {"training_target_power", std::to_string(o.train.target_power)},
       {"training_target_pooling", gt_pooling_name(o.train.target_pooling)},
       {"training_skip_fraction", std::to_string(o.train.skip_fraction)},
+      {"training_tail_weight", std::to_string(o.train.tail.weight)},
+      {"training_tail_local_blocks", std::to_string(o.train.tail.local_blocks)},
       {"training_block_bias", o.block_bias ? "true" : "false"}};
 
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
@@ -166,6 +168,13 @@ void add_train_gates_command(CLI::App& app) {
   cmd->add_option("--skip-fraction", o->train.skip_fraction,
                   "leading block rows of each sequence left out of the loss (the published 0.25)")
       ->check(CLI::Range(0.0, 0.99));
+  cmd->add_option("--tail-weight", o->train.tail.weight,
+                  "add this times the KL over each row's tail, the blocks past the sink and the local blocks, "
+                  "both sides renormalized over them (0: the published loss; seer's extension, gate/attn_gate.h)")
+      ->check(CLI::Range(0.0, 1000.0));
+  cmd->add_option("--tail-local-blocks", o->train.tail.local_blocks,
+                  "blocks up to the diagonal that the tail leaves out, as a selection's --local-blocks")
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--gate-dim", o->gate_dim, "gate dimension d_g (default: the head dimension)");
   cmd->add_option("--gate-type", o->gate_type,
                   "pool q by mean (Qavg_Kmaxminavg, the published gate) or by max, min and mean through a Q "

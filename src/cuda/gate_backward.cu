@@ -2,6 +2,10 @@
 // (src/gate/attn_gate.cpp) in float:
 //   per kept row (s, h, i): q = softmax_j<=i(z), KL += sum_j gt_j (log gt_j - log q_j) / elements,
 //                           dz_j = scale_loss (q_j sum(gt) - gt_j) / elements
+//   and with a tail term (TailKl: weight w, tail T = [1, i - local_blocks], |T| >= 2, sum_T gt > 0):
+//                           q' = softmax_T(z), p' = gt / sum_T(gt) on T,
+//                           KL += w sum_T p'_j (log p'_j - log q'_j) / elements,
+//                           dz_j += scale_loss w (q'_j - p'_j) / elements
 //   dq_r[h, i] = sum_j<=i dz[h, i, j] k_r[h, j] / sqrt(d_g),  dk_r[h, j] = sum_i>=j dz[h, i, j] q_r[h, i] / sqrt(d_g)
 //   back through RoPE (its transpose), then dW_k[h] = k_pool[:, h / g]^T dk,  dW_q[h] = q_pool[:, h]^T dq
 //   (q_pool [rows, H_q, q_in]);
@@ -30,10 +34,41 @@ __device__ MapRow map_row(const int32_t* seq_len, const int32_t* row_offset, con
   return {s, h, i, nb, map_offset[s] + local * nb};
 }
 
-// One warp per map row: the row's KL term and dz (zero for skipped rows and above the diagonal).
+// KL(p ‖ softmax(z)) over keys [first, last] of one row, summed over the warp (every lane gets it),
+// p renormalized over them when `normalize` (then 0 when they hold no target); adds weight × its
+// gradient, scale × (softmax(z) sum(p) - p), or scale × (softmax(z) - p / sum(p)), to dz.
+__device__ float warp_row_kl(const float* z, const float* target, int first, int last, bool normalize, float weight,
+                             float scale, float* dz) {
+  const int lane = threadIdx.x % 32;
+  float m = -INFINITY, gt_sum = 0.f;
+  for (int j = first + lane; j <= last; j += 32) {
+    m = fmaxf(m, z[j]);
+    gt_sum += target[j];
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    gt_sum += __shfl_xor_sync(0xffffffffu, gt_sum, off);
+  }
+  if (normalize && !(gt_sum > 0.f)) return 0.f;
+  float sum = 0.f;
+  for (int j = first + lane; j <= last; j += 32) sum += expf(z[j] - m);
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  const float log_sum = m + logf(sum), norm = normalize ? gt_sum : 1.f, mass = gt_sum / norm;
+  float kl = 0.f;
+  for (int j = first + lane; j <= last; j += 32) {
+    const float log_q = z[j] - log_sum, p = target[j] / norm;
+    if (p > 0.f) kl += p * (logf(p) - log_q);
+    dz[j] += weight * scale * (expf(log_q) * mass - p);
+  }
+  for (int off = 16; off > 0; off /= 2) kl += __shfl_xor_sync(0xffffffffu, kl, off);
+  return weight * kl;
+}
+
+// One warp per map row: the row's loss term and dz (zero for skipped rows and above the diagonal).
 __global__ void kl_rows_kernel(const float* logits, const float* gt, const int32_t* seq_len, const int32_t* row_offset,
                                const int64_t* map_offset, int sequences, int hq, int64_t rows, double skip_fraction,
-                               double elements, float loss_scale, float* dlogits, double* kl) {
+                               float tail_weight, int tail_local, double elements, float loss_scale, float* dlogits,
+                               double* kl) {
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (row >= rows) return;
   const int lane = threadIdx.x % 32;
@@ -41,36 +76,16 @@ __global__ void kl_rows_kernel(const float* logits, const float* gt, const int32
   const float* z = logits + r.offset;
   const float* target = gt + r.offset;
   float* dz = dlogits + r.offset;
+  for (int j = lane; j < r.nb; j += 32) dz[j] = 0.f;
   const int skip = int(int64_t(double(r.nb) * skip_fraction));  // as the CPU: int64_t(nb * skip_fraction)
-  if (r.i < skip) {
-    for (int j = lane; j < r.nb; j += 32) dz[j] = 0.f;
-    return;
+  if (r.i < skip) return;
+  __syncwarp();  // the zeros above written before the lanes add to other lanes' entries
+  const float scale = loss_scale * float(1.0 / elements);
+  float term = warp_row_kl(z, target, 0, r.i, false, 1.f, scale, dz);
+  if (tail_weight > 0.f && r.i - tail_local >= 2) {
+    __syncwarp();
+    term += warp_row_kl(z, target, 1, r.i - tail_local, true, tail_weight, scale, dz);
   }
-  float m = -INFINITY;
-  for (int j = lane; j <= r.i; j += 32) m = fmaxf(m, z[j]);
-  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-  float sum = 0.f, gt_sum = 0.f;
-  for (int j = lane; j <= r.i; j += 32) {
-    sum += expf(z[j] - m);
-    gt_sum += target[j];
-  }
-  for (int off = 16; off > 0; off /= 2) {
-    sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    gt_sum += __shfl_xor_sync(0xffffffffu, gt_sum, off);
-  }
-  const float log_sum = m + logf(sum);
-  float term = 0.f;
-  const float inv_elements = float(1.0 / elements);
-  for (int j = lane; j < r.nb; j += 32) {
-    if (j > r.i) {
-      dz[j] = 0.f;
-      continue;
-    }
-    const float log_q = z[j] - log_sum, p = target[j];
-    if (p > 0.f) term += p * (logf(p) - log_q);
-    dz[j] = loss_scale * (expf(log_q) * gt_sum - p) * inv_elements;
-  }
-  for (int off = 16; off > 0; off /= 2) term += __shfl_xor_sync(0xffffffffu, term, off);
   if (lane == 0) atomicAdd(kl, double(term) / elements);
 }
 
@@ -190,12 +205,14 @@ __global__ void dbias_kernel(const float* dlogits, const int32_t* seq_len, const
 
 }  // namespace
 
-GateGradWorkspace GateGradWorkspace::create(const DeviceLayout& layout, const GateConfig& c, double skip_fraction) {
+GateGradWorkspace GateGradWorkspace::create(const DeviceLayout& layout, const GateConfig& c, double skip_fraction,
+                                            const TailKl& tail) {
   SEER_CHECK(skip_fraction >= 0.0 && skip_fraction < 1.0, "skip fraction must be in [0, 1), got ", skip_fraction);
+  tail.validate();
   const size_t rows = size_t(layout.total_rows);
   GateGradWorkspace w{DeviceBuffer<float>(size_t(layout.host.map_elements())),
                       DeviceBuffer<float>(c.has_q_proj() ? rows * c.heads.q_heads * c.gate_dim : 0),
-                      DeviceBuffer<float>(rows * c.heads.q_heads * c.gate_dim), 0.0, skip_fraction};
+                      DeviceBuffer<float>(rows * c.heads.q_heads * c.gate_dim), 0.0, skip_fraction, tail};
   for (int64_t nb : layout.host.blocks)  // as gate_kl_loss counts them
     w.elements += double(c.heads.q_heads) * double(nb - int64_t(nb * skip_fraction)) * double(nb);
   return w;
@@ -231,7 +248,8 @@ void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout
   const int64_t map_rows = layout.total_rows * hq;
   kl_rows_kernel<<<unsigned((map_rows + 7) / 8), 256, 0, stream>>>(
       logits, gt, layout.seq_len.data(), layout.seq_row_offset.data(), layout.seq_map_offset.data(), layout.sequences,
-      hq, map_rows, gw.skip_fraction, gw.elements, loss_scale, gw.dlogits.data(), kl);
+      hq, map_rows, gw.skip_fraction, float(gw.tail.weight), gw.tail.local_blocks, gw.elements, loss_scale,
+      gw.dlogits.data(), kl);
   SEER_CUDA_CHECK_LAUNCH();
   if (c.has_block_bias) {
     dbias_kernel<<<unsigned(hq), 256, 0, stream>>>(gw.dlogits.data(), layout.seq_len.data(),

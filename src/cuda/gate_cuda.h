@@ -46,7 +46,9 @@ struct GateGradWorkspace {
   DeviceBuffer<float> dq_gate, dk_gate;  // [H_q, rows, d_g], back through RoPE (before the rotation)
   double elements = 0;                   // kept map elements: the KL's averaging count
   double skip_fraction = 0;
-  static GateGradWorkspace create(const DeviceLayout& layout, const GateConfig& config, double skip_fraction);
+  TailKl tail;                           // the loss's tail term (gate/attn_gate.h)
+  static GateGradWorkspace create(const DeviceLayout& layout, const GateConfig& config, double skip_fraction,
+                                  const TailKl& tail = {});
 };
 
 // power_normalize_rows (src/gate/attn_gate.h) on the device: out = in with each row's causal part
@@ -55,9 +57,9 @@ void power_normalize_rows(const float* in, float* out, const DeviceLayout& layou
                           cudaStream_t stream);
 
 // From the logits of gate_forward (whose workspace `work` still holds that call's pooled and rotated
-// vectors) and the ground-truth map gt: adds KL(gt ‖ softmax(logits)) averaged over the kept
-// elements (the first skip_fraction of each sequence's block rows left out) to *kl (a device
-// double), and writes loss_scale · dKL/dW_k into dwk [k_proj_heads, 3d, d_g] (and dW_q into dwq
+// vectors) and the ground-truth map gt: adds the loss of gate_kl_loss, KL(gt ‖ softmax(logits)) plus
+// the workspace's tail term, averaged over the kept elements (the first skip_fraction of each
+// sequence's block rows left out) to *kl (a device double), and writes loss_scale · dLoss/dW_k into dwk [k_proj_heads, 3d, d_g] (and dW_q into dwq
 // [H_q, q_in, d_g] when the gate has W_q, dbias into dbias [H_q, kBiasColumns] when it has a block
 // bias; each may be null otherwise). The gradient is of this call only: it is written, not
 // accumulated.

@@ -200,10 +200,17 @@ void gate_forward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequ
   }
 }
 
+void TailKl::validate() const {
+  SEER_CHECK(weight >= 0 && std::isfinite(weight), "tail KL weight must be >= 0, got ", weight);
+  SEER_CHECK(local_blocks >= 1, "the tail must leave out at least the diagonal block, got ", local_blocks,
+             " local blocks");
+}
+
 template <typename Real>
 Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const BlockLayout& layout,
-                  double skip_fraction, std::span<Real> dlogits) {
+                  double skip_fraction, std::span<Real> dlogits, const TailKl& tail) {
   SEER_CHECK(skip_fraction >= 0.0 && skip_fraction < 1.0, "skip fraction must be in [0, 1), got ", skip_fraction);
+  tail.validate();
   check_size(logits, "gate logits", layout.map_elements());
   check_size(gt, "ground truth", layout.map_elements());
   if (!dlogits.empty()) check_size(dlogits, "gate logit gradient", layout.map_elements());
@@ -211,29 +218,37 @@ Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const 
   double elements = 0;
   for (int64_t nb : layout.blocks) elements += double(layout.heads) * double(nb - int64_t(nb * skip_fraction)) * nb;
   if (elements == 0) return Real(0);
+  // KL(p ‖ softmax(z)) over key blocks [first, last] of one row, p renormalized over them when
+  // `normalize`; adds weight × its gradient (softmax(z) · sum(p) - p, or softmax(z) - p / sum(p)) to
+  // dz. Returns weight × the KL.
+  const auto row_kl = [&](int64_t row, int64_t first, int64_t last, bool normalize, double weight) {
+    double m = -std::numeric_limits<double>::infinity(), gt_sum = 0;
+    for (int64_t j = first; j <= last; ++j) {
+      m = std::max(m, double(logits[size_t(row + j)]));
+      gt_sum += double(gt[size_t(row + j)]);
+    }
+    if (normalize && !(gt_sum > 0)) return 0.0;
+    double sum = 0;
+    for (int64_t j = first; j <= last; ++j) sum += std::exp(double(logits[size_t(row + j)]) - m);
+    const double log_sum = m + std::log(sum), norm = normalize ? gt_sum : 1.0;
+    double kl = 0;
+    for (int64_t j = first; j <= last; ++j) {
+      const double target = double(gt[size_t(row + j)]) / norm;
+      const double log_q = double(logits[size_t(row + j)]) - log_sum;
+      if (target > 0) kl += target * (std::log(target) - log_q);
+      if (!dlogits.empty())
+        dlogits[size_t(row + j)] += Real(weight * (std::exp(log_q) * (gt_sum / norm) - target) / elements);
+    }
+    return weight * kl;
+  };
   double total = 0;
   for (int64_t s = 0; s < layout.sequences(); ++s) {
     const int64_t nb = layout.blocks[size_t(s)], skip = int64_t(nb * skip_fraction);
     for (int h = 0; h < layout.heads; ++h)
       for (int64_t i = skip; i < nb; ++i) {
         const int64_t row = layout.map_offset[size_t(s)] + (int64_t(h) * nb + i) * nb;
-        double m = -std::numeric_limits<double>::infinity();
-        for (int64_t j = 0; j <= i; ++j) m = std::max(m, double(logits[size_t(row + j)]));
-        double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += std::exp(double(logits[size_t(row + j)]) - m);
-        const double log_sum = m + std::log(sum);
-        double gt_sum = 0;
-        for (int64_t j = 0; j <= i; ++j) {
-          const double target = double(gt[size_t(row + j)]);
-          const double log_q = double(logits[size_t(row + j)]) - log_sum;
-          if (target > 0) total += target * (std::log(target) - log_q);
-          gt_sum += target;
-        }
-        if (!dlogits.empty())
-          for (int64_t j = 0; j <= i; ++j) {
-            const double q = std::exp(double(logits[size_t(row + j)]) - log_sum);
-            dlogits[size_t(row + j)] = Real((q * gt_sum - double(gt[size_t(row + j)])) / elements);
-          }
+        total += row_kl(row, 0, i, false, 1.0);
+        if (tail.weight > 0 && i - tail.local_blocks >= 2) total += row_kl(row, 1, i - tail.local_blocks, true, tail.weight);
       }
   }
   return Real(total / elements);
@@ -336,8 +351,8 @@ SEER_INSTANTIATE(double, double)
 template void power_normalize_rows<float>(std::span<float>, const BlockLayout&, double);
 template void power_normalize_rows<double>(std::span<double>, const BlockLayout&, double);
 template float gate_kl_loss<float>(std::span<const float>, std::span<const float>, const BlockLayout&, double,
-                                   std::span<float>);
+                                   std::span<float>, const TailKl&);
 template double gate_kl_loss<double>(std::span<const double>, std::span<const double>, const BlockLayout&, double,
-                                     std::span<double>);
+                                     std::span<double>, const TailKl&);
 
 }  // namespace seer

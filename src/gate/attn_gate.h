@@ -85,12 +85,27 @@ void gate_forward(std::span<const T> q_pre, std::span<const T> k_pre, const Sequ
 template <typename Real>
 void power_normalize_rows(std::span<Real> map, const BlockLayout& layout, double power);
 
-// Distillation loss KL(gt ‖ softmax(logits)) over key blocks j <= i, rows i < floor(nb * skip_fraction)
-// of each sequence skipped, averaged over all elements of the kept rows (H_q · rows · nb per sequence,
-// PyTorch's KLDivLoss 'mean'). When dlogits is non-empty it receives dLoss/dlogits.
+// seer's optional second term of the distillation loss: the KL over each row's tail, the key blocks
+// 1 <= j <= i - local_blocks, with the target and the gate's softmax both renormalized over them.
+// A selection that keeps the sink and the local blocks anyway (the (a+) and (p+) rows of
+// bench/ACCURACY.md) decides only among the tail's blocks, and those hold a small part of a row's
+// target, so the plain KL weighs their order little: it is spent on the sink and the diagonal. The
+// tail's KL weighs their order as much as a whole row's. Rows with fewer than 2 tail blocks or no
+// target mass on them add nothing.
+struct TailKl {
+  double weight = 0;      // 0: the published loss
+  int local_blocks = 3;   // the blocks up to the diagonal left out of the tail (i - local_blocks + 1 .. i)
+
+  void validate() const;
+};
+
+// Distillation loss KL(gt ‖ softmax(logits)) over key blocks j <= i, plus tail.weight × the tail's
+// KL (TailKl), rows i < floor(nb * skip_fraction) of each sequence skipped, averaged over all
+// elements of the kept rows (H_q · rows · nb per sequence, PyTorch's KLDivLoss 'mean'). When
+// dlogits is non-empty it receives dLoss/dlogits.
 template <typename Real>
 Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const BlockLayout& layout,
-                  double skip_fraction, std::span<Real> dlogits);
+                  double skip_fraction, std::span<Real> dlogits, const TailKl& tail = {});
 
 // Accumulates dLoss/dW (into grad, which must have the weights' sizes) given dLoss/dlogits,
 // through the scores, RoPE, the projections and the pooling, and dLoss/dbias, the sums of

@@ -25,6 +25,7 @@ void TrainOptions::validate() const {
   SEER_CHECK(weight_decay >= 0, "weight decay must be >= 0");
   SEER_CHECK(skip_fraction >= 0 && skip_fraction < 1, "skip fraction must be in [0, 1)");
   SEER_CHECK(target_power > 0 && target_power <= 16, "target power must be in (0, 16], got ", target_power);
+  tail.validate();
   SEER_CHECK(bias_lr_scale > 0, "the block bias's learning-rate scale must be positive, got ", bias_lr_scale);
 }
 
@@ -55,7 +56,7 @@ double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std
     power_normalize_rows<float>(target, layout, options_.target_power);
     gt = target;
   }
-  const double kl = gate_kl_loss<float>(logits, gt, layout, options_.skip_fraction, dlogits);
+  const double kl = gate_kl_loss<float>(logits, gt, layout, options_.skip_fraction, dlogits, options_.tail);
   for (float& g : dlogits) g *= float(options_.loss_scale);
   GateWeights<float> grad = GateWeights<float>::zeros(w.config);
   gate_backward<float, bf16>(q_pre, k_pre, seqs, w, rope, dlogits, grad);

@@ -1,8 +1,8 @@
 // Self-distillation of AttnGates with the LLM frozen (SeerAttention's post-training).
 //
-// Per step, every layer contributes KL(ground truth ‖ softmax(gate logits)) over key blocks, the
-// first quarter of block rows skipped, averaged over elements; the step's loss is 10 × the sum
-// over layers. Gradients come from gate_backward (src/gate); AdamW with fp32 master weights,
+// Per step, every layer contributes KL(ground truth ‖ softmax(gate logits)) over key blocks (plus,
+// optionally, seer's tail term: TailKl), the first quarter of block rows skipped, averaged over
+// elements; the step's loss is 10 × the sum over layers. Gradients come from gate_backward (src/gate); AdamW with fp32 master weights,
 // linear warm-up then cosine decay. Only gate weights learn. Checkpoints hold the weights (with
 // the published key layout), the AdamW moments and the step, written atomically.
 #pragma once
@@ -28,6 +28,7 @@ struct TrainOptions {
   double skip_fraction = 0.25;  // leading block rows left out of the loss
   double loss_scale = 10.0;
   double target_power = 1.0;  // rows of the ground truth raised to it and renormalized (power_normalize_rows)
+  TailKl tail{};              // the loss's optional tail term (gate/attn_gate.h); weight 0: the published loss
   GtPooling target_pooling = GtPooling::max;  // the ground truth's block pooling (the trainer's caller applies it)
   // The block bias (gate/block_bias.h) learns at lr × this: its entries are on the scale of the
   // logits (several units), the projections' on that of 0.02-sized weights, and Adam moves every
@@ -43,7 +44,8 @@ class GateTrainer {
 
   // Adds layer `layer`'s loss and gradient for the current step, from its pre-RoPE q [T, H_q, d],
   // k [T, H_kv, d] and ground-truth map (packed [H_q, nb, nb] per sequence). Returns the layer's
-  // KL (unscaled). Layers may be given in any order; each once per step.
+  // KL (unscaled; with TrainOptions::tail, the KL plus the tail term). Layers may be given in any
+  // order; each once per step.
   double accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
                           std::span<const float> gt, const Sequences& seqs, const Rope& rope);
   // Adds layer `layer`'s gradient computed elsewhere (the GPU: cuda::gate_loss_backward, which

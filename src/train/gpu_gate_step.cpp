@@ -9,7 +9,7 @@ GpuGateStep::GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::
       runtime_(runtime),
       work_(cuda::GateWorkspace::create(runtime.layout(), trainer.weights().front().config)),
       grad_work_(cuda::GateGradWorkspace::create(runtime.layout(), trainer.weights().front().config,
-                                                 trainer.options().skip_fraction)) {
+                                                 trainer.options().skip_fraction, trainer.options().tail)) {
   const std::vector<GateWeights<float>>& weights = trainer.weights();
   SEER_CHECK(int(weights.size()) == config.layers, "gate training: ", weights.size(), " gates for a model of ",
              config.layers, " layers");

@@ -119,12 +119,15 @@ std::vector<float> random_ground_truth(const BlockLayout& layout) {
 // bf16-rounded inputs; the gradient buffers poisoned first.
 TEST(CudaGate, LossAndGradientMatchCpu) {
   double worst_loss = 0, worst_grad = 0;
-  for (const GateShape& shape : kShapes) {
+  // The published loss, then with the tail term (TailKl) on every other shape.
+  for (size_t n = 0; n < 2 * kShapes.size(); ++n) {
+    const GateShape& shape = kShapes[n / 2];
+    const TailKl tail = n % 2 ? TailKl{.weight = 1.5, .local_blocks = 1 + int(n % 5)} : TailKl{};
     GateProblem g(shape);
     auto& [seqs, config, weights, q, k, layout, gate, work] = g;
     const std::vector<float> gt = random_ground_truth(layout.host);
     const DeviceBuffer<float> dgt = DeviceBuffer<float>::upload(gt);
-    cuda::GateGradWorkspace grad_work = cuda::GateGradWorkspace::create(layout, config, 0.25);
+    cuda::GateGradWorkspace grad_work = cuda::GateGradWorkspace::create(layout, config, 0.25, tail);
     DeviceBuffer<float> logits(size_t(layout.host.map_elements()));
     DeviceBuffer<float> dwk(size_t(config.wk_size())), dwq(size_t(config.wq_size())),
         dbias(size_t(config.bias_size()));
@@ -146,7 +149,7 @@ TEST(CudaGate, LossAndGradientMatchCpu) {
     const Rope rope(shape.rope, shape.gate_dim);
     std::vector<double> zd(gt.size()), dzd(gt.size());
     gate_forward<double, double>(qd, kd, seqs, wd, rope, zd);
-    const double want_kl = gate_kl_loss<double>(zd, gtd, layout.host, 0.25, dzd);
+    const double want_kl = gate_kl_loss<double>(zd, gtd, layout.host, 0.25, dzd, tail);
     for (double& g : dzd) g *= loss_scale;
     GateWeights<double> grad = GateWeights<double>::zeros(config);
     gate_backward<double, double>(qd, kd, seqs, wd, rope, dzd, grad);

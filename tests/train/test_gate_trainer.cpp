@@ -193,32 +193,36 @@ TEST(GateTrainer, SavedGatesLoadInThePublishedLayout) {
 
 // A gradient computed elsewhere (as the GPU does) and handed in takes the same step as the
 // trainer's own accumulate_layer.
+// With the published loss and with the tail term (TailKl), which the trainer must pass on to it.
 TEST(GateTrainer, ExternalGradientTakesTheSameStep) {
   const Problem p(4);
   const Rope rope(RopeConfig{.theta = 10000.0}, 32);
-  const TrainOptions options{.steps = 5, .warmup = 1};
-  GateTrainer own(initial_gates(p.dims, 2, true), options), external(initial_gates(p.dims, 2, true), options);
-  for (int l = 0; l < 2; ++l) {
-    const GateWeights<float>& w = external.weights()[size_t(l)];
-    const BlockLayout layout(p.seqs, 64, p.dims.q_heads);
-    std::vector<float> logits(size_t(layout.map_elements())), dlogits(logits.size());
-    gate_forward<float, bf16>(p.q, p.k, p.seqs, w, rope, logits);
-    const double kl = gate_kl_loss<float>(logits, p.gt, layout, options.skip_fraction, dlogits);
-    for (float& g : dlogits) g *= float(options.loss_scale);
-    GateWeights<float> grad = GateWeights<float>::zeros(w.config);
-    gate_backward<float, bf16>(p.q, p.k, p.seqs, w, rope, dlogits, grad);
-    external.add_layer_gradient(l, kl, grad.wk, grad.wq, grad.bias);
-    own.accumulate_layer(l, p.q, p.k, p.gt, p.seqs, rope);
+  for (const double tail_weight : {0.0, 2.0}) {
+    const TrainOptions options{.steps = 5, .warmup = 1, .tail = {.weight = tail_weight}};
+    GateTrainer own(initial_gates(p.dims, 2, true), options), external(initial_gates(p.dims, 2, true), options);
+    for (int l = 0; l < 2; ++l) {
+      const GateWeights<float>& w = external.weights()[size_t(l)];
+      const BlockLayout layout(p.seqs, 64, p.dims.q_heads);
+      std::vector<float> logits(size_t(layout.map_elements())), dlogits(logits.size());
+      gate_forward<float, bf16>(p.q, p.k, p.seqs, w, rope, logits);
+      const double kl = gate_kl_loss<float>(logits, p.gt, layout, options.skip_fraction, dlogits, options.tail);
+      for (float& g : dlogits) g *= float(options.loss_scale);
+      GateWeights<float> grad = GateWeights<float>::zeros(w.config);
+      gate_backward<float, bf16>(p.q, p.k, p.seqs, w, rope, dlogits, grad);
+      external.add_layer_gradient(l, kl, grad.wk, grad.wq, grad.bias);
+      own.accumulate_layer(l, p.q, p.k, p.gt, p.seqs, rope);
+    }
+    EXPECT_DOUBLE_EQ(external.finish_step(), own.finish_step());
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_EQ(external.weights()[size_t(l)].wk, own.weights()[size_t(l)].wk);
+      EXPECT_EQ(external.weights()[size_t(l)].bias, own.weights()[size_t(l)].bias);
+    }
+    const std::vector<float> dwk(external.weights()[0].wk.size()), dbias(external.weights()[0].bias.size());
+    EXPECT_THROW(external.add_layer_gradient(0, 0.0, std::vector<float>(3), {}, dbias), Error);  // wrong sizes
+    EXPECT_THROW(external.add_layer_gradient(0, 0.0, dwk, {}, std::vector<float>(3)), Error);
+    EXPECT_THROW(external.add_layer_gradient(0, 0.0, dwk, {}, {}), Error);
   }
-  EXPECT_DOUBLE_EQ(external.finish_step(), own.finish_step());
-  for (int l = 0; l < 2; ++l) {
-    EXPECT_EQ(external.weights()[size_t(l)].wk, own.weights()[size_t(l)].wk);
-    EXPECT_EQ(external.weights()[size_t(l)].bias, own.weights()[size_t(l)].bias);
-  }
-  const std::vector<float> dwk(external.weights()[0].wk.size()), dbias(external.weights()[0].bias.size());
-  EXPECT_THROW(external.add_layer_gradient(0, 0.0, std::vector<float>(3), {}, dbias), Error);  // wrong sizes
-  EXPECT_THROW(external.add_layer_gradient(0, 0.0, dwk, {}, std::vector<float>(3)), Error);
-  EXPECT_THROW(external.add_layer_gradient(0, 0.0, dwk, {}, {}), Error);
+  EXPECT_THROW(GateTrainer(initial_gates(p.dims, 2), TrainOptions{.tail = {.weight = -1}}), Error);
 }
 
 // --target-power: a trainer with power 0.5 takes the step that a plain trainer takes on the ground
