@@ -12,7 +12,10 @@
 #   calibrate seer calibrate: per-layer top-p budgets of the gates (the train step's, else the
 #             shipped ones) on the staged training books -> $OUT/gates.safetensors (gates + budgets)
 #   eval      seer eval-sparsity with those gates on the staged dev books -> $OUT/ACCURACY.md
-#             (its (p*) rows and pass keys need budgets: after train, run calibrate too)
+#             (its (p*) rows and pass keys need budgets: after train, run calibrate too;
+#             SEER_EVAL_ARGS overrides the methods and their settings: the full table's are the
+#             default, and a gate experiment's "--methods a,a+,p+,p* --passkey-trials 400
+#             --passkey-methods a,a+,p+,p* --recall" takes about half its time)
 set -uo pipefail
 steps=${*:-tests bench peer}
 out=${OUT:-/tmp/seer-out}
@@ -85,6 +88,7 @@ if has calibrate; then
 fi
 if has eval; then
   run_for 580 ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates $gates --data /tmp/seer/dev --windows-per-book 2 \
-    --thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 --masses 0.5,0.6,0.7,0.8,0.9,0.95 --layer-sweep \
-    --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall --out "$out/ACCURACY.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
+    --masses 0.5,0.6,0.7,0.8,0.9,0.95 ${SEER_EVAL_ARGS:---thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 \
+    --layer-sweep --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall} --out "$out/ACCURACY.md" 2>&1 |
+    tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
 fi

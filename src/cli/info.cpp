@@ -111,7 +111,9 @@ void print_gates_info(const nlohmann::json& g) {
                                                           {"training_batch", "sequences per step"},
                                                           {"training_sequence_length", "tokens per sequence"},
                                                           {"training_target_power", "target power"},
-                                                          {"training_skip_fraction", "skip fraction"}};
+                                                          {"training_skip_fraction", "skip fraction"},
+                                                          {"training_tail_weight", "tail KL weight"},
+                                                          {"training_tail_local_blocks", "tail local blocks"}};
   const char* separator = "; trained with";
   for (const auto& [key, label] : training)
     if (m.contains(key)) {

@@ -91,23 +91,39 @@ double GateTrainer::finish_step() {
   for (size_t l = 0; l < layer_done_.size(); ++l)
     SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
   const double lr = learning_rate(step_);
-  const double t = double(step_ + 1);
-  const double correction1 = 1.0 - std::pow(options_.beta1, t), correction2 = 1.0 - std::pow(options_.beta2, t);
-  const auto update = [&](std::vector<float>& w, std::vector<float>& g, std::vector<float>& m, std::vector<float>& v,
-                          double lr) {
-#pragma omp parallel for schedule(static)  // element-wise: the same result on any thread count
+  const double n = double(step_ + 1);
+  const double correction1 = 1.0 - std::pow(options_.beta1, n), correction2 = 1.0 - std::pow(options_.beta2, n);
+  // Every tensor of every layer in one parallel region. A region per tensor (90 for the built-in
+  // model, most of them empty) forks and joins that often per step: little for one process, but
+  // when two training processes share the cores, each join waits for threads the other process has
+  // descheduled (bench/RESULTS.md, "One parallel region per AdamW step").
+  struct Tensor {
+    std::vector<float>*w, *g, *m, *v;
+    double lr;
+  };
+  std::vector<Tensor> tensors;
+  for (size_t l = 0; l < weights_.size(); ++l)
+    for (const Tensor& tensor : {Tensor{&weights_[l].wk, &grads_[l].wk, &exp_avg_[l].wk, &exp_avg_sq_[l].wk, lr},
+                                 Tensor{&weights_[l].wq, &grads_[l].wq, &exp_avg_[l].wq, &exp_avg_sq_[l].wq, lr},
+                                 Tensor{&weights_[l].bias, &grads_[l].bias, &exp_avg_[l].bias, &exp_avg_sq_[l].bias,
+                                        lr * options_.bias_lr_scale}})
+      if (!tensor.w->empty()) tensors.push_back(tensor);
+#pragma omp parallel
+  for (const Tensor& tensor : tensors) {
+    std::vector<float>& w = *tensor.w;
+    std::vector<float>& g = *tensor.g;
+    std::vector<float>& m = *tensor.m;
+    std::vector<float>& v = *tensor.v;
+    // Element-wise: the same result on any thread count. The tensors are disjoint, so no thread
+    // waits for the others between them.
+#pragma omp for schedule(static) nowait
     for (size_t e = 0; e < w.size(); ++e) {
       m[e] = float(options_.beta1 * m[e] + (1 - options_.beta1) * g[e]);
       v[e] = float(options_.beta2 * v[e] + (1 - options_.beta2) * double(g[e]) * g[e]);
       const double step = (m[e] / correction1) / (std::sqrt(v[e] / correction2) + options_.eps);
-      w[e] = float(w[e] - lr * (step + options_.weight_decay * w[e]));
+      w[e] = float(w[e] - tensor.lr * (step + options_.weight_decay * w[e]));
       g[e] = 0.0f;
     }
-  };
-  for (size_t l = 0; l < weights_.size(); ++l) {
-    update(weights_[l].wk, grads_[l].wk, exp_avg_[l].wk, exp_avg_sq_[l].wk, lr);
-    update(weights_[l].wq, grads_[l].wq, exp_avg_[l].wq, exp_avg_sq_[l].wq, lr);
-    update(weights_[l].bias, grads_[l].bias, exp_avg_[l].bias, exp_avg_sq_[l].bias, lr * options_.bias_lr_scale);
   }
   layer_done_.assign(weights_.size(), false);
   last_layer_kl_ = layer_kl_;
