@@ -138,7 +138,7 @@ void run(const BenchModelOptions& o) {
     step.run(tokens);  // warm-up
     const auto begin = std::chrono::steady_clock::now();
     double loss = 0;
-    for (int64_t i = 0; i < o.train_steps; ++i) loss = step.run(tokens);
+    for (int64_t i = 0; i < o.train_steps; ++i) loss = step.run(tokens).front();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
     report["train"] = {{"sequence_length", o.train_seq_len}, {"steps", o.train_steps},
                        {"tokens_per_s", double(o.train_seq_len * o.train_steps) / seconds},

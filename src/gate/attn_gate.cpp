@@ -248,7 +248,8 @@ Real gate_kl_loss(std::span<const Real> logits, std::span<const Real> gt, const 
       for (int64_t i = skip; i < nb; ++i) {
         const int64_t row = layout.map_offset[size_t(s)] + (int64_t(h) * nb + i) * nb;
         total += row_kl(row, 0, i, false, 1.0);
-        if (tail.weight > 0 && i - tail.local_blocks >= 2) total += row_kl(row, 1, i - tail.local_blocks, true, tail.weight);
+        if (tail.weight > 0 && i - tail.local_blocks >= 2)
+          total += row_kl(row, 1, i - tail.local_blocks, true, tail.weight);
       }
   }
   return Real(total / elements);

@@ -2,8 +2,8 @@
 //
 // Per step, every layer contributes KL(ground truth ‖ softmax(gate logits)) over key blocks (plus,
 // optionally, seer's tail term: TailKl), the first quarter of block rows skipped, averaged over
-// elements; the step's loss is 10 × the sum over layers. Gradients come from gate_backward (src/gate); AdamW with fp32 master weights,
-// linear warm-up then cosine decay. Only gate weights learn. Checkpoints hold the weights (with
+// elements; the step's loss is 10 × the sum over layers. Gradients come from gate_backward
+// (src/gate); AdamW with fp32 master weights, linear warm-up then cosine decay. Only gate weights learn. Checkpoints hold the weights (with
 // the published key layout), the AdamW moments and the step, written atomically.
 #pragma once
 #include <cstdint>

@@ -4,6 +4,10 @@
 // loss and its weight gradient (cuda::gate_loss_backward). Only the gradients (a few hundred KB per
 // layer) and the losses come back; GateTrainer adds them, steps AdamW on the host (fp32 master
 // weights, checkpoints) and the new weights go back up.
+//
+// Several gates can learn from one forward: each trainer (its gate shape, loss and optimizer
+// settings its own) gets its loss and gradient from the same layers' q, k and ground truth, so a
+// run trains each exactly as a run of its own would, for one forward's cost.
 #pragma once
 #include <span>
 #include <vector>
@@ -15,25 +19,34 @@ namespace seer {
 
 class GpuGateStep {
  public:
-  // The runtime fixes the batch shape; both must outlive this object.
-  GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::LlamaRuntime& runtime);
+  // The runtime fixes the batch shape; it and the trainers must outlive this object. The trainers
+  // must share the target pooling (the forward's ground truth).
+  GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& config, cuda::LlamaRuntime& runtime);
+  GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::LlamaRuntime& runtime)
+      : GpuGateStep(std::vector<GateTrainer*>{&trainer}, config, runtime) {}
 
-  // Runs one step on `tokens` (the runtime's shape); returns the step's loss (scale × Σ layer KL).
-  double run(std::span<const int32_t> tokens);
+  // Runs one step on `tokens` (the runtime's shape); returns each trainer's loss (scale × Σ layer
+  // KL), in the constructor's order.
+  std::vector<double> run(std::span<const int32_t> tokens);
 
  private:
-  void upload_weights();
+  // One trainer's device state.
+  struct Variant {
+    GateTrainer* trainer;
+    std::vector<cuda::DeviceGate> gates;
+    cuda::GateWorkspace work;
+    cuda::GateGradWorkspace grad_work;
+    cuda::DeviceBuffer<float> logits, dwk, dwq, dbias;  // gradients [layers][W size]
+    cuda::DeviceBuffer<float> target;                   // the ground truth raised to the target power, when not 1
+    cuda::DeviceBuffer<double> kl;                      // [layers]
+    std::vector<float> host_dwk, host_dwq, host_dbias;
+    std::vector<double> host_kl;
+  };
+  void upload_weights(Variant& v);
+  void layer_loss(Variant& v, const cuda::LayerCapture& c);
 
-  GateTrainer& trainer_;
   cuda::LlamaRuntime& runtime_;
-  std::vector<cuda::DeviceGate> gates_;
-  cuda::GateWorkspace work_;
-  cuda::GateGradWorkspace grad_work_;
-  cuda::DeviceBuffer<float> logits_, dwk_, dwq_, dbias_;  // gradients [layers][W size]
-  cuda::DeviceBuffer<float> target_;              // the ground truth raised to the target power, when not 1
-  cuda::DeviceBuffer<double> kl_;                 // [layers]
-  std::vector<float> host_dwk_, host_dwq_, host_dbias_;
-  std::vector<double> host_kl_;
+  std::vector<Variant> variants_;
   cuda::ForwardOptions forward_;
 };
 

@@ -12,6 +12,7 @@
 
 #include "cuda/llama_cuda.h"
 #include "model/llama_loader.h"
+#include "train/gpu_gate_step.h"
 #include "reference.h"
 
 namespace seer {
@@ -182,6 +183,57 @@ TEST(CudaLlama, DecodeMatchesFullForward) {
               (long long)steps, worst, top1_agree, (long long)steps);
   EXPECT_LT(worst, 1.0);  // bf16 activations, another summation order in attention and one-row GEMMs
   EXPECT_GE(top1_agree, steps * 95 / 100);
+}
+
+// Gates trained together on one forward (GpuGateStep with several trainers, train-gates --variant)
+// end bit for bit where each trained alone ends: the shared forward changes nothing a gate sees.
+// Three different gates (the published one, d_g = 8 with the block bias and the tail term, a raised
+// target), three steps on two sequences of arbitrary tokens.
+TEST(CudaLlama, GatesTrainedTogetherTrainAsAlone) {
+  SEER_REQUIRE_MODEL(weights);
+  const LlamaConfig& c = weights->config;
+  const HeadDims heads{c.q_heads, c.kv_heads, c.head_dim};
+  const GateConfig configs[] = {{heads, c.head_dim, 64}, {heads, 8, 64, true}, {heads, c.head_dim, 64}};
+  TrainOptions options[] = {{.steps = 3, .warmup = 1}, {.steps = 3, .warmup = 1, .tail = {.weight = 2.0}},
+                            {.steps = 3, .warmup = 1, .target_power = 0.5}};
+  const auto make_trainer = [&](int n) {
+    std::vector<GateWeights<float>> init;
+    for (int l = 0; l < c.layers; ++l) init.push_back(GateWeights<float>::random(configs[n], uint64_t(7 * l + n)));
+    return GateTrainer(std::move(init), options[n]);
+  };
+  const cuda::DeviceLlama model = cuda::DeviceLlama::upload(*weights);
+  cuda::LlamaRuntime runtime(model, Sequences::from_lengths({700, 600}));
+  std::vector<int32_t> tokens(1300);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919 + 13) % 20000);
+  std::vector<GateTrainer> together, alone;
+  for (int n = 0; n < 3; ++n) {
+    together.push_back(make_trainer(n));
+    alone.push_back(make_trainer(n));
+  }
+  std::vector<GateTrainer*> all;
+  for (GateTrainer& t : together) all.push_back(&t);
+  GpuGateStep joint(all, c, runtime);
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<double> losses = joint.run(tokens);
+    ASSERT_EQ(losses.size(), 3u);
+    for (int n = 0; n < 3; ++n) {
+      GpuGateStep single(alone[size_t(n)], c, runtime);
+      // The loss is summed by atomics in any order; the weights' gradients have no atomics.
+      EXPECT_NEAR(single.run(tokens).front(), losses[size_t(n)], 1e-9 * losses[size_t(n)])
+          << "gates " << n << ", step " << step;
+    }
+  }
+  for (int n = 0; n < 3; ++n)
+    for (int l = 0; l < c.layers; ++l) {
+      const GateWeights<float>& a = together[size_t(n)].weights()[size_t(l)];
+      const GateWeights<float>& b = alone[size_t(n)].weights()[size_t(l)];
+      EXPECT_TRUE(a.wk == b.wk && a.wq == b.wq && a.bias == b.bias) << "gates " << n << ", layer " << l;
+    }
+  // A forward has one ground truth: gates with another target pooling cannot share it.
+  TrainOptions mass = options[0];
+  mass.target_pooling = GtPooling::mass;
+  GateTrainer other = make_trainer(0), on_mass(std::vector<GateWeights<float>>(together[0].weights()), mass);
+  EXPECT_THROW(GpuGateStep(std::vector<GateTrainer*>{&other, &on_mass}, c, runtime), Error);
 }
 
 TEST(CudaLlama, RejectsWhatItCannotRun) {
