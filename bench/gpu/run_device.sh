@@ -16,6 +16,14 @@
 #             SEER_EVAL_ARGS overrides the methods and their settings: the full table's are the
 #             default, and a gate experiment's "--methods a,a+,p+,p* --passkey-trials 400
 #             --passkey-methods a,a+,p+,p* --recall" takes about half its time)
+#   sweep     gate variants from the file SEER_SWEEP, a line each: NAME and its train-gates gate
+#             flags (e.g. "bias0 --block-bias --skip-fraction 0"; # comments); all train in one
+#             train-gates run (the first as its main gates, the rest as --variant), on
+#             SEER_TRAIN_ARGS's shared settings, then each is calibrated -> $OUT/NAME.csv, and
+#             /tmp/seer/NAME.cal.safetensors stays for sweep-eval
+#   sweep-eval  eval-sparsity (SEER_EVAL_ARGS, else a gate experiment's methods) of each calibrated
+#             variant of SEER_SWEEP, or of those SEER_SWEEP_EVAL names -> $OUT/NAME.md; a later call
+#             on the warm machine, as a sweep's training and evaluations together outlast one call
 set -uo pipefail
 steps=${*:-tests bench peer}
 out=${OUT:-/tmp/seer-out}
@@ -63,7 +71,7 @@ if has sanitize; then
     done
   done
 fi
-if has model || has train || has calibrate || has eval; then
+if has model || has train || has calibrate || has eval || has sweep || has sweep-eval; then
   [ -f /tmp/seer/model.gguf ] || { cp .xfer3/* /tmp/seer/ && cat /tmp/seer/model.part0? > /tmp/seer/model.gguf; }
   [ -d /tmp/seer/train ] || tar xJf /tmp/seer/train.tar.xz -C /tmp/seer
   sha256sum /tmp/seer/model.gguf
@@ -91,4 +99,34 @@ if has eval; then
     --masses 0.5,0.6,0.7,0.8,0.9,0.95 ${SEER_EVAL_ARGS:---thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 \
     --layer-sweep --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall} --out "$out/ACCURACY.md" 2>&1 |
     tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
+fi
+# The sweep file's lines: "NAME FLAGS...", blank lines and # comments skipped.
+sweep_lines() { grep -vE '^[[:space:]]*(#|$)' "${SEER_SWEEP:?sweep needs SEER_SWEEP, a file of gate variants}"; }
+if has sweep; then
+  gate_args=()
+  names=()
+  while read -r name flags; do
+    names+=("$name")
+    # shellcheck disable=SC2206  # the flags are words
+    if [ ${#names[@]} -eq 1 ]; then gate_args+=($flags --out /tmp/seer/$name.safetensors)
+    else gate_args+=(--variant "$flags --out /tmp/seer/$name.safetensors"); fi
+  done < <(sweep_lines)
+  run_for 590 ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train \
+    ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 1000} "${gate_args[@]}" 2>&1 |
+    tr '\r' '\n' | awk 'NR <= 2 || NR % 500 == 0 || /final loss/'
+  for name in "${names[@]}"; do
+    cp /tmp/seer/$name.safetensors.csv "$out/$name.csv"
+    run_for 120 ./.devbin/seer calibrate --model "$SEER_MODEL" --gates /tmp/seer/$name.safetensors --data /tmp/seer/train \
+      --out /tmp/seer/$name.cal.safetensors 2>&1 | tr '\r' '\n' | grep -v '^calibrate: layer' | tail -1
+  done
+fi
+if has sweep-eval; then
+  for name in ${SEER_SWEEP_EVAL:-$(sweep_lines | awk '{print $1}')}; do
+    run_for 280 ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates /tmp/seer/$name.cal.safetensors \
+      --data /tmp/seer/dev --windows-per-book 2 --masses 0.5,0.6,0.7,0.8,0.9,0.95 \
+      ${SEER_EVAL_ARGS:---methods a,a+,p+,p* --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall} \
+      --out "$out/$name.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)' >/dev/null
+    echo "== $name"
+    grep -E '^\| \((a|a\+|p\+|p\*)\)|^Pass|^\| 0\.1 ' "$out/$name.md"
+  done
 fi
