@@ -59,9 +59,9 @@ void power_normalize_rows(const float* in, float* out, const DeviceLayout& layou
 // From the logits of gate_forward (whose workspace `work` still holds that call's pooled and rotated
 // vectors) and the ground-truth map gt: adds the loss of gate_kl_loss, KL(gt ‖ softmax(logits)) plus
 // the workspace's tail term, averaged over the kept elements (the first skip_fraction of each
-// sequence's block rows left out) to *kl (a device double), and writes loss_scale · dLoss/dW_k into dwk [k_proj_heads, 3d, d_g] (and dW_q into dwq
-// [H_q, q_in, d_g] when the gate has W_q, dbias into dbias [H_q, kBiasColumns] when it has a block
-// bias; each may be null otherwise). The gradient is of this call only: it is written, not
+// sequence's block rows left out) to *kl (a device double), and writes loss_scale · dLoss/dW_k into
+// dwk [k_proj_heads, 3d, d_g] (and dW_q into dwq [H_q, q_in, d_g] when the gate has W_q, dbias into
+// dbias [H_q, kBiasColumns] when it has a block bias; each may be null otherwise). The gradient is of this call only: it is written, not
 // accumulated.
 void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout& layout, const DeviceGate& gate,
                         const GateWorkspace& work, float loss_scale, GateGradWorkspace& grad_work, double* kl,
