@@ -17,6 +17,7 @@
 #include "core/png.h"
 #include "cuda/llama_cuda.h"
 #include "model/llama_loader.h"
+#include "train/checkpoints.h"
 #include "train/gate_trainer.h"
 #include "train/gpu_gate_step.h"
 #include "train/token_corpus.h"
@@ -86,6 +87,7 @@ void parse_variants(TrainGatesOptions& o) {
   std::set<std::string> outs{o.gates.out};
   for (const std::string& flags : o.variant_flags) {
     CLI::App parser("one --variant's gates", "--variant");
+    parser.set_help_flag();  // its help is train-gates's
     GateRunOptions g;
     g.out.clear();
     add_gate_run_options(&parser, &g);
@@ -99,6 +101,14 @@ void parse_variants(TrainGatesOptions& o) {
     g.train.steps = o.steps;
     g.train.target_pooling = o.gates.train.target_pooling;
     o.variants.push_back(std::move(g));
+  }
+  o.gates.train.validate();
+  for (const GateRunOptions& g : o.variants) {
+    try {
+      g.train.validate();
+    } catch (const Error& e) {
+      throw Error("--variant with --out " + g.out + ": " + e.what());
+    }
   }
 }
 
@@ -143,14 +153,6 @@ void run(const TrainGatesOptions& o) {
       init.push_back(GateWeights<float>::random(gate_config, o.seed + uint64_t(l)));
     runs.push_back(std::make_unique<GateRun>(g, GateTrainer(std::move(init), g.train)));
     GateRun& r = *runs.back();
-    if (o.resume) {
-      r.trainer.resume(r.checkpoint());
-      std::fprintf(stderr, "train-gates: resumed from %s at step %lld\n", r.checkpoint().c_str(),
-                   (long long)r.trainer.step());
-      SEER_CHECK(r.trainer.step() == runs.front()->trainer.step(), r.checkpoint(), " is at step ", r.trainer.step(),
-                 ", ", runs.front()->checkpoint(), " at ", runs.front()->trainer.step(),
-                 ": gates trained together resume together");
-    }
     r.metadata = {{"base_model", config.name},
                   {"base_model_file", std::filesystem::path(path).filename().string()},
                   {"seerattn_sparsity_method", "nz_ratio"},
@@ -160,20 +162,21 @@ void run(const TrainGatesOptions& o) {
                   {"training_target_power", std::to_string(g.train.target_power)},
                   {"training_target_pooling", gt_pooling_name(g.train.target_pooling)},
                   {"training_skip_fraction", std::to_string(g.train.skip_fraction)},
-                  {"training_tail_weight", std::to_string(g.train.tail.weight)},
-                  {"training_tail_local_blocks", std::to_string(g.train.tail.local_blocks)},
                   {"training_block_bias", g.block_bias ? "true" : "false"}};
-    // On --resume the log keeps its rows up to the checkpoint (the killed run's later ones are done
-    // again), the curve shows every step and the elapsed time goes on from the log's.
-    const std::string log_path = g.out + ".csv";
-    if (o.resume) r.earlier = read_training_log(log_path, r.trainer.step());
-    std::string kept = std::string(kTrainingLogHeader) + '\n';  // replaces the log at once, or not at all
-    for (const std::string& row : r.earlier.rows) kept += row + '\n';
-    write_file_atomically(log_path, kept);
-    r.log.open(log_path, std::ios::app);
-    SEER_CHECK(r.log.good(), "cannot write '", log_path, "'");
-    r.losses = r.earlier.losses;
-    r.layer_kl_sum.assign(size_t(config.layers), 0.0);
+    if (g.train.tail.weight > 0) {
+      r.metadata["training_tail_weight"] = std::to_string(g.train.tail.weight);
+      r.metadata["training_tail_local_blocks"] = std::to_string(g.train.tail.local_blocks);
+    }
+  }
+  if (o.resume) {  // every gates file at the latest step they all have (train/checkpoints.h)
+    std::vector<std::string> paths;
+    for (const auto& r : runs) paths.push_back(r->checkpoint());
+    const CommonCheckpoint common = common_checkpoint(paths);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      runs[i]->trainer.resume(common.files[i]);
+      std::fprintf(stderr, "train-gates: resumed from %s at step %lld\n", common.files[i].c_str(),
+                   (long long)common.step);
+    }
   }
 
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
@@ -183,6 +186,22 @@ void run(const TrainGatesOptions& o) {
   for (const auto& r : runs) trainers.push_back(&r->trainer);
   GpuGateStep gpu_step(trainers, config, runtime);
   const int64_t t = seqs.tokens();
+
+  // The logs only now, when nothing is left to fail before the first step. On --resume a log keeps
+  // its rows up to the checkpoint (the killed run's later ones are done again), the curve shows every
+  // step and the elapsed time goes on from the log's.
+  for (const auto& run : runs) {
+    GateRun& r = *run;
+    const std::string log_path = r.options.out + ".csv";
+    if (o.resume) r.earlier = read_training_log(log_path, r.trainer.step());
+    std::string kept = std::string(kTrainingLogHeader) + '\n';  // replaces the log at once, or not at all
+    for (const std::string& row : r.earlier.rows) kept += row + '\n';
+    write_file_atomically(log_path, kept);
+    r.log.open(log_path, std::ios::app);
+    SEER_CHECK(r.log.good(), "cannot write '", log_path, "'");
+    r.losses = r.earlier.losses;
+    r.layer_kl_sum.assign(size_t(config.layers), 0.0);
+  }
   GateTrainer& lead = runs.front()->trainer;  // every trainer is at its step
 
   // Each layer's KL over the run's last kKlWindow steps: where the gates imitate their target least
@@ -214,7 +233,7 @@ void run(const TrainGatesOptions& o) {
       std::snprintf(loss, sizeof loss, "%s%.4f", i ? " " : "", losses[i]);
       shown += loss;
       if (lead.step() % o.checkpoint_every == 0 || lead.step() == o.steps)
-        r.trainer.save(r.checkpoint(), r.metadata, true);
+        save_rotating_checkpoint(r.trainer, r.checkpoint(), r.metadata);
     }
     std::fprintf(stderr, "\rstep %lld/%lld  loss %s  lr %.2e  %.0f tok/s  ETA %s   ", (long long)lead.step(),
                  (long long)o.steps, shown.c_str(), lead.learning_rate(step), double(t) / step_s,
@@ -260,7 +279,9 @@ void add_train_gates_command(CLI::App& app) {
                   "--skip-fraction, --tail-weight, --tail-local-blocks, --gate-dim, --gate-type, --block-bias; "
                   "each trains as a run of its own would, the model's forward shared");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
-  cmd->add_flag("--resume", o->resume, "continue from <out>.checkpoint (every --variant's too)");
+  cmd->add_flag("--resume", o->resume,
+                "continue from <out>.checkpoint, or <out>.checkpoint.prev, at the latest step every --variant's "
+                "gates have too");
   cmd->add_option("--seed", o->seed, "seed for the initialization and the data order");
   cmd->callback([o] {
     parse_variants(*o);

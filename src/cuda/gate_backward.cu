@@ -67,8 +67,8 @@ __device__ float warp_row_kl(const float* z, const float* target, int first, int
 // One warp per map row: the row's loss term and dz (zero for skipped rows and above the diagonal).
 __global__ void kl_rows_kernel(const float* logits, const float* gt, const int32_t* seq_len, const int32_t* row_offset,
                                const int64_t* map_offset, int sequences, int hq, int64_t rows, double skip_fraction,
-                               float tail_weight, int tail_local, double elements, float loss_scale, float* dlogits,
-                               double* kl) {
+                               bool tail, float tail_weight, int tail_local, double elements, float loss_scale,
+                               float* dlogits, double* kl) {
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (row >= rows) return;
   const int lane = threadIdx.x % 32;
@@ -82,7 +82,7 @@ __global__ void kl_rows_kernel(const float* logits, const float* gt, const int32
   __syncwarp();  // the zeros above written before the lanes add to other lanes' entries
   const float scale = loss_scale * float(1.0 / elements);
   float term = warp_row_kl(z, target, 0, r.i, false, 1.f, scale, dz);
-  if (tail_weight > 0.f && r.i - tail_local >= 2) {
+  if (tail && r.i - tail_local >= 2) {
     __syncwarp();
     term += warp_row_kl(z, target, 1, r.i - tail_local, true, tail_weight, scale, dz);
   }
@@ -248,8 +248,8 @@ void gate_loss_backward(const float* logits, const float* gt, const DeviceLayout
   const int64_t map_rows = layout.total_rows * hq;
   kl_rows_kernel<<<unsigned((map_rows + 7) / 8), 256, 0, stream>>>(
       logits, gt, layout.seq_len.data(), layout.seq_row_offset.data(), layout.seq_map_offset.data(), layout.sequences,
-      hq, map_rows, gw.skip_fraction, float(gw.tail.weight), gw.tail.local_blocks, gw.elements, loss_scale,
-      gw.dlogits.data(), kl);
+      hq, map_rows, gw.skip_fraction, gw.tail.weight > 0, float(gw.tail.weight), gw.tail.local_blocks, gw.elements,
+      loss_scale, gw.dlogits.data(), kl);  // the tail on or off as the CPU decides it, in double
   SEER_CUDA_CHECK_LAUNCH();
   if (c.has_block_bias) {
     dbias_kernel<<<unsigned(hq), 256, 0, stream>>>(gw.dlogits.data(), layout.seq_len.data(),

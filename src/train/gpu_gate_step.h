@@ -24,6 +24,9 @@ class GpuGateStep {
   GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& config, cuda::LlamaRuntime& runtime);
   GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::LlamaRuntime& runtime)
       : GpuGateStep(std::vector<GateTrainer*>{&trainer}, config, runtime) {}
+  // The forward's per-layer callback holds `this`.
+  GpuGateStep(const GpuGateStep&) = delete;
+  GpuGateStep& operator=(const GpuGateStep&) = delete;
 
   // Runs one step on `tokens` (the runtime's shape); returns each trainer's loss (scale × Σ layer
   // KL), in the constructor's order.

@@ -119,7 +119,7 @@ std::vector<float> random_ground_truth(const BlockLayout& layout) {
 // bf16-rounded inputs; the gradient buffers poisoned first.
 TEST(CudaGate, LossAndGradientMatchCpu) {
   double worst_loss = 0, worst_grad = 0;
-  // The published loss, then with the tail term (TailKl) on every other shape.
+  // Each shape twice: with the published loss, then with a tail term (TailKl).
   for (size_t n = 0; n < 2 * kShapes.size(); ++n) {
     const GateShape& shape = kShapes[n / 2];
     const TailKl tail = n % 2 ? TailKl{.weight = 1.5, .local_blocks = 1 + int(n % 5)} : TailKl{};
