@@ -77,28 +77,42 @@ if has model || has train || has calibrate || has eval || has sweep || has sweep
   sha256sum /tmp/seer/model.gguf
   export SEER_MODEL=/tmp/seer/model.gguf
 fi
+# seer's gate commands on the staged model and books, as every step below runs them: train-gates
+# (SECONDS, then its flags), calibrate (SECONDS GATES OUT) and eval-sparsity (SECONDS GATES OUT, then
+# its method flags) on the dev books, with their progress lines dropped.
+train_gates() {
+  local seconds=$1
+  shift
+  run_for "$seconds" ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train "$@" 2>&1 | tr '\r' '\n'
+}
+calibrate_gates() {
+  run_for "$1" ./.devbin/seer calibrate --model "$SEER_MODEL" --gates "$2" --data /tmp/seer/train --out "$3" 2>&1 |
+    tr '\r' '\n' | grep -v '^calibrate: layer'
+}
+evaluate_gates() {
+  run_for "$1" ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates "$2" --data /tmp/seer/dev --windows-per-book 2 \
+    --masses 0.5,0.6,0.7,0.8,0.9,0.95 "${@:4}" --out "$3" 2>&1 | tr '\r' '\n' |
+    grep -vE '^(eval-sparsity: window|pass key: trial)'
+}
 if has model; then
   run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
 fi
 if has train; then
-  run_for 540 ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 250} \
-    --out /tmp/seer/gates.safetensors 2>&1 | tr '\r' '\n' | awk 'NR <= 2 || NR % 25 == 0'
+  train_gates 540 ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 250} \
+    --out /tmp/seer/gates.safetensors | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi
 # The gates trained (or calibrated) on this machine, else the shipped ones.
 gates=gates/smollm2-135m-instruct.safetensors
 [ -f /tmp/seer/gates.safetensors ] && gates=/tmp/seer/gates.safetensors
 if has calibrate; then
-  run_for 300 ./.devbin/seer calibrate --model "$SEER_MODEL" --gates $gates --data /tmp/seer/train --out /tmp/seer/gates.safetensors \
-    2>&1 | tr '\r' '\n' | grep -v '^calibrate: layer'
+  calibrate_gates 300 $gates /tmp/seer/gates.safetensors
   cp /tmp/seer/gates.safetensors "$out/"
   gates=/tmp/seer/gates.safetensors
 fi
 if has eval; then
-  run_for 580 ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates $gates --data /tmp/seer/dev --windows-per-book 2 \
-    --masses 0.5,0.6,0.7,0.8,0.9,0.95 ${SEER_EVAL_ARGS:---thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 \
-    --layer-sweep --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall} --out "$out/ACCURACY.md" 2>&1 |
-    tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)'
+  evaluate_gates 580 $gates "$out/ACCURACY.md" ${SEER_EVAL_ARGS:---thresholds 0.05,0.03,0.02,0.015,0.01,0.005,0.002,0.001 \
+    --layer-sweep --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall}
 fi
 # The sweep file's lines: "NAME FLAGS...", blank lines and # comments skipped.
 sweep_lines() { grep -vE '^[[:space:]]*(#|$)' "${SEER_SWEEP:?sweep needs SEER_SWEEP, a file of gate variants}"; }
@@ -111,21 +125,17 @@ if has sweep; then
     if [ ${#names[@]} -eq 1 ]; then gate_args+=($flags --out /tmp/seer/$name.safetensors)
     else gate_args+=(--variant "$flags --out /tmp/seer/$name.safetensors"); fi
   done < <(sweep_lines)
-  run_for 590 ./.devbin/seer train-gates --model "$SEER_MODEL" --data /tmp/seer/train \
-    ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 1000} "${gate_args[@]}" 2>&1 |
-    tr '\r' '\n' | awk 'NR <= 2 || NR % 500 == 0 || /final loss/'
+  train_gates 590 ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 1000} \
+    "${gate_args[@]}" | awk 'NR <= 2 || NR % 500 == 0 || /final loss/'
   for name in "${names[@]}"; do
     cp /tmp/seer/$name.safetensors.csv "$out/$name.csv"
-    run_for 120 ./.devbin/seer calibrate --model "$SEER_MODEL" --gates /tmp/seer/$name.safetensors --data /tmp/seer/train \
-      --out /tmp/seer/$name.cal.safetensors 2>&1 | tr '\r' '\n' | grep -v '^calibrate: layer' | tail -1
+    calibrate_gates 120 /tmp/seer/$name.safetensors /tmp/seer/$name.cal.safetensors | tail -1
   done
 fi
 if has sweep-eval; then
   for name in ${SEER_SWEEP_EVAL:-$(sweep_lines | awk '{print $1}')}; do
-    run_for 280 ./.devbin/seer eval-sparsity --model "$SEER_MODEL" --gates /tmp/seer/$name.cal.safetensors \
-      --data /tmp/seer/dev --windows-per-book 2 --masses 0.5,0.6,0.7,0.8,0.9,0.95 \
-      ${SEER_EVAL_ARGS:---methods a,a+,p+,p* --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall} \
-      --out "$out/$name.md" 2>&1 | tr '\r' '\n' | grep -vE '^(eval-sparsity: window|pass key: trial)' >/dev/null
+    evaluate_gates 280 /tmp/seer/$name.cal.safetensors "$out/$name.md" \
+      ${SEER_EVAL_ARGS:---methods a,a+,p+,p* --passkey-trials 400 --passkey-methods a,a+,p+,p* --recall} >/dev/null
     echo "== $name"
     grep -E '^\| \((a|a\+|p\+|p\*)\)|^Pass|^\| 0\.1 ' "$out/$name.md"
   done
