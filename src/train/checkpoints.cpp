@@ -19,12 +19,7 @@ CommonCheckpoint common_checkpoint(const std::vector<std::string>& paths) {
   for (const std::string& path : paths) {
     std::map<int64_t, std::string>& files = found.emplace_back();
     for (const std::string& file : {path + ".prev", path})
-      if (std::filesystem::exists(file)) {
-        const SafetensorsFile saved = SafetensorsFile::open(file);
-        const auto it = saved.metadata().find("training_step");
-        SEER_CHECK(it != saved.metadata().end(), file, ": checkpoint lacks the training_step metadata");
-        files[std::stoll(it->second)] = file;
-      }
+      if (std::filesystem::exists(file)) files[GateTrainer::checkpoint_step(SafetensorsFile::open(file), file)] = file;
     SEER_CHECK(!files.empty(), "no checkpoint ", path, " (nor ", path, ".prev) to resume from");
   }
   CommonCheckpoint common{-1, {}};

@@ -185,6 +185,12 @@ void GateTrainer::save(const std::string& path, const std::map<std::string, std:
   write_safetensors(path, tensors, meta);
 }
 
+int64_t GateTrainer::checkpoint_step(const SafetensorsFile& file, const std::string& path) {
+  const auto it = file.metadata().find("training_step");
+  SEER_CHECK(it != file.metadata().end(), path, ": checkpoint lacks the training_step metadata");
+  return std::stoll(it->second);
+}
+
 void GateTrainer::resume(const std::string& path) {
   const SafetensorsFile file = SafetensorsFile::open(path);
   std::set<std::string> read_names;
@@ -210,9 +216,7 @@ void GateTrainer::resume(const std::string& path) {
   for (const SafetensorsTensor& t : file.tensors())
     SEER_CHECK(read_names.count(t.name), path, ": checkpoint has '", t.name,
                "', which this run's gates lack (another --gate-dim, --gate-type or --block-bias?)");
-  const auto it = file.metadata().find("training_step");
-  SEER_CHECK(it != file.metadata().end(), path, ": checkpoint lacks the training_step metadata");
-  step_ = std::stoll(it->second);
+  step_ = checkpoint_step(file, path);
   SEER_CHECK(step_ >= 0 && step_ <= options_.steps, path, ": checkpoint step ", step_, " outside [0, ",
              options_.steps, "]");
 }

@@ -19,6 +19,8 @@
 
 namespace seer {
 
+class SafetensorsFile;
+
 struct TrainOptions {
   int64_t steps = 300;
   double lr = 1e-3;
@@ -73,6 +75,8 @@ class GateTrainer {
   // Restores weights, moments and step from a checkpoint written by save(..., true). Throws if the
   // checkpoint's shapes do not match this trainer's.
   void resume(const std::string& path);
+  // The step of a checkpoint written by save (its training_step metadata); `path` names it in errors.
+  static int64_t checkpoint_step(const SafetensorsFile& file, const std::string& path);
 
  private:
   TrainOptions options_;
