@@ -216,14 +216,16 @@ void run(const TrainGatesOptions& o) {
     const auto step_start = std::chrono::steady_clock::now();
     const std::vector<int32_t> tokens = corpus.batch(step, o.batch, o.seed);
     const std::vector<double> losses = gpu_step.run(tokens);
-    if (lead.step() > o.steps - kKlWindow) ++layer_kl_steps;
+    const bool in_kl_window = lead.step() > o.steps - kKlWindow;
+    const bool checkpoint_now = lead.step() % o.checkpoint_every == 0 || lead.step() == o.steps;
+    if (in_kl_window) ++layer_kl_steps;
     const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double per_step = now / double(lead.step() - first);
     std::string shown;
     for (size_t i = 0; i < runs.size(); ++i) {
       GateRun& r = *runs[i];
-      if (lead.step() > o.steps - kKlWindow)
+      if (in_kl_window)
         for (size_t l = 0; l < r.layer_kl_sum.size(); ++l) r.layer_kl_sum[l] += r.trainer.last_layer_kl()[l];
       r.losses.push_back(losses[i]);
       // Flushed every step, so that a killed run leaves at most its last row unfinished.
@@ -232,8 +234,7 @@ void run(const TrainGatesOptions& o) {
       char loss[32];
       std::snprintf(loss, sizeof loss, "%s%.4f", i ? " " : "", losses[i]);
       shown += loss;
-      if (lead.step() % o.checkpoint_every == 0 || lead.step() == o.steps)
-        save_rotating_checkpoint(r.trainer, r.checkpoint(), r.metadata);
+      if (checkpoint_now) save_rotating_checkpoint(r.trainer, r.checkpoint(), r.metadata);
     }
     std::fprintf(stderr, "\rstep %lld/%lld  loss %s  lr %.2e  %.0f tok/s  ETA %s   ", (long long)lead.step(),
                  (long long)o.steps, shown.c_str(), lead.learning_rate(step), double(t) / step_s,
