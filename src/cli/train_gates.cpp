@@ -219,6 +219,7 @@ void run(const TrainGatesOptions& o) {
     const bool in_kl_window = lead.step() > o.steps - kKlWindow;
     const bool checkpoint_now = lead.step() % o.checkpoint_every == 0 || lead.step() == o.steps;
     if (in_kl_window) ++layer_kl_steps;
+    if (checkpoint_now) gpu_step.sync_host();  // the weights and moments, from the device
     const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double per_step = now / double(lead.step() - first);
@@ -241,6 +242,7 @@ void run(const TrainGatesOptions& o) {
                  format_duration(per_step * double(o.steps - lead.step())).c_str());
   }
   std::fprintf(stderr, "\n");
+  gpu_step.sync_host();
   for (const auto& run : runs) {
     GateRun& r = *run;
     std::map<std::string, std::string> final_metadata = r.metadata;

@@ -46,7 +46,7 @@ GateTrainer::GateTrainer(std::vector<GateWeights<float>> init, const TrainOption
 double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std::span<const bf16> k_pre,
                                      std::span<const float> gt, const Sequences& seqs, const Rope& rope) {
   SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
-  const GateWeights<float>& w = weights_[size_t(layer)];
+  const GateWeights<float>& w = weights()[size_t(layer)];
   const BlockLayout layout(seqs, w.config.block, w.config.heads.q_heads);
   std::vector<float> logits(size_t(layout.map_elements())), dlogits(logits.size());
   gate_forward<float, bf16>(q_pre, k_pre, seqs, w, rope, logits);
@@ -68,6 +68,7 @@ void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float
                                      std::span<const float> dbias) {
   SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
   SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
+  SEER_CHECK(host_state_current_, "training step ", step_, ": the weights live elsewhere (the device)");
   GateWeights<float>& g = grads_[size_t(layer)];
   check_size(dwk, "gate W_k gradient", int64_t(g.wk.size()));
   check_size(dwq, "gate W_q gradient", int64_t(g.wq.size()));
@@ -75,9 +76,7 @@ void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float
   for (size_t e = 0; e < dwk.size(); ++e) g.wk[e] += dwk[e];
   for (size_t e = 0; e < dwq.size(); ++e) g.wq[e] += dwq[e];
   for (size_t e = 0; e < dbias.size(); ++e) g.bias[e] += dbias[e];
-  layer_done_[size_t(layer)] = true;
-  layer_kl_[size_t(layer)] = kl;
-  step_loss_ += options_.loss_scale * kl;
+  add_layer_kl(layer, kl);
 }
 
 double GateTrainer::learning_rate(int64_t step) const {
@@ -87,12 +86,22 @@ double GateTrainer::learning_rate(int64_t step) const {
   return options_.lr * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
+AdamWStep GateTrainer::adamw_step() const {
+  const double n = double(step_ + 1);
+  return {.lr = learning_rate(step_),
+          .beta1 = options_.beta1,
+          .beta2 = options_.beta2,
+          .eps = options_.eps,
+          .weight_decay = options_.weight_decay,
+          .correction1 = 1.0 - std::pow(options_.beta1, n),
+          .correction2 = 1.0 - std::pow(options_.beta2, n)};
+}
+
 double GateTrainer::finish_step() {
   for (size_t l = 0; l < layer_done_.size(); ++l)
     SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
-  const double lr = learning_rate(step_);
-  const double n = double(step_ + 1);
-  const double correction1 = 1.0 - std::pow(options_.beta1, n), correction2 = 1.0 - std::pow(options_.beta2, n);
+  SEER_CHECK(host_state_current_, "training step ", step_, ": the weights live elsewhere (the device)");
+  const AdamWStep s = adamw_step();
   // Every tensor of every layer in one parallel region. A region per tensor (90 for the built-in
   // model, most of them empty) forks and joins that often per step: little for one process, but
   // when two training processes share the cores, each join waits for threads the other process has
@@ -103,10 +112,10 @@ double GateTrainer::finish_step() {
   };
   std::vector<Tensor> tensors;
   for (size_t l = 0; l < weights_.size(); ++l)
-    for (const Tensor& tensor : {Tensor{&weights_[l].wk, &grads_[l].wk, &exp_avg_[l].wk, &exp_avg_sq_[l].wk, lr},
-                                 Tensor{&weights_[l].wq, &grads_[l].wq, &exp_avg_[l].wq, &exp_avg_sq_[l].wq, lr},
+    for (const Tensor& tensor : {Tensor{&weights_[l].wk, &grads_[l].wk, &exp_avg_[l].wk, &exp_avg_sq_[l].wk, s.lr},
+                                 Tensor{&weights_[l].wq, &grads_[l].wq, &exp_avg_[l].wq, &exp_avg_sq_[l].wq, s.lr},
                                  Tensor{&weights_[l].bias, &grads_[l].bias, &exp_avg_[l].bias, &exp_avg_sq_[l].bias,
-                                        lr * options_.bias_lr_scale}})
+                                        s.lr * options_.bias_lr_scale}})
       if (!tensor.w->empty()) tensors.push_back(tensor);
 #pragma omp parallel
   for (const Tensor& tensor : tensors) {
@@ -117,20 +126,58 @@ double GateTrainer::finish_step() {
     // Element-wise: the same result on any thread count. The tensors are disjoint, so no thread
     // waits for the others between them.
 #pragma omp for schedule(static) nowait
-    for (size_t e = 0; e < w.size(); ++e) {
-      m[e] = float(options_.beta1 * m[e] + (1 - options_.beta1) * g[e]);
-      v[e] = float(options_.beta2 * v[e] + (1 - options_.beta2) * double(g[e]) * g[e]);
-      const double step = (m[e] / correction1) / (std::sqrt(v[e] / correction2) + options_.eps);
-      w[e] = float(w[e] - tensor.lr * (step + options_.weight_decay * w[e]));
-      g[e] = 0.0f;
-    }
+    for (size_t e = 0; e < w.size(); ++e) adamw_update(w[e], g[e], m[e], v[e], s, tensor.lr);
   }
+  return end_step();
+}
+
+void GateTrainer::add_layer_kl(int layer, double kl) {
+  SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
+  SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
+  layer_done_[size_t(layer)] = true;
+  layer_kl_[size_t(layer)] = kl;
+  step_loss_ += options_.loss_scale * kl;
+}
+
+double GateTrainer::finish_step_updated_elsewhere() {
+  for (size_t l = 0; l < layer_done_.size(); ++l)
+    SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
+  host_state_current_ = false;
+  return end_step();
+}
+
+double GateTrainer::end_step() {
   layer_done_.assign(weights_.size(), false);
   last_layer_kl_ = layer_kl_;
   const double loss = step_loss_;
   step_loss_ = 0;
   ++step_;
   return loss;
+}
+
+const std::vector<GateWeights<float>>& GateTrainer::weights() const {
+  SEER_CHECK(host_state_current_, "gate trainer at step ", step_,
+             ": its weights live elsewhere (the device) until set_state brings them back");
+  return weights_;
+}
+
+void GateTrainer::set_state(std::vector<GateWeights<float>> weights, std::vector<GateWeights<float>> exp_avg,
+                            std::vector<GateWeights<float>> exp_avg_sq) {
+  const auto check = [&](const std::vector<GateWeights<float>>& from, const char* what) {
+    SEER_CHECK(from.size() == weights_.size(), "gate trainer state: ", from.size(), " layers of ", what, ", expected ",
+               weights_.size());
+    for (size_t l = 0; l < from.size(); ++l)
+      SEER_CHECK(from[l].wk.size() == weights_[l].wk.size() &&
+                     from[l].wq.size() == weights_[l].wq.size() && from[l].bias.size() == weights_[l].bias.size(),
+                 "gate trainer state: layer ", l, "'s ", what, " differ in shape");
+  };
+  check(weights, "weights");
+  check(exp_avg, "first moments");
+  check(exp_avg_sq, "second moments");
+  weights_ = std::move(weights);
+  exp_avg_ = std::move(exp_avg);
+  exp_avg_sq_ = std::move(exp_avg_sq);
+  host_state_current_ = true;
 }
 
 namespace {
@@ -161,6 +208,8 @@ std::vector<NamedTensor<Values>> layer_tensors(int layer, Weights& w) {
 
 void GateTrainer::save(const std::string& path, const std::map<std::string, std::string>& metadata,
                        bool with_optimizer) const {
+  SEER_CHECK(host_state_current_, path, ": gate trainer at step ", step_,
+             ": its weights live elsewhere (the device) until set_state brings them back");
   std::vector<SafetensorsWriteTensor> tensors;
   for (size_t l = 0; l < weights_.size(); ++l) {
     const auto w = layer_tensors(int(l), weights_[l]), m = layer_tensors(int(l), exp_avg_[l]),
@@ -217,6 +266,7 @@ void GateTrainer::resume(const std::string& path) {
     SEER_CHECK(read_names.count(t.name), path, ": checkpoint has '", t.name,
                "', which this run's gates lack (another --gate-dim, --gate-type or --block-bias?)");
   step_ = checkpoint_step(file, path);
+  host_state_current_ = true;
   SEER_CHECK(step_ >= 0 && step_ <= options_.steps, path, ": checkpoint step ", step_, " outside [0, ",
              options_.steps, "]");
 }

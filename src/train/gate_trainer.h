@@ -3,8 +3,9 @@
 // Per step, every layer contributes KL(ground truth ‖ softmax(gate logits)) over key blocks (plus,
 // optionally, seer's tail term: TailKl), the first quarter of block rows skipped, averaged over
 // elements; the step's loss is 10 × the sum over layers. Gradients come from gate_backward
-// (src/gate); AdamW with fp32 master weights, linear warm-up then cosine decay. Only gate weights learn. Checkpoints hold the weights (with
-// the published key layout), the AdamW moments and the step, written atomically.
+// (src/gate); AdamW (train/adamw.h) with fp32 master weights, linear warm-up then cosine decay. Only
+// gate weights learn. Checkpoints hold the weights (with the published key layout), the AdamW
+// moments and the step, written atomically.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -16,6 +17,7 @@
 #include "core/bf16.h"
 #include "gate/attn_gate.h"
 #include "gate/rope.h"
+#include "train/adamw.h"
 
 namespace seer {
 
@@ -58,6 +60,20 @@ class GateTrainer {
   // AdamW update with this step's learning rate; returns the step's loss (scale × Σ layer KL).
   double finish_step();
 
+  // A step whose gradients and AdamW update (adamw_step(), the block bias at bias_lr_scale times its
+  // lr) run elsewhere: GpuGateStep, on the device. Each layer gives its KL (unscaled), then
+  // finish_step_updated_elsewhere() counts the step and returns its loss. From then on the weights
+  // and moments here are stale until set_state() brings the updated ones back; weights() and save()
+  // refuse them until it does.
+  void add_layer_kl(int layer, double kl);
+  double finish_step_updated_elsewhere();
+  AdamWStep adamw_step() const;  // the current step's hyperparameters
+  bool host_state_current() const { return host_state_current_; }
+  void set_state(std::vector<GateWeights<float>> weights, std::vector<GateWeights<float>> exp_avg,
+                 std::vector<GateWeights<float>> exp_avg_sq);
+  const std::vector<GateWeights<float>>& exp_avg() const { return exp_avg_; }
+  const std::vector<GateWeights<float>>& exp_avg_sq() const { return exp_avg_sq_; }
+
   // Each layer's KL (unscaled) in the last finished step: where the gates imitate their target
   // least. Empty before the first step.
   const std::vector<double>& last_layer_kl() const { return last_layer_kl_; }
@@ -65,7 +81,7 @@ class GateTrainer {
   double learning_rate(int64_t step) const;  // for the 0-based step index
   int64_t step() const { return step_; }
   const TrainOptions& options() const { return options_; }
-  const std::vector<GateWeights<float>>& weights() const { return weights_; }
+  const std::vector<GateWeights<float>>& weights() const;
 
   // Published layout (model.layers.{i}.self_attn.attn_gate.mask_linear_k.weight [k_proj_heads, 3d,
   // d_g], mask_linear_q [H_q, q_in, d_g] when the gates have W_q; seer's attn_gate.block_bias [H_q, 10] when the
@@ -85,6 +101,9 @@ class GateTrainer {
   std::vector<double> layer_kl_, last_layer_kl_;  // this step's, the last finished step's
   double step_loss_ = 0;
   int64_t step_ = 0;
+  bool host_state_current_ = true;  // false while the weights and moments live elsewhere (the device)
+
+  double end_step();  // the bookkeeping of both finish_step kinds
 };
 
 }  // namespace seer

@@ -3,6 +3,23 @@
 #include "core/error.h"
 
 namespace seer {
+namespace {
+
+// A gate layer's tensors by kind, in Variant's order: W_k, W_q (empty without it), the block bias
+// (empty without it).
+constexpr std::vector<float> GateWeights<float>::*kHostTensor[] = {&GateWeights<float>::wk, &GateWeights<float>::wq,
+                                                                    &GateWeights<float>::bias};
+constexpr cuda::DeviceBuffer<float> cuda::DeviceGate::*kDeviceTensor[] = {&cuda::DeviceGate::wk,
+                                                                           &cuda::DeviceGate::wq,
+                                                                           &cuda::DeviceGate::bias};
+constexpr size_t kKinds = 3;
+constexpr size_t kBiasKind = 2;
+
+size_t kind_size(const GateConfig& g, size_t kind) {
+  return size_t(kind == 0 ? g.wk_size() : kind == 1 ? g.wq_size() : g.bias_size());
+}
+
+}  // namespace
 
 GpuGateStep::GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& config, cuda::LlamaRuntime& runtime)
     : runtime_(runtime) {
@@ -16,27 +33,33 @@ GpuGateStep::GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& 
                config.layers, " layers");
     const GateConfig& gc = weights.front().config;
     const cuda::DeviceLayout& layout = runtime.layout();
+    const TrainOptions& options = trainer->options();
     Variant v{trainer,
               {},
               cuda::GateWorkspace::create(layout, gc),
-              cuda::GateGradWorkspace::create(layout, gc, trainer->options().skip_fraction, trainer->options().tail),
+              cuda::GateGradWorkspace::create(layout, gc, options.skip_fraction, options.tail),
               cuda::DeviceBuffer<float>(size_t(layout.host.map_elements())),
-              cuda::DeviceBuffer<float>(weights.size() * size_t(gc.wk_size())),
-              cuda::DeviceBuffer<float>(weights.size() * size_t(gc.wq_size())),
-              cuda::DeviceBuffer<float>(weights.size() * size_t(gc.bias_size())),
-              cuda::DeviceBuffer<float>(trainer->options().target_power != 1.0 ? size_t(layout.host.map_elements())
-                                                                                 : 0),
+              {},
+              {},
+              {},
+              cuda::DeviceBuffer<float>(options.target_power != 1.0 ? size_t(layout.host.map_elements()) : 0),
               cuda::DeviceBuffer<double>(weights.size()),
               {},
-              {},
-              {},
-              {}};
+              std::vector<double>(weights.size())};
     for (const GateWeights<float>& w : weights)
       v.gates.push_back(cuda::DeviceGate::upload(w, config.rope, layout.max_blocks));
-    v.host_dwk.resize(v.dwk.size());
-    v.host_dwq.resize(v.dwq.size());
-    v.host_dbias.resize(v.dbias.size());
-    v.host_kl.resize(weights.size());
+    std::vector<cuda::AdamWTensor> tensors;
+    for (size_t kind = 0; kind < kKinds; ++kind) {
+      const size_t size = kind_size(gc, kind);
+      for (auto* buffers : {&v.grad, &v.exp_avg, &v.exp_avg_sq})
+        (*buffers)[kind] = cuda::DeviceBuffer<float>(weights.size() * size);
+      if (size == 0) continue;
+      for (size_t l = 0; l < weights.size(); ++l)
+        tensors.push_back({(v.gates[l].*kDeviceTensor[kind]).data(), v.grad[kind].data() + l * size,
+                           v.exp_avg[kind].data() + l * size, v.exp_avg_sq[kind].data() + l * size, int64_t(size),
+                           kind == kBiasKind ? options.bias_lr_scale : 1.0});
+    }
+    v.adamw = cuda::DeviceAdamW(tensors);
     variants_.push_back(std::move(v));
   }
   forward_.mode = cuda::AttentionMode::ground_truth;
@@ -57,55 +80,71 @@ void GpuGateStep::layer_loss(Variant& v, const cuda::LayerCapture& c) {
     cuda::power_normalize_rows(c.gt, v.target.data(), *c.layout, g.heads.q_heads, float(options.target_power), stream);
     target = v.target.data();
   }
+  float* grad[kKinds];
+  for (size_t kind = 0; kind < kKinds; ++kind)
+    grad[kind] = kind_size(g, kind) ? v.grad[kind].data() + l * kind_size(g, kind) : nullptr;
   cuda::gate_loss_backward(v.logits.data(), target, *c.layout, v.gates[l], v.work, float(options.loss_scale),
-                           v.grad_work, v.kl.data() + l, v.dwk.data() + l * size_t(g.wk_size()),
-                           g.has_q_proj() ? v.dwq.data() + l * size_t(g.wq_size()) : nullptr,
-                           g.has_block_bias ? v.dbias.data() + l * size_t(g.bias_size()) : nullptr, stream);
+                           v.grad_work, v.kl.data() + l, grad[0], grad[1], grad[2], stream);
 }
 
-void GpuGateStep::upload_weights(Variant& v) {
-  const std::vector<GateWeights<float>>& weights = v.trainer->weights();
-  const auto upload = [&](const std::vector<float>& from, cuda::DeviceBuffer<float>& to) {
+void GpuGateStep::upload_state(Variant& v) {
+  const GateTrainer& t = *v.trainer;
+  const GateConfig& g = v.gates.front().config;
+  const auto upload = [&](const std::vector<float>& from, float* to) {
     if (!from.empty())
-      SEER_CUDA_CHECK(cudaMemcpyAsync(to.data(), from.data(), from.size() * sizeof(float), cudaMemcpyHostToDevice,
+      SEER_CUDA_CHECK(cudaMemcpyAsync(to, from.data(), from.size() * sizeof(float), cudaMemcpyHostToDevice,
                                       runtime_.stream()));
   };
-  for (size_t l = 0; l < v.gates.size(); ++l) {
-    upload(weights[l].wk, v.gates[l].wk);
-    upload(weights[l].wq, v.gates[l].wq);
-    upload(weights[l].bias, v.gates[l].bias);
+  for (size_t l = 0; l < v.gates.size(); ++l)
+    for (size_t kind = 0; kind < kKinds; ++kind) {
+      const size_t at = l * kind_size(g, kind);
+      upload(t.weights()[l].*kHostTensor[kind], (v.gates[l].*kDeviceTensor[kind]).data());
+      upload(t.exp_avg()[l].*kHostTensor[kind], v.exp_avg[kind].data() + at);
+      upload(t.exp_avg_sq()[l].*kHostTensor[kind], v.exp_avg_sq[kind].data() + at);
+    }
+  // The host vectors may change once this returns (the trainer's next state).
+  SEER_CUDA_CHECK(cudaStreamSynchronize(runtime_.stream()));
+}
+
+void GpuGateStep::sync_host() {
+  SEER_CUDA_CHECK(cudaStreamSynchronize(runtime_.stream()));
+  for (Variant& v : variants_) {
+    if (v.trainer->host_state_current()) continue;  // nothing stepped on the device since
+    const GateConfig& g = v.gates.front().config;
+    std::vector<GateWeights<float>> weights, exp_avg, exp_avg_sq;
+    for (size_t l = 0; l < v.gates.size(); ++l) {
+      for (auto* layers : {&weights, &exp_avg, &exp_avg_sq}) layers->push_back(GateWeights<float>::zeros(g));
+      for (size_t kind = 0; kind < kKinds; ++kind) {
+        const size_t size = kind_size(g, kind), at = l * size;
+        const auto download = [&](const float* from, std::vector<float>& to) {
+          if (size) SEER_CUDA_CHECK(cudaMemcpy(to.data(), from, size * sizeof(float), cudaMemcpyDeviceToHost));
+        };
+        download((v.gates[l].*kDeviceTensor[kind]).data(), weights[l].*kHostTensor[kind]);
+        download(v.exp_avg[kind].data() + at, exp_avg[l].*kHostTensor[kind]);
+        download(v.exp_avg_sq[kind].data() + at, exp_avg_sq[l].*kHostTensor[kind]);
+      }
+    }
+    v.trainer->set_state(std::move(weights), std::move(exp_avg), std::move(exp_avg_sq));
   }
 }
 
 std::vector<double> GpuGateStep::run(std::span<const int32_t> tokens) {
   const cudaStream_t stream = runtime_.stream();
   for (Variant& v : variants_) {
-    upload_weights(v);  // the trainer's weights may have changed since construction (resume) or the last step
+    if (v.trainer->host_state_current()) upload_state(v);  // the first step, or after sync_host or a resume
     SEER_CUDA_CHECK(cudaMemsetAsync(v.kl.data(), 0, v.kl.size() * sizeof(double), stream));
   }
   runtime_.forward(tokens, forward_);
-  const auto download = [&](const cuda::DeviceBuffer<float>& from, std::vector<float>& to) {
-    if (from.size())
-      SEER_CUDA_CHECK(
-          cudaMemcpyAsync(to.data(), from.data(), from.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
-  };
   for (Variant& v : variants_) {
-    download(v.dwk, v.host_dwk);
-    download(v.dwq, v.host_dwq);
-    download(v.dbias, v.host_dbias);
+    v.adamw.step(v.trainer->adamw_step(), stream);
     SEER_CUDA_CHECK(cudaMemcpyAsync(v.host_kl.data(), v.kl.data(), v.kl.size() * sizeof(double),
                                     cudaMemcpyDeviceToHost, stream));
   }
   SEER_CUDA_CHECK(cudaStreamSynchronize(stream));
   std::vector<double> losses;
   for (Variant& v : variants_) {
-    const GateConfig& g = v.gates.front().config;
-    for (size_t l = 0; l < v.gates.size(); ++l)
-      v.trainer->add_layer_gradient(
-          int(l), v.host_kl[l], std::span(v.host_dwk).subspan(l * size_t(g.wk_size()), size_t(g.wk_size())),
-          std::span(v.host_dwq).subspan(l * size_t(g.wq_size()), size_t(g.wq_size())),
-          std::span(v.host_dbias).subspan(l * size_t(g.bias_size()), size_t(g.bias_size())));
-    losses.push_back(v.trainer->finish_step());
+    for (size_t l = 0; l < v.gates.size(); ++l) v.trainer->add_layer_kl(int(l), v.host_kl[l]);
+    losses.push_back(v.trainer->finish_step_updated_elsewhere());
   }
   return losses;
 }

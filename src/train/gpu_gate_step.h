@@ -1,17 +1,21 @@
 // One gate-training step on the GPU: the model forward with the ground-truth attention kernel in
 // every layer (the attention output is the exact dense one, so the frozen model's activations are
 // unchanged), and per layer, on the device and in the forward's stream, the gate forward, the KL
-// loss and its weight gradient (cuda::gate_loss_backward). Only the gradients (a few hundred KB per
-// layer) and the losses come back; GateTrainer adds them, steps AdamW on the host (fp32 master
-// weights, checkpoints) and the new weights go back up.
+// loss and its weight gradient (cuda::gate_loss_backward); then AdamW on the device (cuda/adamw.h).
+// Only the losses come back each step: the weights and moments stay on the GPU, the trainers'
+// host copies stale (GateTrainer::finish_step_updated_elsewhere) until sync_host() brings them
+// back, for a checkpoint or the end. A trainer whose host state is current at a step (the first,
+// after sync_host, or after GateTrainer::resume) is uploaded again first.
 //
 // Several gates can learn from one forward: each trainer (its gate shape, loss and optimizer
 // settings its own) gets its loss and gradient from the same layers' q, k and ground truth, so a
 // run trains each exactly as a run of its own would, for one forward's cost.
 #pragma once
+#include <array>
 #include <span>
 #include <vector>
 
+#include "cuda/adamw.h"
 #include "cuda/llama_cuda.h"
 #include "train/gate_trainer.h"
 
@@ -31,21 +35,25 @@ class GpuGateStep {
   // Runs one step on `tokens` (the runtime's shape); returns each trainer's loss (scale × Σ layer
   // KL), in the constructor's order.
   std::vector<double> run(std::span<const int32_t> tokens);
+  // Every trainer's weights and AdamW moments, from the device into the trainer (set_state).
+  void sync_host();
 
  private:
   // One trainer's device state.
   struct Variant {
     GateTrainer* trainer;
-    std::vector<cuda::DeviceGate> gates;
+    std::vector<cuda::DeviceGate> gates;  // the weights
     cuda::GateWorkspace work;
     cuda::GateGradWorkspace grad_work;
-    cuda::DeviceBuffer<float> logits, dwk, dwq, dbias;  // gradients [layers][W size]
-    cuda::DeviceBuffer<float> target;                   // the ground truth raised to the target power, when not 1
-    cuda::DeviceBuffer<double> kl;                      // [layers]
-    std::vector<float> host_dwk, host_dwq, host_dbias;
+    cuda::DeviceBuffer<float> logits;
+    // Per kind of tensor (W_k, W_q, the block bias), [layers][its size]: the gradients and the moments.
+    std::array<cuda::DeviceBuffer<float>, 3> grad, exp_avg, exp_avg_sq;
+    cuda::DeviceBuffer<float> target;  // the ground truth raised to the target power, when not 1
+    cuda::DeviceBuffer<double> kl;     // [layers]
+    cuda::DeviceAdamW adamw;
     std::vector<double> host_kl;
   };
-  void upload_weights(Variant& v);
+  void upload_state(Variant& v);
   void layer_loss(Variant& v, const cuda::LayerCapture& c);
 
   cuda::LlamaRuntime& runtime_;

@@ -185,6 +185,19 @@ TEST(CudaLlama, DecodeMatchesFullForward) {
   EXPECT_GE(top1_agree, steps * 95 / 100);
 }
 
+// Two trainers' weights and AdamW moments are the same bits, layer by layer.
+void expect_same_state(const GateTrainer& a, const GateTrainer& b, const std::string& what) {
+  using State = const std::vector<GateWeights<float>>& (GateTrainer::*)() const;
+  ASSERT_EQ(a.step(), b.step()) << what;
+  for (size_t l = 0; l < a.weights().size(); ++l)
+    for (const State state :
+         {State(&GateTrainer::weights), State(&GateTrainer::exp_avg), State(&GateTrainer::exp_avg_sq)}) {
+      const GateWeights<float>& x = (a.*state)()[l];
+      const GateWeights<float>& y = (b.*state)()[l];
+      EXPECT_TRUE(x.wk == y.wk && x.wq == y.wq && x.bias == y.bias) << what << ", layer " << l;
+    }
+}
+
 // Gates trained together on one forward (GpuGateStep with several trainers, train-gates --variant)
 // end bit for bit where each trained alone ends: the shared forward changes nothing a gate sees.
 // Three different gates (the published one, d_g = 8 with the block bias and the tail term, a raised
@@ -213,27 +226,100 @@ TEST(CudaLlama, GatesTrainedTogetherTrainAsAlone) {
   std::vector<GateTrainer*> all;
   for (GateTrainer& t : together) all.push_back(&t);
   GpuGateStep joint(all, c, runtime);
+  std::vector<std::unique_ptr<GpuGateStep>> single;
+  for (GateTrainer& t : alone) single.push_back(std::make_unique<GpuGateStep>(t, c, runtime));
   for (int step = 0; step < 3; ++step) {
     const std::vector<double> losses = joint.run(tokens);
     ASSERT_EQ(losses.size(), 3u);
-    for (int n = 0; n < 3; ++n) {
-      GpuGateStep single(alone[size_t(n)], c, runtime);
-      // The loss is summed by atomics in any order; the weights' gradients have no atomics.
-      EXPECT_NEAR(single.run(tokens).front(), losses[size_t(n)], 1e-9 * losses[size_t(n)])
+    for (int n = 0; n < 3; ++n)  // the loss is summed by atomics in any order; the gradients have none
+      EXPECT_NEAR(single[size_t(n)]->run(tokens).front(), losses[size_t(n)], 1e-9 * losses[size_t(n)])
           << "gates " << n << ", step " << step;
-    }
   }
-  for (int n = 0; n < 3; ++n)
-    for (int l = 0; l < c.layers; ++l) {
-      const GateWeights<float>& a = together[size_t(n)].weights()[size_t(l)];
-      const GateWeights<float>& b = alone[size_t(n)].weights()[size_t(l)];
-      EXPECT_TRUE(a.wk == b.wk && a.wq == b.wq && a.bias == b.bias) << "gates " << n << ", layer " << l;
-    }
+  joint.sync_host();
+  for (int n = 0; n < 3; ++n) {
+    single[size_t(n)]->sync_host();
+    expect_same_state(together[size_t(n)], alone[size_t(n)], "gates " + std::to_string(n));
+  }
   // A forward has one ground truth: gates with another target pooling cannot share it.
   TrainOptions mass = options[0];
   mass.target_pooling = GtPooling::mass;
   GateTrainer other = make_trainer(0), on_mass(std::vector<GateWeights<float>>(together[0].weights()), mass);
   EXPECT_THROW(GpuGateStep(std::vector<GateTrainer*>{&other, &on_mass}, c, runtime), Error);
+}
+
+// The optimizer's state lives on the device between steps (GpuGateStep, cuda/adamw.h). Brought back
+// for a checkpoint and taken up again, by the same step object or by a resumed trainer in a new one,
+// it continues bit for bit as a run without the break; and it ends where AdamW on the host ends
+// from the same gradients (within the last bit: the host may fuse multiply-adds).
+TEST(CudaLlama, GateTrainingStateSurvivesCheckpoints) {
+  SEER_REQUIRE_MODEL(weights);
+  const LlamaConfig& c = weights->config;
+  const GateConfig config{{c.q_heads, c.kv_heads, c.head_dim}, 8, 64, true};  // W_q, W_k and the block bias
+  const TrainOptions options{.steps = 4, .weight_decay = 0.01, .warmup = 1};
+  const auto make_trainer = [&](const TrainOptions& with) {
+    std::vector<GateWeights<float>> init;
+    for (int l = 0; l < c.layers; ++l) init.push_back(GateWeights<float>::random(config, uint64_t(l)));
+    return GateTrainer(std::move(init), with);
+  };
+  const cuda::DeviceLlama model = cuda::DeviceLlama::upload(*weights);
+  cuda::LlamaRuntime runtime(model, Sequences::from_lengths({500}));
+  std::vector<int32_t> tokens(500);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 104729 + 7) % 30000);
+
+  GateTrainer straight = make_trainer(options);
+  GpuGateStep straight_step(straight, c, runtime);
+  for (int i = 0; i < 3; ++i) straight_step.run(tokens);
+  EXPECT_THROW(straight.weights(), Error);  // stale on the host until synced
+  EXPECT_THROW(straight.save(::testing::TempDir() + "stale.safetensors", {}, true), Error);
+  straight_step.sync_host();
+
+  GateTrainer synced = make_trainer(options);  // synced after every step, stepping on
+  GpuGateStep synced_step(synced, c, runtime);
+  for (int i = 0; i < 3; ++i) {
+    synced_step.run(tokens);
+    synced_step.sync_host();
+  }
+  expect_same_state(straight, synced, "synced every step");
+
+  // One step, a checkpoint, then a new process's two steps.
+  GateTrainer first = make_trainer(options), resumed = make_trainer(options);
+  {
+    GpuGateStep step(first, c, runtime);
+    step.run(tokens);
+    step.sync_host();
+  }
+  const std::string path = ::testing::TempDir() + "gpu_resume.safetensors";
+  first.save(path, {}, true);
+  resumed.resume(path);
+  GpuGateStep resumed_step(resumed, c, runtime);
+  for (int i = 0; i < 2; ++i) resumed_step.run(tokens);
+  resumed_step.sync_host();
+  expect_same_state(straight, resumed, "resumed");
+  std::filesystem::remove(path);
+
+  // The device's update is the host's: with β1 = 0 the first moment after a step is the step's
+  // gradient itself, which the host's AdamW then takes from the same start.
+  TrainOptions plain_momentum = options;
+  plain_momentum.beta1 = 0;
+  GateTrainer one = make_trainer(plain_momentum), host = make_trainer(plain_momentum);
+  GpuGateStep one_step(one, c, runtime);
+  const double loss = one_step.run(tokens).front();
+  one_step.sync_host();
+  for (int l = 0; l < c.layers; ++l) {
+    const GateWeights<float>& g = one.exp_avg()[size_t(l)];
+    host.add_layer_gradient(l, one.last_layer_kl()[size_t(l)], g.wk, g.wq, g.bias);
+  }
+  EXPECT_DOUBLE_EQ(host.finish_step(), loss);
+  int64_t off = 0, count = 0;
+  for (int l = 0; l < c.layers; ++l)
+    for (const auto member : {&GateWeights<float>::wk, &GateWeights<float>::wq, &GateWeights<float>::bias}) {
+      const std::vector<float>& a = one.weights()[size_t(l)].*member;
+      const std::vector<float>& b = host.weights()[size_t(l)].*member;
+      for (size_t e = 0; e < a.size(); ++e, ++count)
+        off += a[e] != b[e] && std::nextafter(a[e], b[e]) != b[e];
+    }
+  EXPECT_GT(count, 0);
+  EXPECT_EQ(off, 0) << "of " << count << " weights";
 }
 
 TEST(CudaLlama, RejectsWhatItCannotRun) {

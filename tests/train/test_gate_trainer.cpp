@@ -252,6 +252,67 @@ TEST(GateTrainer, TargetPowerTrainsOnTheRaisedTarget) {
   EXPECT_THROW(GateTrainer(initial_gates(p.dims, 2), options), Error);
 }
 
+// The AdamW update against PyTorch's form of it (torch.optim.AdamW: decay the weight, then step by
+// lr / (1 − β1ⁿ) · m / (√v / √(1 − β2ⁿ) + ε)), over three steps in long double.
+TEST(GateTrainer, AdamWIsPyTorchs) {
+  const double lr = 3e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, decay = 0.05;
+  const float grads[] = {0.02f, -0.5f, 1e-9f};
+  float w = 0.3f, g = 0, m = 0, v = 0;
+  long double tw = w, tm = 0, tv = 0;
+  for (int n = 1; n <= 3; ++n) {
+    g = grads[n - 1];
+    const AdamWStep s{.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = decay,
+                      .correction1 = 1 - std::pow(b1, n), .correction2 = 1 - std::pow(b2, n)};
+    adamw_update(w, g, m, v, s, lr);
+    tw *= 1 - lr * decay;
+    tm = b1 * tm + (1 - b1) * grads[n - 1];
+    tv = b2 * tv + (1 - b2) * (long double)grads[n - 1] * grads[n - 1];
+    tw -= lr / (1 - std::pow(b1, n)) * tm / (std::sqrt(tv) / std::sqrt(1 - std::pow(b2, n)) + eps);
+    EXPECT_NEAR(w, double(tw), 1e-6 * std::abs(double(tw))) << "step " << n;
+    EXPECT_EQ(g, 0.0f);
+  }
+}
+
+// A step updated elsewhere (GpuGateStep: AdamW on the device) leaves the host's weights stale: they
+// are refused until set_state brings the updated ones, of the right shapes, back.
+TEST(GateTrainer, StateUpdatedElsewhereIsRefusedUntilSetBack) {
+  const Problem p(6);
+  const Rope rope(RopeConfig{.theta = 10000.0}, 32);
+  GateTrainer trainer(initial_gates(p.dims, 2, true), TrainOptions{.steps = 5, .warmup = 2});
+  const AdamWStep s = trainer.adamw_step();
+  EXPECT_DOUBLE_EQ(s.lr, trainer.learning_rate(0));
+  EXPECT_DOUBLE_EQ(s.correction1, 1 - 0.9);
+  EXPECT_DOUBLE_EQ(s.correction2, 1 - 0.999);
+  trainer.add_layer_kl(1, 0.25);
+  EXPECT_THROW(trainer.add_layer_kl(1, 0.25), Error);  // twice in a step
+  EXPECT_THROW(trainer.finish_step_updated_elsewhere(), Error);  // layer 0 missing
+  trainer.add_layer_kl(0, 0.5);
+  EXPECT_DOUBLE_EQ(trainer.finish_step_updated_elsewhere(), 10.0 * 0.75);
+  EXPECT_EQ(trainer.step(), 1);
+  EXPECT_EQ(trainer.last_layer_kl(), (std::vector<double>{0.5, 0.25}));
+  EXPECT_DOUBLE_EQ(trainer.adamw_step().correction1, 1 - 0.9 * 0.9);
+  EXPECT_FALSE(trainer.host_state_current());
+  EXPECT_THROW(trainer.weights(), Error);
+  EXPECT_THROW(trainer.save(::testing::TempDir() + "stale.safetensors", {}, true), Error);
+  EXPECT_THROW(trainer.accumulate_layer(0, p.q, p.k, p.gt, p.seqs, rope), Error);
+
+  std::vector<GateWeights<float>> w = initial_gates(p.dims, 2, true), m = w, v = w;
+  w[1].bias[3] = 1.5f;
+  std::vector<GateWeights<float>> short_of_a_layer(w.begin(), w.begin() + 1), other_shape = w;
+  other_shape[0].wk.pop_back();
+  EXPECT_THROW(trainer.set_state(short_of_a_layer, m, v), Error);
+  EXPECT_THROW(trainer.set_state(w, other_shape, v), Error);
+  EXPECT_FALSE(trainer.host_state_current());
+  trainer.set_state(w, m, v);
+  EXPECT_TRUE(trainer.host_state_current());
+  EXPECT_EQ(trainer.weights()[1].bias[3], 1.5f);
+  EXPECT_EQ(trainer.exp_avg()[0].wk, m[0].wk);
+  trainer.accumulate_layer(0, p.q, p.k, p.gt, p.seqs, rope);  // and it trains on the host again
+  trainer.accumulate_layer(1, p.q, p.k, p.gt, p.seqs, rope);
+  trainer.finish_step();
+  EXPECT_EQ(trainer.step(), 2);
+}
+
 TEST(GateTrainer, RejectsMisuse) {
   const Problem p(3);
   const Rope rope(RopeConfig{.theta = 10000.0}, 32);
