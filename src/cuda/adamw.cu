@@ -9,8 +9,8 @@ namespace seer::cuda {
 namespace {
 
 // blockIdx.y: the tensor; a grid-stride loop over its elements. The arithmetic is train/adamw.h's
-// in double, each operation rounded on its own (the _rn intrinsics: no fused multiply-adds), so the
-// result is the CPU's whenever the CPU does not fuse either.
+// in double, each operation rounded on its own (the _rn intrinsics: no fused multiply-adds) and
+// subnormals kept (src/cuda/CMakeLists.txt), as the CPU's is: the same bits.
 __global__ void adamw_kernel(const AdamWTensor* tensors, AdamWStep s) {
   const AdamWTensor t = tensors[blockIdx.y];
   const double lr = __dmul_rn(s.lr, t.lr_scale);

@@ -7,8 +7,6 @@
 //   w ← w − lr·( (m / (1 − β1ⁿ)) / (√(v / (1 − β2ⁿ)) + ε) + λ·w )
 // and the gradient is zeroed for the next step's accumulation.
 #pragma once
-#include <cmath>
-
 namespace seer {
 
 // One step's hyperparameters; the corrections are 1 − βⁿ of the step.
@@ -17,13 +15,9 @@ struct AdamWStep {
   double correction1 = 1, correction2 = 1;
 };
 
-// One element's update at learning rate `lr` (the step's, times the tensor's scale).
-inline void adamw_update(float& w, float& g, float& m, float& v, const AdamWStep& s, double lr) {
-  m = float(s.beta1 * m + (1 - s.beta1) * g);
-  v = float(s.beta2 * v + (1 - s.beta2) * double(g) * g);
-  const double step = (m / s.correction1) / (std::sqrt(v / s.correction2) + s.eps);
-  w = float(w - lr * (step + s.weight_decay * w));
-  g = 0.0f;
-}
+// One element's update at learning rate `lr` (the step's, times the tensor's scale). Compiled
+// without fused multiply-adds (train/CMakeLists.txt), each operation rounded on its own as the
+// device's are: the two give the same bits.
+void adamw_update(float& w, float& g, float& m, float& v, const AdamWStep& s, double lr);
 
 }  // namespace seer

@@ -9,6 +9,8 @@ namespace seer {
 
 void save_rotating_checkpoint(const GateTrainer& trainer, const std::string& path,
                               const std::map<std::string, std::string>& metadata) {
+  // A trainer whose weights live on the device would refuse to save: refuse before the rename.
+  SEER_CHECK(trainer.host_state_current(), path, ": the gate trainer's weights live elsewhere (the device)");
   if (std::filesystem::exists(path)) std::filesystem::rename(path, path + ".prev");  // atomic, replaces .prev
   trainer.save(path, metadata, true);
 }

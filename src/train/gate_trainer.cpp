@@ -68,7 +68,7 @@ void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float
                                      std::span<const float> dbias) {
   SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
   SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
-  SEER_CHECK(host_state_current_, "training step ", step_, ": the weights live elsewhere (the device)");
+  check_host_state("weights");
   GateWeights<float>& g = grads_[size_t(layer)];
   check_size(dwk, "gate W_k gradient", int64_t(g.wk.size()));
   check_size(dwq, "gate W_q gradient", int64_t(g.wq.size()));
@@ -100,7 +100,7 @@ AdamWStep GateTrainer::adamw_step() const {
 double GateTrainer::finish_step() {
   for (size_t l = 0; l < layer_done_.size(); ++l)
     SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
-  SEER_CHECK(host_state_current_, "training step ", step_, ": the weights live elsewhere (the device)");
+  check_host_state("weights");
   const AdamWStep s = adamw_step();
   // Every tensor of every layer in one parallel region. A region per tensor (90 for the built-in
   // model, most of them empty) forks and joins that often per step: little for one process, but
@@ -147,6 +147,7 @@ double GateTrainer::finish_step_updated_elsewhere() {
 }
 
 double GateTrainer::end_step() {
+  ++state_version_;
   layer_done_.assign(weights_.size(), false);
   last_layer_kl_ = layer_kl_;
   const double loss = step_loss_;
@@ -155,10 +156,24 @@ double GateTrainer::end_step() {
   return loss;
 }
 
+void GateTrainer::check_host_state(const char* what) const {
+  SEER_CHECK(host_state_current_, "gate trainer at step ", step_, ": its ", what,
+             " live elsewhere (the device) until set_state brings them back");
+}
+
 const std::vector<GateWeights<float>>& GateTrainer::weights() const {
-  SEER_CHECK(host_state_current_, "gate trainer at step ", step_,
-             ": its weights live elsewhere (the device) until set_state brings them back");
+  check_host_state("weights");
   return weights_;
+}
+
+const std::vector<GateWeights<float>>& GateTrainer::exp_avg() const {
+  check_host_state("moments");
+  return exp_avg_;
+}
+
+const std::vector<GateWeights<float>>& GateTrainer::exp_avg_sq() const {
+  check_host_state("moments");
+  return exp_avg_sq_;
 }
 
 void GateTrainer::set_state(std::vector<GateWeights<float>> weights, std::vector<GateWeights<float>> exp_avg,
@@ -178,6 +193,7 @@ void GateTrainer::set_state(std::vector<GateWeights<float>> weights, std::vector
   exp_avg_ = std::move(exp_avg);
   exp_avg_sq_ = std::move(exp_avg_sq);
   host_state_current_ = true;
+  ++state_version_;
 }
 
 namespace {
@@ -208,8 +224,7 @@ std::vector<NamedTensor<Values>> layer_tensors(int layer, Weights& w) {
 
 void GateTrainer::save(const std::string& path, const std::map<std::string, std::string>& metadata,
                        bool with_optimizer) const {
-  SEER_CHECK(host_state_current_, path, ": gate trainer at step ", step_,
-             ": its weights live elsewhere (the device) until set_state brings them back");
+  check_host_state("weights");
   std::vector<SafetensorsWriteTensor> tensors;
   for (size_t l = 0; l < weights_.size(); ++l) {
     const auto w = layer_tensors(int(l), weights_[l]), m = layer_tensors(int(l), exp_avg_[l]),
@@ -267,6 +282,7 @@ void GateTrainer::resume(const std::string& path) {
                "', which this run's gates lack (another --gate-dim, --gate-type or --block-bias?)");
   step_ = checkpoint_step(file, path);
   host_state_current_ = true;
+  ++state_version_;
   SEER_CHECK(step_ >= 0 && step_ <= options_.steps, path, ": checkpoint step ", step_, " outside [0, ",
              options_.steps, "]");
 }

@@ -71,8 +71,11 @@ class GateTrainer {
   bool host_state_current() const { return host_state_current_; }
   void set_state(std::vector<GateWeights<float>> weights, std::vector<GateWeights<float>> exp_avg,
                  std::vector<GateWeights<float>> exp_avg_sq);
-  const std::vector<GateWeights<float>>& exp_avg() const { return exp_avg_; }
-  const std::vector<GateWeights<float>>& exp_avg_sq() const { return exp_avg_sq_; }
+  const std::vector<GateWeights<float>>& exp_avg() const;
+  const std::vector<GateWeights<float>>& exp_avg_sq() const;
+  // Changes whenever the weights do, wherever they live (each finished step, set_state, resume): a
+  // holder of a copy (GpuGateStep) knows by it whether its copy is still the trainer's.
+  uint64_t state_version() const { return state_version_; }
 
   // Each layer's KL (unscaled) in the last finished step: where the gates imitate their target
   // least. Empty before the first step.
@@ -102,6 +105,9 @@ class GateTrainer {
   double step_loss_ = 0;
   int64_t step_ = 0;
   bool host_state_current_ = true;  // false while the weights and moments live elsewhere (the device)
+  uint64_t state_version_ = 0;
+
+  void check_host_state(const char* what) const;
 
   double end_step();  // the bookkeeping of both finish_step kinds
 };

@@ -32,6 +32,10 @@ GpuGateStep::GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& 
     SEER_CHECK(int(weights.size()) == config.layers, "gate training: ", weights.size(), " gates for a model of ",
                config.layers, " layers");
     const GateConfig& gc = weights.front().config;
+    for (const GateWeights<float>& w : weights)  // the gradient and moment buffers are [layers][one size]
+      SEER_CHECK(w.wk.size() == weights.front().wk.size() && w.wq.size() == weights.front().wq.size() &&
+                     w.bias.size() == weights.front().bias.size(),
+                 "gate training on the GPU: every layer's gate must have one shape");
     const cuda::DeviceLayout& layout = runtime.layout();
     const TrainOptions& options = trainer->options();
     Variant v{trainer,
@@ -45,7 +49,8 @@ GpuGateStep::GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& 
               cuda::DeviceBuffer<float>(options.target_power != 1.0 ? size_t(layout.host.map_elements()) : 0),
               cuda::DeviceBuffer<double>(weights.size()),
               {},
-              std::vector<double>(weights.size())};
+              std::vector<double>(weights.size()),
+              std::nullopt};
     for (const GateWeights<float>& w : weights)
       v.gates.push_back(cuda::DeviceGate::upload(w, config.rope, layout.max_blocks));
     std::vector<cuda::AdamWTensor> tensors;
@@ -109,7 +114,11 @@ void GpuGateStep::upload_state(Variant& v) {
 void GpuGateStep::sync_host() {
   SEER_CUDA_CHECK(cudaStreamSynchronize(runtime_.stream()));
   for (Variant& v : variants_) {
-    if (v.trainer->host_state_current()) continue;  // nothing stepped on the device since
+    if (v.device_version != v.trainer->state_version()) {
+      check_not_stepped_elsewhere(v);
+      continue;  // the trainer's own state is the newer (a resume): the next step uploads it
+    }
+    if (v.trainer->host_state_current()) continue;  // the two are the same
     const GateConfig& g = v.gates.front().config;
     std::vector<GateWeights<float>> weights, exp_avg, exp_avg_sq;
     for (size_t l = 0; l < v.gates.size(); ++l) {
@@ -125,13 +134,23 @@ void GpuGateStep::sync_host() {
       }
     }
     v.trainer->set_state(std::move(weights), std::move(exp_avg), std::move(exp_avg_sq));
+    v.device_version = v.trainer->state_version();
   }
+}
+
+void GpuGateStep::check_not_stepped_elsewhere(const Variant& v) const {
+  SEER_CHECK(v.trainer->host_state_current(), "gate training: a trainer at step ", v.trainer->step(),
+             " was stepped by another GpuGateStep, whose device holds its weights");
 }
 
 std::vector<double> GpuGateStep::run(std::span<const int32_t> tokens) {
   const cudaStream_t stream = runtime_.stream();
   for (Variant& v : variants_) {
-    if (v.trainer->host_state_current()) upload_state(v);  // the first step, or after sync_host or a resume
+    if (v.device_version != v.trainer->state_version()) {  // the first step here, or after a resume
+      check_not_stepped_elsewhere(v);
+      upload_state(v);
+      v.device_version = v.trainer->state_version();
+    }
     SEER_CUDA_CHECK(cudaMemsetAsync(v.kl.data(), 0, v.kl.size() * sizeof(double), stream));
   }
   runtime_.forward(tokens, forward_);
@@ -145,6 +164,7 @@ std::vector<double> GpuGateStep::run(std::span<const int32_t> tokens) {
   for (Variant& v : variants_) {
     for (size_t l = 0; l < v.gates.size(); ++l) v.trainer->add_layer_kl(int(l), v.host_kl[l]);
     losses.push_back(v.trainer->finish_step_updated_elsewhere());
+    v.device_version = v.trainer->state_version();
   }
   return losses;
 }

@@ -4,14 +4,16 @@
 // loss and its weight gradient (cuda::gate_loss_backward); then AdamW on the device (cuda/adamw.h).
 // Only the losses come back each step: the weights and moments stay on the GPU, the trainers'
 // host copies stale (GateTrainer::finish_step_updated_elsewhere) until sync_host() brings them
-// back, for a checkpoint or the end. A trainer whose host state is current at a step (the first,
-// after sync_host, or after GateTrainer::resume) is uploaded again first.
+// back, for a checkpoint or the end. A trainer whose state changed on the host since (its first
+// step here, or GateTrainer::resume) is uploaded again first; one stepped by another GpuGateStep
+// meanwhile is refused.
 //
 // Several gates can learn from one forward: each trainer (its gate shape, loss and optimizer
 // settings its own) gets its loss and gradient from the same layers' q, k and ground truth, so a
 // run trains each exactly as a run of its own would, for one forward's cost.
 #pragma once
 #include <array>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -52,8 +54,12 @@ class GpuGateStep {
     cuda::DeviceBuffer<double> kl;     // [layers]
     cuda::DeviceAdamW adamw;
     std::vector<double> host_kl;
+    // The trainer's state_version that the device's weights and moments are; none before the first
+    // upload.
+    std::optional<uint64_t> device_version;
   };
   void upload_state(Variant& v);
+  void check_not_stepped_elsewhere(const Variant& v) const;
   void layer_loss(Variant& v, const cuda::LayerCapture& c);
 
   cuda::LlamaRuntime& runtime_;

@@ -248,14 +248,14 @@ TEST(CudaLlama, GatesTrainedTogetherTrainAsAlone) {
 }
 
 // The optimizer's state lives on the device between steps (GpuGateStep, cuda/adamw.h). Brought back
-// for a checkpoint and taken up again, by the same step object or by a resumed trainer in a new one,
-// it continues bit for bit as a run without the break; and it ends where AdamW on the host ends
-// from the same gradients (within the last bit: the host may fuse multiply-adds).
+// for a checkpoint and taken up again, by the same step object or by a resumed trainer in a step
+// object that had moved its device copy elsewhere meanwhile, it continues bit for bit as a run
+// without the break; and a device step is the host's AdamW step on the same gradient, bit for bit.
 TEST(CudaLlama, GateTrainingStateSurvivesCheckpoints) {
   SEER_REQUIRE_MODEL(weights);
   const LlamaConfig& c = weights->config;
   const GateConfig config{{c.q_heads, c.kv_heads, c.head_dim}, 8, 64, true};  // W_q, W_k and the block bias
-  const TrainOptions options{.steps = 4, .weight_decay = 0.01, .warmup = 1};
+  const TrainOptions options{.steps = 4, .weight_decay = 0.01, .warmup = 2};
   const auto make_trainer = [&](const TrainOptions& with) {
     std::vector<GateWeights<float>> init;
     for (int l = 0; l < c.layers; ++l) init.push_back(GateWeights<float>::random(config, uint64_t(l)));
@@ -263,13 +263,17 @@ TEST(CudaLlama, GateTrainingStateSurvivesCheckpoints) {
   };
   const cuda::DeviceLlama model = cuda::DeviceLlama::upload(*weights);
   cuda::LlamaRuntime runtime(model, Sequences::from_lengths({500}));
-  std::vector<int32_t> tokens(500);
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 104729 + 7) % 30000);
+  std::vector<int32_t> tokens(500), other_tokens(500);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    tokens[i] = int32_t((i * 104729 + 7) % 30000);
+    other_tokens[i] = int32_t((i * 7919 + 3) % 30000);
+  }
 
   GateTrainer straight = make_trainer(options);
   GpuGateStep straight_step(straight, c, runtime);
   for (int i = 0; i < 3; ++i) straight_step.run(tokens);
   EXPECT_THROW(straight.weights(), Error);  // stale on the host until synced
+  EXPECT_THROW(straight.exp_avg(), Error);
   EXPECT_THROW(straight.save(::testing::TempDir() + "stale.safetensors", {}, true), Error);
   straight_step.sync_host();
 
@@ -281,7 +285,8 @@ TEST(CudaLlama, GateTrainingStateSurvivesCheckpoints) {
   }
   expect_same_state(straight, synced, "synced every step");
 
-  // One step, a checkpoint, then a new process's two steps.
+  // One step and a checkpoint; then a trainer whose step object has run two steps of other tokens
+  // (its device copy far from the checkpoint's) resumes from it and takes the last two steps.
   GateTrainer first = make_trainer(options), resumed = make_trainer(options);
   {
     GpuGateStep step(first, c, runtime);
@@ -290,36 +295,38 @@ TEST(CudaLlama, GateTrainingStateSurvivesCheckpoints) {
   }
   const std::string path = ::testing::TempDir() + "gpu_resume.safetensors";
   first.save(path, {}, true);
-  resumed.resume(path);
   GpuGateStep resumed_step(resumed, c, runtime);
+  for (int i = 0; i < 2; ++i) resumed_step.run(other_tokens);
+  resumed.resume(path);
   for (int i = 0; i < 2; ++i) resumed_step.run(tokens);
   resumed_step.sync_host();
   expect_same_state(straight, resumed, "resumed");
   std::filesystem::remove(path);
 
+  // Two step objects cannot share a trainer: the second's device copy is no longer the trainer's.
+  GateTrainer shared = make_trainer(options);
+  GpuGateStep one_of_two(shared, c, runtime), two_of_two(shared, c, runtime);
+  one_of_two.run(tokens);
+  EXPECT_THROW(two_of_two.run(tokens), Error);
+  EXPECT_THROW(two_of_two.sync_host(), Error);
+
   // The device's update is the host's: with β1 = 0 the first moment after a step is the step's
-  // gradient itself, which the host's AdamW then takes from the same start.
+  // gradient itself, which the host's AdamW then takes from the same start. The second step (a
+  // learning rate twice the first's, in the warm-up) checks that the device steps at the right one.
   TrainOptions plain_momentum = options;
   plain_momentum.beta1 = 0;
-  GateTrainer one = make_trainer(plain_momentum), host = make_trainer(plain_momentum);
-  GpuGateStep one_step(one, c, runtime);
-  const double loss = one_step.run(tokens).front();
-  one_step.sync_host();
-  for (int l = 0; l < c.layers; ++l) {
-    const GateWeights<float>& g = one.exp_avg()[size_t(l)];
-    host.add_layer_gradient(l, one.last_layer_kl()[size_t(l)], g.wk, g.wq, g.bias);
-  }
-  EXPECT_DOUBLE_EQ(host.finish_step(), loss);
-  int64_t off = 0, count = 0;
-  for (int l = 0; l < c.layers; ++l)
-    for (const auto member : {&GateWeights<float>::wk, &GateWeights<float>::wq, &GateWeights<float>::bias}) {
-      const std::vector<float>& a = one.weights()[size_t(l)].*member;
-      const std::vector<float>& b = host.weights()[size_t(l)].*member;
-      for (size_t e = 0; e < a.size(); ++e, ++count)
-        off += a[e] != b[e] && std::nextafter(a[e], b[e]) != b[e];
+  GateTrainer device = make_trainer(plain_momentum), host = make_trainer(plain_momentum);
+  GpuGateStep device_step(device, c, runtime);
+  for (int step = 0; step < 2; ++step) {
+    const double loss = device_step.run(step ? other_tokens : tokens).front();
+    device_step.sync_host();
+    for (int l = 0; l < c.layers; ++l) {
+      const GateWeights<float>& g = device.exp_avg()[size_t(l)];
+      host.add_layer_gradient(l, device.last_layer_kl()[size_t(l)], g.wk, g.wq, g.bias);
     }
-  EXPECT_GT(count, 0);
-  EXPECT_EQ(off, 0) << "of " << count << " weights";
+    EXPECT_DOUBLE_EQ(host.finish_step(), loss);
+    expect_same_state(device, host, "host AdamW, step " + std::to_string(step));
+  }
 }
 
 TEST(CudaLlama, RejectsWhatItCannotRun) {

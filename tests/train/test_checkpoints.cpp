@@ -35,6 +35,14 @@ TEST(Checkpoints, ResumeAtTheStepEveryFileHas) {
   }
   save_rotating_checkpoint(ta, a, {});
   save_rotating_checkpoint(tb, b, {});
+  {  // a trainer whose weights live on the device is refused before its checkpoint is moved aside
+    GateTrainer elsewhere(gates(1), options);
+    elsewhere.add_layer_kl(0, 0.5);
+    elsewhere.finish_step_updated_elsewhere();
+    EXPECT_THROW(save_rotating_checkpoint(elsewhere, a, {}), Error);
+    EXPECT_TRUE(std::filesystem::exists(a));
+    EXPECT_FALSE(std::filesystem::exists(a + ".prev"));
+  }
   const std::vector<float> a_at_2 = ta.weights()[0].wk, b_at_2 = tb.weights()[0].wk;
   CommonCheckpoint common = common_checkpoint({a, b});
   EXPECT_EQ(common.step, 2);

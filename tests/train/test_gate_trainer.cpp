@@ -287,12 +287,15 @@ TEST(GateTrainer, StateUpdatedElsewhereIsRefusedUntilSetBack) {
   EXPECT_THROW(trainer.add_layer_kl(1, 0.25), Error);  // twice in a step
   EXPECT_THROW(trainer.finish_step_updated_elsewhere(), Error);  // layer 0 missing
   trainer.add_layer_kl(0, 0.5);
+  const uint64_t version = trainer.state_version();
   EXPECT_DOUBLE_EQ(trainer.finish_step_updated_elsewhere(), 10.0 * 0.75);
+  EXPECT_NE(trainer.state_version(), version);
   EXPECT_EQ(trainer.step(), 1);
   EXPECT_EQ(trainer.last_layer_kl(), (std::vector<double>{0.5, 0.25}));
   EXPECT_DOUBLE_EQ(trainer.adamw_step().correction1, 1 - 0.9 * 0.9);
   EXPECT_FALSE(trainer.host_state_current());
   EXPECT_THROW(trainer.weights(), Error);
+  EXPECT_THROW(trainer.exp_avg_sq(), Error);
   EXPECT_THROW(trainer.save(::testing::TempDir() + "stale.safetensors", {}, true), Error);
   EXPECT_THROW(trainer.accumulate_layer(0, p.q, p.k, p.gt, p.seqs, rope), Error);
 
@@ -303,8 +306,10 @@ TEST(GateTrainer, StateUpdatedElsewhereIsRefusedUntilSetBack) {
   EXPECT_THROW(trainer.set_state(short_of_a_layer, m, v), Error);
   EXPECT_THROW(trainer.set_state(w, other_shape, v), Error);
   EXPECT_FALSE(trainer.host_state_current());
+  const uint64_t stale_version = trainer.state_version();
   trainer.set_state(w, m, v);
   EXPECT_TRUE(trainer.host_state_current());
+  EXPECT_NE(trainer.state_version(), stale_version);
   EXPECT_EQ(trainer.weights()[1].bias[3], 1.5f);
   EXPECT_EQ(trainer.exp_avg()[0].wk, m[0].wk);
   trainer.accumulate_layer(0, p.q, p.k, p.gt, p.seqs, rope);  // and it trains on the host again
