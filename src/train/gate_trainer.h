@@ -63,8 +63,8 @@ class GateTrainer {
   // A step whose gradients and AdamW update (adamw_step(), the block bias at bias_lr_scale times its
   // lr) run elsewhere: GpuGateStep, on the device. Each layer gives its KL (unscaled), then
   // finish_step_updated_elsewhere() counts the step and returns its loss. From then on the weights
-  // and moments here are stale until set_state() brings the updated ones back; weights() and save()
-  // refuse them until it does.
+  // and moments here are stale until set_state() brings the updated ones back; weights(),
+  // exp_avg(), exp_avg_sq(), save() and the host's own steps refuse them until it does.
   void add_layer_kl(int layer, double kl);
   double finish_step_updated_elsewhere();
   AdamWStep adamw_step() const;  // the current step's hyperparameters
