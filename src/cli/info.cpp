@@ -113,7 +113,8 @@ void print_gates_info(const nlohmann::json& g) {
                                                           {"training_target_power", "target power"},
                                                           {"training_skip_fraction", "skip fraction"},
                                                           {"training_tail_weight", "tail KL weight"},
-                                                          {"training_tail_local_blocks", "tail local blocks"}};
+                                                          {"training_tail_local_blocks", "tail local blocks"},
+                                                          {"training_init_seed", "initialization seed"}};
   const char* separator = "; trained with";
   for (const auto& [key, label] : training)
     if (m.contains(key)) {

@@ -1,14 +1,14 @@
 // `seer train-gates`: SeerAttention gate post-training on the GPU with the LLM frozen.
 //
 // Each step (train/gpu_gate_step.h) runs the model forward with the ground-truth attention kernel in
-// every layer and the gate's loss and gradient on the device; AdamW on the gate weights only, on
-// the host.
+// every layer, the gate's loss and gradient and AdamW on the gate weights only, all on the device.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -34,6 +34,7 @@ struct GateRunOptions {
   int gate_dim = 0;  // 0: the head dimension (the published gates)
   bool block_bias = false;  // gate/block_bias.h
   std::string gate_type = "Qavg_Kmaxminavg";  // gate/attn_gate.h
+  std::optional<uint64_t> init_seed;  // the gates' random initialization; default: the run's --seed
 };
 
 struct TrainGatesOptions {
@@ -74,6 +75,9 @@ void add_gate_run_options(CLI::App* cmd, GateRunOptions* g) {
                   "pool q by mean (Qavg_Kmaxminavg, the published gate) or by max, min and mean through a Q "
                   "projection (Qmaxminavg_Kmaxminavg)")
       ->check(CLI::IsMember(gate_type_names()));
+  cmd->add_option("--init-seed", g->init_seed,
+                  "seed of the gates' random initialization (default: --seed); gates files that differ only in "
+                  "it show what the initialization alone moves");
   cmd->add_flag("--block-bias", g->block_bias,
                 "also learn a logit bias per query head and block distance, and one for the sink block (seer's "
                 "extension of the published gate: gate/block_bias.h)");
@@ -150,7 +154,7 @@ void run(const TrainGatesOptions& o) {
                                  parse_gate_type(g.gate_type)};
     std::vector<GateWeights<float>> init;
     for (int l = 0; l < config.layers; ++l)
-      init.push_back(GateWeights<float>::random(gate_config, o.seed + uint64_t(l)));
+      init.push_back(GateWeights<float>::random(gate_config, g.init_seed.value_or(o.seed) + uint64_t(l)));
     runs.push_back(std::make_unique<GateRun>(g, GateTrainer(std::move(init), g.train)));
     GateRun& r = *runs.back();
     r.metadata = {{"base_model", config.name},
@@ -163,6 +167,7 @@ void run(const TrainGatesOptions& o) {
                   {"training_target_pooling", gt_pooling_name(g.train.target_pooling)},
                   {"training_skip_fraction", std::to_string(g.train.skip_fraction)},
                   {"training_block_bias", g.block_bias ? "true" : "false"}};
+    if (g.init_seed) r.metadata["training_init_seed"] = std::to_string(*g.init_seed);
     if (g.train.tail.weight > 0) {
       r.metadata["training_tail_weight"] = std::to_string(g.train.tail.weight);
       r.metadata["training_tail_local_blocks"] = std::to_string(g.train.tail.local_blocks);
