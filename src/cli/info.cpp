@@ -121,7 +121,9 @@ void print_gates_info(const nlohmann::json& g) {
       const std::string value = m[key].get<std::string>();
       char* end = nullptr;
       const double x = std::strtod(value.c_str(), &end);
-      if (end && *end == '\0' && !value.empty())
+      // Integers (steps, seeds) as written; other numbers as %g (std::to_string's "0.250000" as 0.25).
+      const bool integer = !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
+      if (end && *end == '\0' && !value.empty() && !integer)
         std::printf("%s %s %g", separator, label, x);
       else
         std::printf("%s %s %s", separator, label, value.c_str());
