@@ -60,6 +60,20 @@ TEST(Selection, TopKDensityFollowsTheFormula) {
   }
 }
 
+// top_k_density is the density of every top-k mask on the layout, whatever the logits: several
+// sequences, one shorter than k, the built-in model's 8k window (128 blocks: 0.091 at 0.1).
+TEST(Selection, TopKDensityIsTheMasksDensity) {
+  for (const Sequences& seqs : {Sequences({0, 1000, 1700, 1701, 9000}), Sequences::single(8192)}) {
+    const BlockLayout layout(seqs, 64, 3);
+    for (double density : {0.05, 0.1, 0.2, 0.3, 0.5, 1.0}) {
+      const BlockMask mask = select_blocks(random_logits(layout), layout, {.density = density});
+      EXPECT_DOUBLE_EQ(top_k_density(layout, density), mask_density(mask, layout)) << density;
+    }
+  }
+  EXPECT_NEAR(top_k_density(BlockLayout(Sequences::single(8192), 64, 9), 0.1), 0.091, 0.0005);
+  EXPECT_THROW(top_k_density(BlockLayout(Sequences::single(8192), 64, 9), 0.0), Error);
+}
+
 TEST(Selection, ThresholdKeepsProbableBlocksAndTheBest) {
   const BlockLayout layout(Sequences::single(64 * 40), 64, 2);
   const auto logits = random_logits(layout);

@@ -283,6 +283,9 @@ void run(const EvalOptions& o) {
     score(tokens, {}, dense);
     for (const double density : o.densities) {
       const SelectionOptions top_k{.density = density};
+      // StreamingLLM and MInference aim at the density top-k really keeps (Quest is a top-k itself),
+      // so that every heuristic is compared with the trained gate at the gate's own density.
+      const double matched = top_k_density(host_layout, density);
       if (wanted("a"))
         with_mask("(a) SeerAttention, trained gate, top-k", density, tokens, gate_provider(trained_gates, top_k));
       if (wanted("a+")) {
@@ -299,7 +302,7 @@ void run(const EvalOptions& o) {
                   oracle_provider(top_k, GtPooling::peak_mass));
       if (wanted("d"))
         with_mask("(d) StreamingLLM: sink + local window", density, tokens, [&](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
-        uploaded = cuda::DeviceMask::upload(streaming_mask(host_layout, density), host_layout);
+        uploaded = cuda::DeviceMask::upload(streaming_mask(host_layout, matched), host_layout);
         return uploaded;
       });
       if (wanted("e"))
@@ -311,7 +314,7 @@ void run(const EvalOptions& o) {
         std::vector<float> last_rows(size_t(hq * nb));
         for (int h = 0; h < hq; ++h)
           std::copy_n(map_host.begin() + (int64_t(h) * nb + nb - 1) * nb, nb, last_rows.begin() + h * nb);
-        uploaded = cuda::DeviceMask::upload(vertical_slash_mask(last_rows, host_layout, density), host_layout);
+        uploaded = cuda::DeviceMask::upload(vertical_slash_mask(last_rows, host_layout, matched), host_layout);
         return uploaded;
       });
       if (wanted("f"))

@@ -40,6 +40,17 @@ int64_t top_k_blocks(double density, int64_t nb) {
   return std::max<int64_t>(1, int64_t(std::floor((1.0 - std::sqrt(1.0 - density)) * double(nb))));
 }
 
+double top_k_density(const BlockLayout& layout, double density) {
+  SelectionOptions{.density = density}.validate();
+  double kept = 0;
+  for (const int64_t nb : layout.blocks) {
+    const int64_t k = std::min(top_k_blocks(density, nb), nb);
+    // Rows 0..k-1 keep i + 1 blocks, the other nb - k rows keep k.
+    kept += double(layout.heads) * (double(k) * double(k + 1) / 2 + double(nb - k) * double(k));
+  }
+  return kept / double(layout.causal_pairs());
+}
+
 BlockMask select_blocks(std::span<const float> logits, const BlockLayout& layout, const SelectionOptions& options) {
   options.validate();
   SEER_CHECK(options.layer_mass.empty(), "select_blocks chooses for one layer: pass options.for_layer(layer)");

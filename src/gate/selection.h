@@ -34,6 +34,12 @@ struct SelectionOptions {
 };
 
 int64_t top_k_blocks(double density, int64_t nb);
+// The fraction of the layout's causal blocks that top-k at `density` keeps (row i of a sequence of
+// nb blocks keeps min(top_k_blocks, i + 1)), whatever the logits: below `density` (0.091 at 0.1 for
+// 128 blocks), as the published k rounds down and the first rows have fewer blocks than k. The
+// heuristics of the accuracy table aim at it, so that every method is compared at the density the
+// trained gate's top-k really reaches.
+double top_k_density(const BlockLayout& layout, double density);
 
 // logits are packed per sequence as [H, nb, nb] following `layout` (entries above the diagonal ignored).
 // `options` are one layer's (no layer_mass: see SelectionOptions::for_layer).
