@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device tool carries at most 64 MiB per call, less than the built-in model (94 MiB) plus the
-# data. This splits the model and the evaluation/training text into three ignored folders,
+# data. This splits the model and the evaluation/training text into three folders (.gitignore),
 # .xfer1..3, to carry in three consecutive calls on a warm machine; each call's command copies its
 # folder to /tmp/seer there, and the third reassembles the model and unpacks the training books
 # (see bench/gpu/README.md). Each folder plus the tracked tree stays under the 64 MiB a call carries.
@@ -11,7 +11,6 @@ model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 corpus=${SEER_CORPUS:-../shared/corpus}
 rm -rf .xfer1 .xfer2 .xfer3
 mkdir -p .xfer1 .xfer2/dev .xfer3
-for d in .xfer1 .xfer2 .xfer3; do grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude; done
 split -b 33000000 -d "$model" .xfer3/model.part
 mv .xfer3/model.part00 .xfer1/ && mv .xfer3/model.part01 .xfer2/
 # Every training book (47 MB of text, about 11M tokens; 14 MB compressed), and the dev books.
