@@ -284,7 +284,8 @@ void add_train_gates_command(CLI::App& app) {
   cmd->add_option("--variant", o->variant_flags,
                   "more gates trained on the same forwards, each its own flags in one string, --out included "
                   "(e.g. \"--out b.safetensors --block-bias\"): --lr, --warmup, --weight-decay, --target-power, "
-                  "--skip-fraction, --tail-weight, --tail-local-blocks, --gate-dim, --gate-type, --block-bias; "
+                  "--skip-fraction, --tail-weight, --tail-local-blocks, --gate-dim, --gate-type, --init-seed, "
+                  "--block-bias; "
                   "each trains as a run of its own would, the model's forward shared");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
   cmd->add_flag("--resume", o->resume,

@@ -98,8 +98,7 @@ AdamWStep GateTrainer::adamw_step() const {
 }
 
 double GateTrainer::finish_step() {
-  for (size_t l = 0; l < layer_done_.size(); ++l)
-    SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
+  check_every_layer_given();
   check_host_state("weights");
   const AdamWStep s = adamw_step();
   // Every tensor of every layer in one parallel region. A region per tensor (90 for the built-in
@@ -140,10 +139,14 @@ void GateTrainer::add_layer_kl(int layer, double kl) {
 }
 
 double GateTrainer::finish_step_updated_elsewhere() {
-  for (size_t l = 0; l < layer_done_.size(); ++l)
-    SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
+  check_every_layer_given();
   host_state_current_ = false;
   return end_step();
+}
+
+void GateTrainer::check_every_layer_given() const {
+  for (size_t l = 0; l < layer_done_.size(); ++l)
+    SEER_CHECK(layer_done_[l], "training step ", step_, " finished without layer ", l);
 }
 
 double GateTrainer::end_step() {

@@ -108,6 +108,7 @@ class GateTrainer {
   uint64_t state_version_ = 0;
 
   void check_host_state(const char* what) const;
+  void check_every_layer_given() const;  // before either finish_step kind changes anything
 
   double end_step();  // the bookkeeping of both finish_step kinds
 };
