@@ -74,6 +74,27 @@ TEST(Selection, TopKDensityIsTheMasksDensity) {
   EXPECT_THROW(top_k_density(BlockLayout(Sequences::single(8192), 64, 9), 0.0), Error);
 }
 
+// with_dense_last_blocks on a mask built without them is the selection's own dense_last_blocks,
+// for every method, on sequences shorter and longer than the dense rows.
+TEST(Selection, DenseLastBlocksOfAnyMaskAreTheSelections) {
+  const BlockLayout layout(Sequences({0, 100, 1000, 1700, 5000}), 64, 3);
+  const auto logits = random_logits(layout);
+  for (SelectionOptions options : {SelectionOptions{.density = 0.1},
+                                   SelectionOptions{.method = SelectionOptions::Method::top_p, .mass = 0.6},
+                                   SelectionOptions{.method = SelectionOptions::Method::threshold, .threshold = 0.05}})
+    for (int n : {0, 1, 2, 40}) {
+      const BlockMask sparse = select_blocks(logits, layout, options);
+      options.dense_last_blocks = n;
+      const BlockMask expected = select_blocks(logits, layout, options);
+      options.dense_last_blocks = 0;
+      const BlockMask got = with_dense_last_blocks(sparse, layout, n);
+      EXPECT_EQ(got.indptr, expected.indptr) << n;
+      EXPECT_EQ(got.indices, expected.indices) << n;
+      if (n == 2) EXPECT_GT(got.nnz(), sparse.nnz());
+    }
+  EXPECT_THROW(with_dense_last_blocks(select_blocks(logits, layout, {.density = 0.1}), layout, -1), Error);
+}
+
 TEST(Selection, ThresholdKeepsProbableBlocksAndTheBest) {
   const BlockLayout layout(Sequences::single(64 * 40), 64, 2);
   const auto logits = random_logits(layout);

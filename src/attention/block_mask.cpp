@@ -52,4 +52,25 @@ BlockMask full_causal_mask(const BlockLayout& layout) {
   return mask;
 }
 
+BlockMask with_dense_last_blocks(const BlockMask& mask, const BlockLayout& layout, int n) {
+  validate_block_mask(mask, layout);
+  SEER_CHECK(n >= 0, "dense last blocks must be >= 0, got ", n);
+  BlockMask out{mask.block, mask.heads, std::vector<int64_t>(mask.indptr.size(), 0), {}};
+  out.indices.reserve(mask.indices.size());
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t nb = layout.blocks[size_t(s)];
+    for (int h = 0; h < layout.heads; ++h)
+      for (int64_t i = 0; i < nb; ++i) {
+        const size_t row = size_t(mask_row(layout, s, h, i));
+        if (i >= nb - n)
+          for (int32_t j = 0; j <= i; ++j) out.indices.push_back(j);
+        else
+          out.indices.insert(out.indices.end(), mask.indices.begin() + mask.indptr[row],
+                             mask.indices.begin() + mask.indptr[row + 1]);
+        out.indptr[row + 1] = int64_t(out.indices.size());
+      }
+  }
+  return out;
+}
+
 }  // namespace seer

@@ -35,4 +35,9 @@ double mask_density(const BlockMask& mask, const BlockLayout& layout);
 // The mask that keeps every causal block: block-sparse attention with it equals dense attention.
 BlockMask full_causal_mask(const BlockLayout& layout);
 
+// `mask` with the last `n` query blocks of each sequence keeping every causal block, as
+// SelectionOptions::dense_last_blocks does for the gate's selections: a prompt that ends in a question
+// attends from it densely. For masks built outside the selection (the heuristics').
+BlockMask with_dense_last_blocks(const BlockMask& mask, const BlockLayout& layout, int n);
+
 }  // namespace seer

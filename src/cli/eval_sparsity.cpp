@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "cli/commands.h"
@@ -59,10 +60,67 @@ struct Tally {
 // appears. SeerAttention keeps the last 2 query blocks dense, its default for prompts that end in a
 // question.
 constexpr int kAnswerTokens = 16;
+// What picks a pass-key selection's blocks: the trained gate, the oracle (the same selection on the
+// ground truth, pooled as `pooling`), or StreamingLLM's sink and local window at top-k's density.
+enum class PasskeySource { gate, oracle, streaming };
 struct PasskeySelection {
   std::string name;
-  SelectionOptions options;
+  SelectionOptions options;  // the gate's or the oracle's; every source keeps the last 2 query blocks dense
+  PasskeySource source = PasskeySource::gate;
+  GtPooling pooling = GtPooling::max;
 };
+
+// A forward's masks from outside the gate: the ground truth, the selection's workspace and the mask,
+// sized for one layout.
+struct CustomMaskBuffers {
+  cuda::DeviceBuffer<float> map, scratch;
+  cuda::SelectionWorkspace select_work;
+  cuda::DeviceMask mask;
+
+  CustomMaskBuffers(const cuda::DeviceLayout& layout, int q_heads)
+      : map(size_t(layout.host.map_elements())),
+        scratch(size_t(layout.scratch_elements)),
+        select_work(cuda::SelectionWorkspace::create(layout, q_heads)),
+        mask(cuda::DeviceMask::with_capacity(layout.total_rows * q_heads, layout.host.causal_pairs())) {}
+};
+
+// Sets `options` to attend through `sel` in a forward on `runtime`; masks not from the gate live in
+// `buffers`, made here for the runtime's layout.
+void set_passkey_selection(const PasskeySelection& sel, const std::vector<cuda::DeviceGate>& gates,
+                           cuda::LlamaRuntime& runtime, std::optional<CustomMaskBuffers>& buffers,
+                           cuda::ForwardOptions& options) {
+  const cuda::DeviceLayout& layout = runtime.layout();
+  const int hq = layout.host.heads;
+  if (sel.source != PasskeySource::gate) buffers.emplace(layout, hq);
+  switch (sel.source) {
+    case PasskeySource::gate:
+      options.mode = cuda::AttentionMode::seer;
+      options.gates = &gates;
+      options.selection = sel.options;
+      return;
+    case PasskeySource::oracle:
+      options.mode = cuda::AttentionMode::custom_mask;
+      options.mask_for_layer = [&sel, &runtime, b = &*buffers, &layout, hq](const cuda::LayerCapture& cap)
+          -> const cuda::DeviceMask& {
+        cuda::ground_truth_forward(cap.attention, layout, b->map.data(), b->scratch.data(), runtime.stream(),
+                                   sel.pooling);
+        cuda::probabilities_to_logits(b->map.data(), int64_t(b->map.size()), runtime.stream());
+        cuda::select_blocks(b->map.data(), layout, hq, sel.options, b->select_work, b->mask, runtime.stream());
+        return b->mask;
+      };
+      return;
+    case PasskeySource::streaming: {
+      const BlockMask streaming = streaming_mask(layout.host, top_k_density(layout.host, sel.options.density));
+      buffers->mask = cuda::DeviceMask::upload(
+          with_dense_last_blocks(streaming, layout.host, sel.options.dense_last_blocks), layout.host);
+      options.mode = cuda::AttentionMode::custom_mask;
+      options.mask_for_layer = [b = &*buffers](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
+        return b->mask;
+      };
+      return;
+    }
+  }
+}
 struct PasskeyResult {
   int64_t trials = 0, dense_correct = 0, context = 0;
   std::vector<int64_t> seer_correct;  // per selection
@@ -94,10 +152,9 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
       std::vector<float> logits;
       {
         cuda::LlamaRuntime runtime(model, Sequences::single(int64_t(prompt.size())));
+        std::optional<CustomMaskBuffers> buffers;
         cuda::ForwardOptions options;
-        options.mode = sparse ? cuda::AttentionMode::seer : cuda::AttentionMode::dense;
-        options.gates = &gates;
-        if (sparse) options.selection = selections[method - 1].options;
+        if (sparse) set_passkey_selection(selections[method - 1], gates, runtime, buffers, options);
         options.kv_cache = &cache;
         runtime.forward(prompt, options);
         logits = runtime.logits();
@@ -235,26 +292,36 @@ void run(const EvalOptions& o) {
   std::vector<PasskeySelection> passkey_selections;
   for (const std::string& code : o.passkey_trials > 0 ? o.passkey_methods : std::vector<std::string>{}) {
     const bool forced = code.back() == '+';  // p* keeps the budgets' own forced blocks
-    SelectionOptions sel = forced ? plus : SelectionOptions{};
-    sel.dense_last_blocks = 2;
+    PasskeySelection sel{.name = "", .options = forced ? plus : SelectionOptions{}};
+    std::string what = "trained gate, ";
     char target[64];
-    if (code[0] == 'a') {
-      sel.density = o.passkey_density;
+    if (code[0] == 'a' || code[0] == 'c' || code == "d") {
+      sel.options.density = o.passkey_density;
       std::snprintf(target, sizeof target, "top-k, density %g", o.passkey_density);
+      if (code[0] == 'c') {
+        sel.source = PasskeySource::oracle;
+        sel.pooling = code == "c" ? GtPooling::max : code == "cm" ? GtPooling::mass : GtPooling::peak_mass;
+        what = std::string("oracle, ") + gt_pooling_name(sel.pooling) + " ground truth, ";
+      } else if (code == "d") {
+        sel.source = PasskeySource::streaming;
+        what = "StreamingLLM: sink + local window, ";
+        std::snprintf(target, sizeof target, "top-k's density at %g", o.passkey_density);
+      }
     } else if (code == "p*") {
-      sel = budget_selection(budgets, o.passkey_density);
-      sel.dense_last_blocks = 2;
+      sel.options = budget_selection(budgets, o.passkey_density);
       std::snprintf(target, sizeof target, "calibrated top-p, density %g", o.passkey_density);
     } else if (code[0] == 'b') {
-      sel.method = SelectionOptions::Method::threshold;
-      sel.threshold = o.passkey_threshold;
+      sel.options.method = SelectionOptions::Method::threshold;
+      sel.options.threshold = o.passkey_threshold;
       std::snprintf(target, sizeof target, "threshold %g", o.passkey_threshold);
     } else {
-      sel.method = SelectionOptions::Method::top_p;
-      sel.mass = o.passkey_mass;
+      sel.options.method = SelectionOptions::Method::top_p;
+      sel.options.mass = o.passkey_mass;
       std::snprintf(target, sizeof target, "top-p, mass %g", o.passkey_mass);
     }
-    passkey_selections.push_back({"(" + code + ") trained gate, " + target + (forced ? plus_suffix : ""), sel});
+    sel.options.dense_last_blocks = 2;
+    sel.name = "(" + code + ") " + what + target + (forced ? plus_suffix : "");
+    passkey_selections.push_back(std::move(sel));
   }
   if (wanted("p*") && budgets.layer_mass.empty())
     std::fprintf(stderr, "eval-sparsity: %s has no calibrated budgets (seer calibrate): no (p*) rows\n",
@@ -483,12 +550,14 @@ void add_eval_sparsity_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "write the markdown table here");
   cmd->add_option("--passkey-trials", o->passkey_trials, "pass-key retrieval trials (0: skip)");
   cmd->add_option("--masses", o->masses, "top-p masses for the trained gate and the oracle")->delimiter(',');
-  cmd->add_option("--passkey-density", o->passkey_density, "pass key: top-k density of (a) and (a+)");
+  cmd->add_option("--passkey-density", o->passkey_density, "pass key: top-k density of (a), (a+), the oracles and (d)");
   cmd->add_option("--passkey-threshold", o->passkey_threshold, "pass key: threshold of (b) and (b+)");
   cmd->add_option("--passkey-mass", o->passkey_mass, "pass key: top-p mass of (p) and (p+)");
-  cmd->add_option("--passkey-methods", o->passkey_methods, "pass key: selections among a, a+, b, b+, p, p+, p*")
+  cmd->add_option("--passkey-methods", o->passkey_methods,
+                  "pass key: selections among a, a+, b, b+, p, p+, p*, and at --passkey-density the top-k oracles "
+                  "c, cm, cmx and StreamingLLM d")
       ->delimiter(',')
-      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*"}));
+      ->check(CLI::IsMember({"a", "a+", "b", "b+", "p", "p+", "p*", "c", "cm", "cmx", "d"}));
   cmd->add_option("--passkey-context", o->passkey_context, "pass-key prompt length (default: --context)");
   cmd->add_option("--plus-sink", o->plus_sink, "(a+): keep the sink block (true/false)");
   cmd->add_option("--plus-local-blocks", o->plus_local_blocks, "(a+): local key blocks kept up to the diagonal")
