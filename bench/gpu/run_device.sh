@@ -98,7 +98,7 @@ if has model; then
   run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
 fi
 if has train; then
-  train_gates 540 ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 250} \
+  train_gates 540 ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --skip-fraction 0 --checkpoint-every 250} \
     --out /tmp/seer/gates.safetensors | awk 'NR <= 2 || NR % 25 == 0'
   cp /tmp/seer/gates.safetensors /tmp/seer/gates.safetensors.csv /tmp/seer/gates.safetensors.loss.png "$out/"
 fi
@@ -125,7 +125,7 @@ if has sweep; then
     if [ ${#names[@]} -eq 1 ]; then gate_args+=($flags --out /tmp/seer/$name.safetensors)
     else gate_args+=(--variant "$flags --out /tmp/seer/$name.safetensors"); fi
   done < <(sweep_lines)
-  train_gates 590 ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --checkpoint-every 1000} \
+  train_gates 590 ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --skip-fraction 0 --checkpoint-every 1000} \
     "${gate_args[@]}" | awk 'NR <= 2 || NR % 500 == 0 || /final loss/'
   for name in "${names[@]}"; do
     cp /tmp/seer/$name.safetensors.csv "$out/$name.csv"
