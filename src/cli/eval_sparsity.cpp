@@ -70,28 +70,30 @@ struct PasskeySelection {
   GtPooling pooling = GtPooling::max;
 };
 
-// A forward's masks from outside the gate: the ground truth, the selection's workspace and the mask,
-// sized for one layout.
-struct CustomMaskBuffers {
+// The oracle's masks: the ground truth, the selection's workspace and the mask, sized for one layout.
+struct OracleBuffers {
   cuda::DeviceBuffer<float> map, scratch;
   cuda::SelectionWorkspace select_work;
   cuda::DeviceMask mask;
 
-  CustomMaskBuffers(const cuda::DeviceLayout& layout, int q_heads)
+  OracleBuffers(const cuda::DeviceLayout& layout, int q_heads)
       : map(size_t(layout.host.map_elements())),
         scratch(size_t(layout.scratch_elements)),
         select_work(cuda::SelectionWorkspace::create(layout, q_heads)),
         mask(cuda::DeviceMask::with_capacity(layout.total_rows * q_heads, layout.host.causal_pairs())) {}
 };
+// A forward's masks from outside the gate.
+struct CustomMasks {
+  std::optional<OracleBuffers> oracle;
+  cuda::DeviceMask fixed;  // StreamingLLM's, the same in every layer
+};
 
 // Sets `options` to attend through `sel` in a forward on `runtime`; masks not from the gate live in
-// `buffers`, made here for the runtime's layout.
+// `masks`, made here for the runtime's layout.
 void set_passkey_selection(const PasskeySelection& sel, const std::vector<cuda::DeviceGate>& gates,
-                           cuda::LlamaRuntime& runtime, std::optional<CustomMaskBuffers>& buffers,
-                           cuda::ForwardOptions& options) {
+                           cuda::LlamaRuntime& runtime, CustomMasks& masks, cuda::ForwardOptions& options) {
   const cuda::DeviceLayout& layout = runtime.layout();
   const int hq = layout.host.heads;
-  if (sel.source != PasskeySource::gate) buffers.emplace(layout, hq);
   switch (sel.source) {
     case PasskeySource::gate:
       options.mode = cuda::AttentionMode::seer;
@@ -100,8 +102,8 @@ void set_passkey_selection(const PasskeySelection& sel, const std::vector<cuda::
       return;
     case PasskeySource::oracle:
       options.mode = cuda::AttentionMode::custom_mask;
-      options.mask_for_layer = [&sel, &runtime, b = &*buffers, &layout, hq](const cuda::LayerCapture& cap)
-          -> const cuda::DeviceMask& {
+      options.mask_for_layer = [&sel, &runtime, b = &masks.oracle.emplace(layout, hq), &layout,
+                                hq](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
         cuda::ground_truth_forward(cap.attention, layout, b->map.data(), b->scratch.data(), runtime.stream(),
                                    sel.pooling);
         cuda::probabilities_to_logits(b->map.data(), int64_t(b->map.size()), runtime.stream());
@@ -111,22 +113,21 @@ void set_passkey_selection(const PasskeySelection& sel, const std::vector<cuda::
       return;
     case PasskeySource::streaming: {
       const BlockMask streaming = streaming_mask(layout.host, top_k_density(layout.host, sel.options.density));
-      buffers->mask = cuda::DeviceMask::upload(
+      masks.fixed = cuda::DeviceMask::upload(
           with_dense_last_blocks(streaming, layout.host, sel.options.dense_last_blocks), layout.host);
       options.mode = cuda::AttentionMode::custom_mask;
-      options.mask_for_layer = [b = &*buffers](const cuda::LayerCapture&) -> const cuda::DeviceMask& {
-        return b->mask;
-      };
+      options.mask_for_layer = [m = &masks.fixed](const cuda::LayerCapture&) -> const cuda::DeviceMask& { return *m; };
       return;
     }
   }
 }
+
 struct PasskeyResult {
   int64_t trials = 0, dense_correct = 0, context = 0;
-  std::vector<int64_t> seer_correct;  // per selection
+  std::vector<int64_t> sparse_correct;  // per selection
   // Per selection, the trials it got right that dense missed: the prompts are the same, so
-  // seer_correct - seer_only of dense's dense_correct are kept, a paired count.
-  std::vector<int64_t> seer_only;
+  // sparse_correct - sparse_only of dense's dense_correct are kept, a paired count.
+  std::vector<int64_t> sparse_only;
 };
 
 PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer& tokenizer,
@@ -136,8 +137,8 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
   std::mt19937_64 rng(2026);
   PasskeyResult r;
   r.context = context;
-  r.seer_correct.assign(selections.size(), 0);
-  r.seer_only.assign(selections.size(), 0);
+  r.sparse_correct.assign(selections.size(), 0);
+  r.sparse_only.assign(selections.size(), 0);
   for (int64_t trial = 0; trial < trials; ++trial) {
     // The prompt and the decoded answer fill the context.
     const PasskeyPrompt p = make_passkey_prompt(tokenizer, filler, context - kAnswerTokens, rng);
@@ -152,9 +153,9 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
       std::vector<float> logits;
       {
         cuda::LlamaRuntime runtime(model, Sequences::single(int64_t(prompt.size())));
-        std::optional<CustomMaskBuffers> buffers;
+        CustomMasks masks;
         cuda::ForwardOptions options;
-        if (sparse) set_passkey_selection(selections[method - 1], gates, runtime, buffers, options);
+        if (sparse) set_passkey_selection(selections[method - 1], gates, runtime, masks, options);
         options.kv_cache = &cache;
         runtime.forward(prompt, options);
         logits = runtime.logits();
@@ -172,14 +173,14 @@ PasskeyResult passkey_retrieval(const cuda::DeviceLlama& model, const Tokenizer&
       if (trial < 3)
         std::fprintf(stderr, "\npass key %s, %s answered '%s'\n", key.c_str(),
                      sparse ? selections[method - 1].name.c_str() : "dense", answer.c_str());
-      (sparse ? r.seer_correct[method - 1] : r.dense_correct) += correct;
+      (sparse ? r.sparse_correct[method - 1] : r.dense_correct) += correct;
       if (!sparse) dense_ok = correct;
-      if (sparse && correct && !dense_ok) ++r.seer_only[method - 1];
+      if (sparse && correct && !dense_ok) ++r.sparse_only[method - 1];
     }
     ++r.trials;
-    std::fprintf(stderr, "\rpass key: trial %lld/%lld, dense %lld, SeerAttention", (long long)r.trials,
+    std::fprintf(stderr, "\rpass key: trial %lld/%lld, dense %lld, sparse", (long long)r.trials,
                  (long long)trials, (long long)r.dense_correct);
-    for (int64_t n : r.seer_correct) std::fprintf(stderr, " %lld", (long long)n);
+    for (int64_t n : r.sparse_correct) std::fprintf(stderr, " %lld", (long long)n);
   }
   std::fprintf(stderr, "\n");
   return r;
@@ -278,9 +279,11 @@ void run(const EvalOptions& o) {
     return std::find(o.methods.begin(), o.methods.end(), code) != o.methods.end();
   };
   const SelectionOptions plus{.keep_sink = o.plus_sink, .local_blocks = o.plus_local_blocks};
-  // The forced blocks of (a+) and (b+), for their names.
-  std::string plus_suffix = std::string(o.plus_sink ? ", sink" : "") + ", " + std::to_string(o.plus_local_blocks) +
-                            " local block(s) kept";
+  // The forced blocks of (a+) and (b+), for their names; the pass key's selections apply the forced
+  // blocks but not --plus-dense-layers.
+  const std::string forced_suffix = std::string(o.plus_sink ? ", sink" : "") + ", " +
+                                    std::to_string(o.plus_local_blocks) + " local block(s) kept";
+  std::string plus_suffix = forced_suffix;
   if (!o.plus_dense_layers.empty()) {
     plus_suffix += ", layers";
     for (int l : o.plus_dense_layers) plus_suffix += " " + std::to_string(l);
@@ -320,7 +323,7 @@ void run(const EvalOptions& o) {
       std::snprintf(target, sizeof target, "top-p, mass %g", o.passkey_mass);
     }
     sel.options.dense_last_blocks = 2;
-    sel.name = "(" + code + ") " + what + target + (forced ? plus_suffix : "");
+    sel.name = "(" + code + ") " + what + target + (forced ? forced_suffix : "");
     passkey_selections.push_back(std::move(sel));
   }
   if (wanted("p*") && budgets.layer_mass.empty())
@@ -460,8 +463,8 @@ void run(const EvalOptions& o) {
                        {"selections", nlohmann::json::array()}};
   for (size_t i = 0; i < passkey_names.size(); ++i)
     report["passkey"]["selections"].push_back({{"method", passkey_names[i]},
-                                               {"correct", passkey.seer_correct[i]},
-                                               {"correct_where_dense_failed", passkey.seer_only[i]}});
+                                               {"correct", passkey.sparse_correct[i]},
+                                               {"correct_where_dense_failed", passkey.sparse_only[i]}});
   report["plus"] = {{"sink", o.plus_sink}, {"local_blocks", o.plus_local_blocks}};
   std::ostringstream md;
   md << "| method | target | real density | PPL | vs dense |\n| --- | --- | --- | --- | --- |\n";
@@ -520,9 +523,9 @@ void run(const EvalOptions& o) {
     md << "\nPass-key retrieval (" << passkey.trials << " trials, about " << passkey.context
        << " tokens, greedy): dense " << passkey.dense_correct << "/" << passkey.trials;
     for (size_t i = 0; i < passkey_names.size(); ++i)
-      md << "; " << passkey_names[i] << " " << passkey.seer_correct[i] << "/" << passkey.trials << " ("
-         << passkey.seer_correct[i] - passkey.seer_only[i] << " of dense's " << passkey.dense_correct << ", "
-         << passkey.seer_only[i] << " that dense missed)";
+      md << "; " << passkey_names[i] << " " << passkey.sparse_correct[i] << "/" << passkey.trials << " ("
+         << passkey.sparse_correct[i] - passkey.sparse_only[i] << " of dense's " << passkey.dense_correct << ", "
+         << passkey.sparse_only[i] << " that dense missed)";
     md << ".\n";
   }
   // The JSON once every section has added to it (the layer sweep, the recall).

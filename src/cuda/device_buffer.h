@@ -29,9 +29,15 @@ class DeviceBuffer {
            " MiB free of ", total_bytes / (1 << 20), " MiB)");
     }
   }
+  // Complete on return: a copy from pageable memory may still be in flight when cudaMemcpy returns,
+  // and the work that reads the buffer may run on a non-blocking stream, which does not wait for
+  // the default stream.
   static DeviceBuffer upload(std::span<const T> host) {
     DeviceBuffer buffer(host.size());
-    if (!host.empty()) SEER_CUDA_CHECK(cudaMemcpy(buffer.data_, host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+    if (!host.empty()) {
+      SEER_CUDA_CHECK(cudaMemcpy(buffer.data_, host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+      SEER_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    }
     return buffer;
   }
   std::vector<T> download() const {
