@@ -90,7 +90,9 @@ TEST(Selection, DenseLastBlocksOfAnyMaskAreTheSelections) {
       const BlockMask got = with_dense_last_blocks(sparse, layout, n);
       EXPECT_EQ(got.indptr, expected.indptr) << n;
       EXPECT_EQ(got.indices, expected.indices) << n;
-      if (n == 2) EXPECT_GT(got.nnz(), sparse.nnz());
+      if (n == 2) {
+        EXPECT_GT(got.nnz(), sparse.nnz());
+      }
     }
   EXPECT_THROW(with_dense_last_blocks(select_blocks(logits, layout, {.density = 0.1}), layout, -1), Error);
 }
