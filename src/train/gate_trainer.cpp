@@ -66,8 +66,7 @@ double GateTrainer::accumulate_layer(int layer, std::span<const bf16> q_pre, std
 
 void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float> dwk, std::span<const float> dwq,
                                      std::span<const float> dbias) {
-  SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
-  SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
+  check_layer_open(layer);
   check_host_state("weights");
   GateWeights<float>& g = grads_[size_t(layer)];
   check_size(dwk, "gate W_k gradient", int64_t(g.wk.size()));
@@ -76,7 +75,7 @@ void GateTrainer::add_layer_gradient(int layer, double kl, std::span<const float
   for (size_t e = 0; e < dwk.size(); ++e) g.wk[e] += dwk[e];
   for (size_t e = 0; e < dwq.size(); ++e) g.wq[e] += dwq[e];
   for (size_t e = 0; e < dbias.size(); ++e) g.bias[e] += dbias[e];
-  add_layer_kl(layer, kl);
+  record_layer_kl(layer, kl);
 }
 
 double GateTrainer::learning_rate(int64_t step) const {
@@ -131,8 +130,16 @@ double GateTrainer::finish_step() {
 }
 
 void GateTrainer::add_layer_kl(int layer, double kl) {
+  check_layer_open(layer);
+  record_layer_kl(layer, kl);
+}
+
+void GateTrainer::check_layer_open(int layer) const {
   SEER_CHECK(layer >= 0 && layer < int(weights_.size()), "layer ", layer, " out of range");
   SEER_CHECK(!layer_done_[size_t(layer)], "layer ", layer, " given twice in one step");
+}
+
+void GateTrainer::record_layer_kl(int layer, double kl) {
   layer_done_[size_t(layer)] = true;
   layer_kl_[size_t(layer)] = kl;
   step_loss_ += options_.loss_scale * kl;

@@ -108,7 +108,9 @@ class GateTrainer {
   uint64_t state_version_ = 0;
 
   void check_host_state(const char* what) const;
-  void check_every_layer_given() const;  // before either finish_step kind changes anything
+  void check_layer_open(int layer) const;  // in range and not yet given this step
+  void check_every_layer_given() const;    // before either finish_step kind changes anything
+  void record_layer_kl(int layer, double kl);  // after check_layer_open
 
   double end_step();  // the bookkeeping of both finish_step kinds
 };
