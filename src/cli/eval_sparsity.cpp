@@ -70,21 +70,37 @@ struct PasskeySelection {
   GtPooling pooling = GtPooling::max;
 };
 
-// The oracle's masks: the ground truth, the selection's workspace and the mask, sized for one layout.
-struct OracleBuffers {
+// A block map (the gate's logits or the ground truth), the ground truth's scratch, the selection's
+// workspace and the mask it fills, sized for one layout.
+struct MaskBuffers {
   cuda::DeviceBuffer<float> map, scratch;
   cuda::SelectionWorkspace select_work;
   cuda::DeviceMask mask;
 
-  OracleBuffers(const cuda::DeviceLayout& layout, int q_heads)
+  MaskBuffers(const cuda::DeviceLayout& layout, int q_heads)
       : map(size_t(layout.host.map_elements())),
         scratch(size_t(layout.scratch_elements)),
         select_work(cuda::SelectionWorkspace::create(layout, q_heads)),
         mask(cuda::DeviceMask::with_capacity(layout.total_rows * q_heads, layout.host.causal_pairs())) {}
+
+  // The layer's ground truth, pooled as `pooling`, into map.
+  void ground_truth(const cuda::LayerCapture& cap, const cuda::DeviceLayout& layout, GtPooling pooling,
+                    cudaStream_t stream) {
+    cuda::ground_truth_forward(cap.attention, layout, map.data(), scratch.data(), stream, pooling);
+  }
+  // The oracle: `sel` on the ground truth itself, through its logarithm, so that the softmax of a row
+  // is the row.
+  const cuda::DeviceMask& oracle(const cuda::LayerCapture& cap, const cuda::DeviceLayout& layout,
+                                 const SelectionOptions& sel, GtPooling pooling, cudaStream_t stream) {
+    ground_truth(cap, layout, pooling, stream);
+    cuda::probabilities_to_logits(map.data(), int64_t(map.size()), stream);
+    cuda::select_blocks(map.data(), layout, layout.host.heads, sel, select_work, mask, stream);
+    return mask;
+  }
 };
 // A forward's masks from outside the gate.
 struct CustomMasks {
-  std::optional<OracleBuffers> oracle;
+  std::optional<MaskBuffers> oracle;
   cuda::DeviceMask fixed;  // StreamingLLM's, the same in every layer
 };
 
@@ -93,7 +109,6 @@ struct CustomMasks {
 void set_passkey_selection(const PasskeySelection& sel, const std::vector<cuda::DeviceGate>& gates,
                            cuda::LlamaRuntime& runtime, CustomMasks& masks, cuda::ForwardOptions& options) {
   const cuda::DeviceLayout& layout = runtime.layout();
-  const int hq = layout.host.heads;
   switch (sel.source) {
     case PasskeySource::gate:
       options.mode = cuda::AttentionMode::seer;
@@ -102,13 +117,9 @@ void set_passkey_selection(const PasskeySelection& sel, const std::vector<cuda::
       return;
     case PasskeySource::oracle:
       options.mode = cuda::AttentionMode::custom_mask;
-      options.mask_for_layer = [&sel, &runtime, b = &masks.oracle.emplace(layout, hq), &layout,
-                                hq](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
-        cuda::ground_truth_forward(cap.attention, layout, b->map.data(), b->scratch.data(), runtime.stream(),
-                                   sel.pooling);
-        cuda::probabilities_to_logits(b->map.data(), int64_t(b->map.size()), runtime.stream());
-        cuda::select_blocks(b->map.data(), layout, hq, sel.options, b->select_work, b->mask, runtime.stream());
-        return b->mask;
+      options.mask_for_layer = [&sel, &runtime, b = &masks.oracle.emplace(layout, layout.host.heads),
+                                &layout](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
+        return b->oracle(cap, layout, sel.options, sel.pooling, runtime.stream());
       };
       return;
     case PasskeySource::streaming: {
@@ -218,10 +229,11 @@ void run(const EvalOptions& o) {
                                                     c.rope, layout.max_blocks));
   }
   cuda::GateWorkspace gate_work = cuda::GateWorkspace::create(layout, trained.front().config);
-  cuda::SelectionWorkspace select_work = cuda::SelectionWorkspace::create(layout, hq);
-  cuda::DeviceMask mask = cuda::DeviceMask::with_capacity(layout.total_rows * hq, host_layout.causal_pairs());
+  MaskBuffers buffers(layout, hq);
+  cuda::DeviceBuffer<float>& map = buffers.map;
+  cuda::SelectionWorkspace& select_work = buffers.select_work;
+  cuda::DeviceMask& mask = buffers.mask;
   cuda::DeviceMask uploaded;
-  cuda::DeviceBuffer<float> map(size_t(host_layout.map_elements())), scratch(size_t(layout.scratch_elements));
   std::vector<bf16> q_host(size_t(o.context * hq * c.head_dim)), k_host(size_t(o.context * c.kv_heads * c.head_dim));
   std::vector<float> map_host(map.size());
 
@@ -262,16 +274,9 @@ void run(const EvalOptions& o) {
       return mask;
     };
   };
-  const auto ground_truth = [&](const cuda::LayerCapture& cap, GtPooling pooling = GtPooling::max) {
-    cuda::ground_truth_forward(cap.attention, layout, map.data(), scratch.data(), runtime.stream(), pooling);
-  };
-  // Selection on the ground truth itself: its logarithm, so that the softmax of a row is the row.
   const auto oracle_provider = [&](SelectionOptions sel, GtPooling pooling = GtPooling::max) {
     return [&, sel, pooling](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
-      ground_truth(cap, pooling);
-      cuda::probabilities_to_logits(map.data(), int64_t(map.size()), runtime.stream());
-      cuda::select_blocks(map.data(), layout, hq, sel, select_work, mask, runtime.stream());
-      return mask;
+      return buffers.oracle(cap, layout, sel, pooling, runtime.stream());
     };
   };
 
@@ -377,7 +382,7 @@ void run(const EvalOptions& o) {
       });
       if (wanted("e"))
         with_mask("(e) MInference: vertical + slash", density, tokens, [&](const cuda::LayerCapture& cap) -> const cuda::DeviceMask& {
-        ground_truth(cap);
+        buffers.ground_truth(cap, layout, GtPooling::max, runtime.stream());
         SEER_CUDA_CHECK(cudaMemcpyAsync(map_host.data(), map.data(), map.size() * 4, cudaMemcpyDeviceToHost, runtime.stream()));
         SEER_CUDA_CHECK(cudaStreamSynchronize(runtime.stream()));
         const int64_t nb = host_layout.blocks[0];
