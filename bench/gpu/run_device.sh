@@ -19,7 +19,9 @@
 #   sweep     gate variants from the file SEER_SWEEP, a line each: NAME and its train-gates gate
 #             flags (e.g. "bias0 --block-bias --skip-fraction 0"; # comments); all train in one
 #             train-gates run (the first as its main gates, the rest as --variant), on
-#             SEER_TRAIN_ARGS's shared settings, then each is calibrated -> $OUT/NAME.csv, and
+#             SEER_TRAIN_ARGS's shared settings (steps, batch, target pooling; its gate flags, such
+#             as the default's --skip-fraction 0, reach the first line only: a --variant starts
+#             from train-gates' defaults), then each is calibrated -> $OUT/NAME.csv, and
 #             /tmp/seer/NAME.cal.safetensors stays for sweep-eval
 #   sweep-eval  eval-sparsity (SEER_EVAL_ARGS, else a gate experiment's methods) of each calibrated
 #             variant of SEER_SWEEP, or of those SEER_SWEEP_EVAL names -> $OUT/NAME.md; a later call

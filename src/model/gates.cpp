@@ -12,6 +12,36 @@
 
 namespace seer {
 
+namespace {
+
+// A gate weight [heads, in, d_g] as float: F32, F16 or BF16 as stored, or I8 beside `<name>_scale`
+// ([heads, 1, d_g], F32/F16/BF16), one scale per head and output column: w = q · scale
+// (scripts/quantize_gates.py --format int8, how gates fit in a fraction of their bf16 size).
+std::vector<float> gate_weight(const SafetensorsFile& file, const SafetensorsTensor& w, const std::string& path) {
+  const std::string scale_name = w.name + "_scale";
+  const SafetensorsTensor* scale = file.find(scale_name);
+  if (w.dtype != SafetensorsDtype::i8) {
+    SEER_CHECK(scale == nullptr, path, ": '", scale_name, "' beside '", w.name, "', which is ",
+               safetensors_dtype_name(w.dtype), ", not I8");
+    return file.to_float(w.name);
+  }
+  SEER_CHECK(scale != nullptr, path, ": '", w.name, "' is I8 and needs '", scale_name, "'");
+  SEER_CHECK(scale->shape == std::vector<int64_t>({w.shape[0], 1, w.shape[2]}), path, ": '", scale_name,
+             "' must be [", w.shape[0], ", 1, ", w.shape[2], "]");
+  const std::vector<float> s = file.to_float(scale_name);
+  for (const float x : s) SEER_CHECK(std::isfinite(x) && x >= 0, path, ": '", scale_name, "' holds ", x);
+  const std::span<const uint8_t> q = file.data(w.name);
+  std::vector<float> out(q.size());
+  const int64_t in = w.shape[1], cols = w.shape[2];
+  for (size_t e = 0; e < out.size(); ++e) {
+    const int64_t head = int64_t(e) / (in * cols), col = int64_t(e) % cols;
+    out[e] = float(int8_t(q[e])) * s[size_t(head * cols + col)];
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaConfig& config) {
   const SafetensorsFile file = SafetensorsFile::open(path);
   if (const auto it = file.metadata().find("seerattn_gate_block_size"); it != file.metadata().end())
@@ -56,8 +86,8 @@ std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaC
     SEER_CHECK(wk->shape[0] == g.config.k_proj_heads(), path, ": '", wk->name, "' must be [",
                g.config.k_proj_heads(), ", ", 3 * d, ", ", g.config.gate_dim, "]",
                g.config.has_q_proj() ? " (the gate has W_q: one K projection per KV head)" : "");
-    g.wk = file.to_float(wk->name);
-    if (wq != nullptr) g.wq = file.to_float(wq->name);
+    g.wk = gate_weight(file, *wk, path);
+    if (wq != nullptr) g.wq = gate_weight(file, *wq, path);
     if (const SafetensorsTensor* bias = file.find(prefix + "block_bias")) {
       SEER_CHECK(bias->shape == std::vector<int64_t>({config.q_heads, kBiasColumns}), path, ": '", bias->name,
                  "' must be [", config.q_heads, ", ", kBiasColumns, "] (gate/block_bias.h)");

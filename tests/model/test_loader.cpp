@@ -450,6 +450,72 @@ TEST(Gates, LoadFromSafetensors) {
   EXPECT_THROW(load_gates((dir.path() / "plain.safetensors").string(), c), Error);
 }
 
+// Gate weights stored as I8 beside a scale per head and output column ([heads, 1, d_g]):
+// w[h][i][j] = q[h][i][j] · scale[h][j], for W_k and W_q alike; a missing, misshapen or negative
+// scale, or a scale beside a float weight, is refused.
+TEST(Gates, LoadInt8WeightsWithScales) {
+  LlamaConfig c;
+  c.layers = 1;
+  c.q_heads = 4;
+  c.kv_heads = 2;
+  c.head_dim = 8;
+  TempDir dir;
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int> code(-127, 127);
+  std::uniform_real_distribution<float> positive(0.001f, 0.1f);
+  const std::string p = "model.layers.0.self_attn.attn_gate.";
+  struct Quantized {
+    std::vector<int8_t> q;
+    std::vector<float> scale, expected;
+  };
+  const auto quantized = [&](int64_t heads, int64_t in, int64_t cols) {
+    Quantized w;
+    w.q.resize(size_t(heads * in * cols));
+    w.scale.resize(size_t(heads * cols));
+    for (int8_t& x : w.q) x = int8_t(code(rng));
+    for (float& x : w.scale) x = positive(rng);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < in; ++i)
+        for (int64_t j = 0; j < cols; ++j)
+          w.expected.push_back(float(w.q[size_t((h * in + i) * cols + j)]) * w.scale[size_t(h * cols + j)]);
+    return w;
+  };
+  const auto bytes = [](const auto& v) {
+    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(v[0]));
+  };
+  const Quantized wk = quantized(2, 24, 4), wq = quantized(4, 8, 4);
+  const auto write = [&](const std::string& file, std::vector<int64_t> k_scale_shape, bool with_k_scale = true,
+                         const std::vector<float>* k_scale = nullptr) {
+    std::vector<SafetensorsWriteTensor> t{
+        {p + "mask_linear_k.weight", SafetensorsDtype::i8, {2, 24, 4}, bytes(wk.q)},
+        {p + "mask_linear_q.weight", SafetensorsDtype::i8, {4, 8, 4}, bytes(wq.q)},
+        {p + "mask_linear_q.weight_scale", SafetensorsDtype::f32, {4, 1, 4}, bytes(wq.scale)}};
+    if (with_k_scale)
+      t.push_back({p + "mask_linear_k.weight_scale", SafetensorsDtype::f32, k_scale_shape,
+                   bytes(k_scale ? *k_scale : wk.scale)});
+    write_safetensors((dir.path() / file).string(), t, {});
+    return (dir.path() / file).string();
+  };
+  const std::vector<GateWeights<float>> gates = load_gates(write("int8.safetensors", {2, 1, 4}), c);
+  EXPECT_EQ(gates[0].config.gate_dim, 4);
+  EXPECT_EQ(gates[0].wk, wk.expected);
+  EXPECT_EQ(gates[0].wq, wq.expected);
+  EXPECT_THROW(load_gates(write("no_scale.safetensors", {}, false), c), Error);
+  EXPECT_THROW(load_gates(write("scale_per_head.safetensors", {2, 4, 1}), c), Error);
+  std::vector<float> negative = wk.scale;
+  negative[5] = -negative[5];
+  EXPECT_THROW(load_gates(write("negative_scale.safetensors", {2, 1, 4}, true, &negative), c), Error);
+  // A scale beside a float weight would be ignored by any reader of the float: refused.
+  std::vector<float> wk_float = wk.expected;
+  const std::vector<SafetensorsWriteTensor> float_with_scale{
+      {p + "mask_linear_k.weight", SafetensorsDtype::f32, {2, 24, 4}, bytes(wk_float)},
+      {p + "mask_linear_k.weight_scale", SafetensorsDtype::f32, {2, 1, 4}, bytes(wk.scale)},
+      {p + "mask_linear_q.weight", SafetensorsDtype::i8, {4, 8, 4}, bytes(wq.q)},
+      {p + "mask_linear_q.weight_scale", SafetensorsDtype::f32, {4, 1, 4}, bytes(wq.scale)}};
+  write_safetensors((dir.path() / "float_with_scale.safetensors").string(), float_with_scale, {});
+  EXPECT_THROW(load_gates((dir.path() / "float_with_scale.safetensors").string(), c), Error);
+}
+
 // A one-layer gates file (mask_linear_k [1, 6, 4] of 0.5s) written with the metadata given: for the
 // tests of what the metadata carries. Not copyable (the tensor points into w).
 struct TinyGates {
