@@ -183,19 +183,20 @@ struct FlashConsumer {
   }
 
   __device__ void issue_qk(const T* k_tile) {
+    const uint64_t k_desc = desc_k_major(k_tile);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int chunk = kk / 4, step = kk % 4;  // +32 bytes per 16 columns inside a 64-column chunk
-      wgmma_rs<T, kKeys, BMajor::K>(s, qa[kk], desc_k_major(k_tile + chunk * Stage::kChunkElems + step * 16),
-                                    kk > 0);
+      wgmma_rs<T, kKeys, BMajor::K>(
+          s, qa[kk], desc_advance(k_desc, uint32_t((chunk * Stage::kChunkElems + step * 16) * sizeof(T))), kk > 0);
     }
     wgmma_commit();
   }
   __device__ void issue_pv(const T* v_tile) {  // V is MN-major: +2048 bytes per 16 keys
+    const uint64_t v_desc = desc_mn_major(v_tile, Stage::kChunkElems * int(sizeof(T)));
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
-      wgmma_rs<T, D, BMajor::MN>(acc, pa[kk],
-                                 desc_mn_major(v_tile + kk * 16 * 64, Stage::kChunkElems * int(sizeof(T))), true);
+      wgmma_rs<T, D, BMajor::MN>(acc, pa[kk], desc_advance(v_desc, uint32_t(kk * 16 * 64 * sizeof(T))), true);
     wgmma_commit();
   }
   __device__ void release(uint64_t* bar) const {
