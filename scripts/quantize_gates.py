@@ -5,9 +5,10 @@ tensors (names starting with "optimizer.") are dropped.
 
 --format bf16 (default): every F32 tensor rounded to BF16 (round to nearest even).
 --format int8: each projection weight (`*.mask_linear_k.weight`, `*.mask_linear_q.weight`,
-  [heads, in, d_g], F32 or BF16) becomes I8 codes q = round(w / scale) in [-127, 127] beside
+  [heads, in, d_g], F32, F16 or BF16) becomes I8 codes q = round(w / scale) in [-127, 127] beside
   `<name>_scale` (F32, [heads, 1, d_g]): one scale per head and output column, the column's largest
   |w| over 127, so w ≈ q · scale (what seer's gate loader reads back). Other F32 tensors go to BF16.
+A file that is already int8 is refused rather than rounded again.
 
 Usage: python3 scripts/quantize_gates.py IN.safetensors OUT.safetensors [--format bf16|int8]
 """
@@ -32,6 +33,8 @@ def to_bf16(values):
 def to_float(raw, dtype):
     if dtype == "F32":
         return np.frombuffer(raw, dtype="<f4").copy()
+    if dtype == "F16":
+        return np.frombuffer(raw, dtype="<f2").astype("<f4")
     if dtype == "BF16":
         return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view("<f4")
     raise ValueError(f"cannot read {dtype} as float")
@@ -60,8 +63,11 @@ def main(src, dst, fmt):
             continue
         begin, end = info["data_offsets"]
         raw, dtype, shape = body[begin:end], info["dtype"], info["shape"]
+        if dtype == "I8" or name.endswith("_scale"):
+            # Rounding again would round the scales to bf16 and keep the codes: precision lost silently.
+            sys.exit(f"{src}: '{name}' is already quantized; start from the fp32 gates train-gates wrote")
         projection = name.endswith((".mask_linear_k.weight", ".mask_linear_q.weight"))
-        if fmt == "int8" and projection and dtype in ("F32", "BF16"):
+        if fmt == "int8" and projection and dtype in ("F32", "F16", "BF16"):
             codes, scale = to_int8(to_float(raw, dtype).reshape(shape))
             tensors.append((name, "I8", shape, codes.tobytes()))
             tensors.append((name + "_scale", "F32", scale.shape, scale.tobytes()))

@@ -8,14 +8,16 @@
 #   FILE.cu includes headers under src/ and instantiates the kernels to look at, as
 #   bench/gpu/sass_flash.cu does for the FlashAttention kernels.
 set -euo pipefail
+[ $# -ge 1 ] || { sed -n '7,9p' "$0"; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$1 filter=${2:-}
 tools=$root/build/tools
 nvdisasm=$(find "$tools" -name nvdisasm -type f 2>/dev/null | head -1 || true)
 if [ -z "$nvdisasm" ]; then
   mkdir -p "$tools"
+  # nvdisasm reads the cubins of any older nvcc; the newest wheel is what the index offers.
   python3 -m pip download --no-deps --quiet --dest "$tools" nvidia-cuda-nvdisasm
-  python3 -m zipfile -e "$tools"/nvidia_cuda_nvdisasm-*.whl "$tools/nvdisasm-wheel"
+  python3 -m zipfile -e "$(ls "$tools"/nvidia_cuda_nvdisasm-*.whl | tail -1)" "$tools/nvdisasm-wheel"
   nvdisasm=$(find "$tools" -name nvdisasm -type f | head -1)
   chmod +x "$nvdisasm"
 fi
@@ -24,9 +26,13 @@ trap 'rm -f "$cubin"' EXIT
 nvcc -I"$root/src" -O3 -DNDEBUG --use_fast_math --expt-relaxed-constexpr -std=c++20 \
   --generate-code=arch=compute_90a,code=sm_90a -cubin -o "$cubin" "$src"
 "$nvdisasm" -c "$cubin" | awk -v filter="$filter" '
-  /^[ \t]*\.text\./ || /Function : / { name = $0; show = (filter == "" || index(name, filter) > 0); if (show) print "== " name; prev = ""; next }
-  show && match($0, /(HGMMA\.[0-9x]+|WARPGROUP\.DEPBAR\.LE gsb0, 0x[0-9]|WARPGROUP\.ARRIVE|MUFU\.EX2|SYNCS\.PHASECHK|BRA)/) {
-    op = substr($0, RSTART, RLENGTH)
-    if (op == prev) { count++ } else { if (prev != "") print "  " prev " x" count; prev = op; count = 1 }
+  function flush() { if (prev != "") print "  " prev " x" count; prev = "" }
+  /^[ \t]*\.text\./ {
+    flush(); show = (filter == "" || index($0, filter) > 0); if (show) print "== " $0; next
   }
-  END { if (prev != "") print "  " prev " x" count }'
+  show && match($0, /(HGMMA\.[0-9x]+|WARPGROUP\.DEPBAR\.LE gsb0, 0x[0-9]|WARPGROUP\.ARRIVE|MUFU\.EX2)/) ||
+      show && match($0, /(SYNCS\.PHASECHK|BRA)/) {
+    op = substr($0, RSTART, RLENGTH)
+    if (op == prev) { count++ } else { flush(); prev = op; count = 1 }
+  }
+  END { flush() }'

@@ -58,10 +58,10 @@ nlohmann::json gates_info(const std::string& path, const LlamaConfig& c) {
   const GateBudgets budgets = load_gate_budgets(path, c.layers);
   const SafetensorsFile file = SafetensorsFile::open(path);
   std::map<std::string, int64_t> dtypes;
-  int64_t parameters = 0;
+  int64_t parameters = 0;  // the gate's weights: an int8 weight's scales (`<name>_scale`) are not counted
   for (const SafetensorsTensor& t : file.tensors()) {
     ++dtypes[std::string(safetensors_dtype_name(t.dtype))];
-    parameters += t.elements;
+    if (!t.name.ends_with("_scale")) parameters += t.elements;
   }
   const GateConfig& g = gates.front().config;
   nlohmann::json j = {{"path", path},

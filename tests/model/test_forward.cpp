@@ -87,7 +87,7 @@ TEST(Forward, SeerAttentionAtFullDensityEqualsDense) {
 
   const std::span<const float> next = reference_model.decode(ids[0]);
   const std::vector<float> reference_next(next.begin(), next.end());
-  // d_g = d (the published gates) and d_g = 8 (W_q beside a per-KV-head W_k, the compact gates).
+  // d_g = d (the published gates) and d_g = 8 (W_q beside a per-KV-head W_k, as the shipped d_g = 16 gates).
   for (const int gate_dim : {c.head_dim, 8}) {
     std::vector<GateWeights<float>> gates;
     for (int l = 0; l < c.layers; ++l)

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -366,14 +367,20 @@ TEST(Loader, NamesTheTensorThatIsMissingOrMisshapen) {
   EXPECT_THROW(load_llama((dir.path() / "absent.gguf").string()), Error);
 }
 
-// Gate checkpoints: per layer mask_linear_k [H_q, 3d, d_g] when d_g == d; mask_linear_q [H_q, d, d_g]
-// and mask_linear_k [H_kv, 3d, d_g] when d_g != d.
-TEST(Gates, LoadFromSafetensors) {
+// The model shape the gates tests load for: 4 query and 2 KV heads of dimension 8.
+LlamaConfig gate_test_config(int layers) {
   LlamaConfig c;
-  c.layers = 2;
+  c.layers = layers;
   c.q_heads = 4;
   c.kv_heads = 2;
   c.head_dim = 8;
+  return c;
+}
+
+// Gate checkpoints: per layer mask_linear_k [H_q, 3d, d_g] when d_g == d; mask_linear_q [H_q, d, d_g]
+// and mask_linear_k [H_kv, 3d, d_g] when d_g != d.
+TEST(Gates, LoadFromSafetensors) {
+  LlamaConfig c = gate_test_config(2);
   TempDir dir;
   // bias_layers: the first so many layers get a block_bias of shape bias_shape.
   const auto write = [&](int gate_dim, bool with_q, int layers, const std::string& file, int k_heads = 4,
@@ -454,11 +461,7 @@ TEST(Gates, LoadFromSafetensors) {
 // w[h][i][j] = q[h][i][j] · scale[h][j], for W_k and W_q alike; a missing, misshapen or negative
 // scale, or a scale beside a float weight, is refused.
 TEST(Gates, LoadInt8WeightsWithScales) {
-  LlamaConfig c;
-  c.layers = 1;
-  c.q_heads = 4;
-  c.kv_heads = 2;
-  c.head_dim = 8;
+  const LlamaConfig c = gate_test_config(1);
   TempDir dir;
   std::mt19937_64 rng(11);
   std::uniform_int_distribution<int> code(-127, 127);
@@ -500,11 +503,23 @@ TEST(Gates, LoadInt8WeightsWithScales) {
   EXPECT_EQ(gates[0].config.gate_dim, 4);
   EXPECT_EQ(gates[0].wk, wk.expected);
   EXPECT_EQ(gates[0].wq, wq.expected);
-  EXPECT_THROW(load_gates(write("no_scale.safetensors", {}, false), c), Error);
-  EXPECT_THROW(load_gates(write("scale_per_head.safetensors", {2, 4, 1}), c), Error);
-  std::vector<float> negative = wk.scale;
-  negative[5] = -negative[5];
-  EXPECT_THROW(load_gates(write("negative_scale.safetensors", {2, 1, 4}, true, &negative), c), Error);
+  // Each refusal for its own reason: the message names it.
+  const auto expect_refused = [&](const std::string& path, const std::string& reason) {
+    std::string message = "(loaded)";
+    try {
+      load_gates(path, c);
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find(reason), std::string::npos) << message;
+  };
+  expect_refused(write("no_scale.safetensors", {}, false), "is I8 and needs");
+  expect_refused(write("scale_per_head.safetensors", {2, 4, 1}), "must be [2, 1, 4]");
+  for (const float bad : {-0.5f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> scale = wk.scale;
+    scale[5] = bad;
+    expect_refused(write("bad_scale.safetensors", {2, 1, 4}, true, &scale), "_scale' holds");
+  }
   // A scale beside a float weight would be ignored by any reader of the float: refused.
   std::vector<float> wk_float = wk.expected;
   const std::vector<SafetensorsWriteTensor> float_with_scale{
@@ -513,7 +528,7 @@ TEST(Gates, LoadInt8WeightsWithScales) {
       {p + "mask_linear_q.weight", SafetensorsDtype::i8, {4, 8, 4}, bytes(wq.q)},
       {p + "mask_linear_q.weight_scale", SafetensorsDtype::f32, {4, 1, 4}, bytes(wq.scale)}};
   write_safetensors((dir.path() / "float_with_scale.safetensors").string(), float_with_scale, {});
-  EXPECT_THROW(load_gates((dir.path() / "float_with_scale.safetensors").string(), c), Error);
+  expect_refused((dir.path() / "float_with_scale.safetensors").string(), "which is F32, not I8");
 }
 
 // A one-layer gates file (mask_linear_k [1, 6, 4] of 0.5s) written with the metadata given: for the
