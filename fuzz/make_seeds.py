@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes small valid GGUF and safetensors files to seed the fuzzers: OUT/gguf/* and
-OUT/safetensors/*. Standard library only, so the fuzz script needs nothing installed.
+"""Writes small valid GGUF, safetensors and gates files to seed the fuzzers: OUT/gguf/*,
+OUT/safetensors/* and OUT/gates/* (gates for fuzz_gates.cpp's 2-layer model: 4 query and 2 KV heads
+of dimension 8). Standard library only, so the fuzz script needs nothing installed.
 
 Usage: python3 fuzz/make_seeds.py OUT
 """
@@ -98,7 +99,33 @@ def main() -> None:
             [("s", "F32", [], struct.pack("<f", 42)), ("e", "F16", [0, 4], b"")]),
         "empty.safetensors": safetensors_file([]),
     }
-    for kind, seeds in (("gguf", gguf_seeds), ("safetensors", safetensors_seeds)):
+    prefix = "model.layers.{}.self_attn.attn_gate."
+    budgets = json.dumps({"keep_sink": True, "local_blocks": 3, "context": 8192, "calibration": "seed",
+                          "top_p": {"0.1": [0.5, 0.6], "0.3": [0.8, 0.9]}})
+    metadata = {"seerattn_gate_block_size": "64", "seerattn_gate_type": "Qavg_Kmaxminavg",
+                "seer_layer_budgets": budgets}
+
+    def floats(n: int) -> bytes:
+        return struct.pack(f"<{n}f", *(rng.uniform(-1, 1) for _ in range(n)))
+
+    def int8_weight(name: str, heads: int, rows: int, cols: int) -> list:
+        codes = bytes(rng.randrange(256) for _ in range(heads * rows * cols))
+        scales = struct.pack(f"<{heads * cols}f", *(rng.uniform(0.001, 0.1) for _ in range(heads * cols)))
+        return [(name, "I8", [heads, rows, cols], codes), (name + "_scale", "F32", [heads, 1, cols], scales)]
+
+    float_gates, int8_gates, biased_gates = [], [], []
+    for layer in range(2):
+        p = prefix.format(layer)
+        float_gates.append((p + "mask_linear_k.weight", "F32", [4, 24, 8], floats(4 * 24 * 8)))
+        biased_gates += [float_gates[-1], (p + "block_bias", "F32", [4, 10], floats(40))]
+        int8_gates += int8_weight(p + "mask_linear_k.weight", 2, 24, 4)
+        int8_gates += int8_weight(p + "mask_linear_q.weight", 4, 8, 4)
+    gates_seeds = {
+        "float.safetensors": safetensors_file(float_gates, metadata),
+        "int8.safetensors": safetensors_file(int8_gates, metadata),
+        "biased.safetensors": safetensors_file(biased_gates, {"seerattn_gate_block_size": "64"}),
+    }
+    for kind, seeds in (("gguf", gguf_seeds), ("safetensors", safetensors_seeds), ("gates", gates_seeds)):
         (out / kind).mkdir(parents=True, exist_ok=True)
         for name, data in seeds.items():
             (out / kind / name).write_bytes(data)

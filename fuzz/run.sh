@@ -5,7 +5,7 @@
 # over 10 s on one input; the input that did it is left in build-fuzz/ (crash-*, leak-*, oom-*,
 # timeout-*).
 #
-# Usage: bash fuzz/run.sh [seconds per target, default 300] [target...]   (targets: gguf safetensors)
+# Usage: bash fuzz/run.sh [seconds per target, default 300] [target...]   (targets: gguf safetensors gates)
 # CI runs `bash fuzz/run.sh 60`. Not part of the CMake build: it needs clang and its libFuzzer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-300}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(gguf safetensors)
+((${#targets[@]})) || targets=(gguf safetensors gates)
 
 install() {
   echo "fuzz: installing $*"
@@ -34,6 +34,7 @@ flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 declare -A sources=(
   [gguf]="fuzz/fuzz_gguf.cpp src/formats/gguf.cpp src/formats/ggml_types.cpp src/formats/mapped_file.cpp"
   [safetensors]="fuzz/fuzz_safetensors.cpp src/formats/safetensors.cpp src/formats/hf_config.cpp src/formats/mapped_file.cpp src/gate/rope.cpp"
+  [gates]="fuzz/fuzz_gates.cpp src/model/gates.cpp src/gate/attn_gate.cpp src/core/sequences.cpp src/core/atomic_file.cpp src/formats/safetensors.cpp src/formats/hf_config.cpp src/formats/mapped_file.cpp src/gate/rope.cpp"
 )
 
 python3 fuzz/make_seeds.py "$out/seeds"
@@ -41,7 +42,7 @@ for target in "${targets[@]}"; do
   [ -n "${sources[$target]:-}" ] || { echo "fuzz: unknown target '$target'" >&2; exit 2; }
   binary="$out/fuzz_$target"
   # Rebuild only when a source or header changed since the last build.
-  if [ ! -x "$binary" ] || [ -n "$(find fuzz src/formats src/core src/gate -newer "$binary" -print -quit)" ]; then
+  if [ ! -x "$binary" ] || [ -n "$(find fuzz src/formats src/core src/gate src/model -newer "$binary" -print -quit)" ]; then
     echo "fuzz: building $binary"
     # shellcheck disable=SC2086  # the source list is meant to split into words
     clang++ "${flags[@]}" ${sources[$target]} -o "$binary"

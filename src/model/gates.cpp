@@ -43,7 +43,11 @@ std::vector<float> gate_weight(const SafetensorsFile& file, const SafetensorsTen
 }  // namespace
 
 std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaConfig& config) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
+  return load_gates(SafetensorsFile::open(path), config, path);
+}
+
+std::vector<GateWeights<float>> load_gates(const SafetensorsFile& file, const LlamaConfig& config,
+                                           const std::string& path) {
   if (const auto it = file.metadata().find("seerattn_gate_block_size"); it != file.metadata().end())
     SEER_CHECK(it->second == "64", path, ": gate block size ", it->second, " is not supported (64)");
   const HeadDims heads{config.q_heads, config.kv_heads, config.head_dim};
@@ -131,7 +135,10 @@ GtPooling gates_target_pooling(const std::string& path) {
 }
 
 GateBudgets load_gate_budgets(const std::string& path, int layers) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
+  return load_gate_budgets(SafetensorsFile::open(path), layers, path);
+}
+
+GateBudgets load_gate_budgets(const SafetensorsFile& file, int layers, const std::string& path) {
   GateBudgets b;
   const auto it = file.metadata().find(kBudgetKey);
   if (it == file.metadata().end()) return b;

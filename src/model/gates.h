@@ -11,16 +11,22 @@
 
 namespace seer {
 
+class SafetensorsFile;
+
 // Keys and layouts as the reference checkpoints have them: model.layers.{i}.self_attn.attn_gate.
 // mask_linear_k.weight [H_q, 3d, d_g] when d_g == d; when d_g != d, ...mask_linear_q.weight
 // [H_q, d, d_g] beside mask_linear_k [H_kv, 3d, d_g]; Qmaxminavg gates (q pooled by max, min and
 // mean) have mask_linear_q [H_q, 3d, d_g] and mask_linear_k [H_kv, 3d, d_g] at any d_g. A
 // mask_linear_q [H_q, d, d] (the reference's seerattn_gate_force_double) is refused rather than
 // ignored; so is a seerattn_gate_type that is unknown or does not match the shapes. seer's optional
-// ...attn_gate.block_bias [H_q, 10] (gate/block_bias.h), in every layer or none. F32, F16 or BF16. The
-// optional metadata entry seerattn_gate_block_size must be 64 (the block of the CPU forward).
-// Throws seer::Error naming the missing or misshapen key.
+// ...attn_gate.block_bias [H_q, 10] (gate/block_bias.h), in every layer or none. F32, F16 or BF16, or
+// a projection in I8 beside `<name>_scale` [heads, 1, d_g], a scale per head and output column
+// (scripts/quantize_gates.py). The optional metadata entry seerattn_gate_block_size must be 64 (the
+// block of the CPU forward). Throws seer::Error naming the missing or misshapen key.
 std::vector<GateWeights<float>> load_gates(const std::string& path, const LlamaConfig& config);
+// The same from a parsed file; `name` (its path) prefixes the errors.
+std::vector<GateWeights<float>> load_gates(const SafetensorsFile& file, const LlamaConfig& config,
+                                           const std::string& name);
 
 // Per-layer top-p masses calibrated for a set of gates by `seer calibrate` (gate/budget.h), one
 // list per target density, measured at `context` tokens with the forced blocks given; stored as
@@ -39,6 +45,7 @@ struct GateBudgets {
 // The budgets in the gates file at `path` (an empty layer_mass when it has none); throws if they
 // are malformed or do not have one mass per layer of a `layers`-layer model.
 GateBudgets load_gate_budgets(const std::string& path, int layers);
+GateBudgets load_gate_budgets(const SafetensorsFile& file, int layers, const std::string& name);
 
 // Top-p selection with the budgets' per-layer masses for `density` and their forced blocks.
 SelectionOptions budget_selection(const GateBudgets& budgets, double density);
