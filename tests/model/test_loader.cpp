@@ -531,6 +531,38 @@ TEST(Gates, LoadInt8WeightsWithScales) {
   expect_refused((dir.path() / "float_with_scale.safetensors").string(), "which is F32, not I8");
 }
 
+// The shipped gates: under 1 MB (issue 7's size target), their 60 projections (W_k and W_q of 30
+// layers) int8 as scripts/quantize_gates.py --format int8 writes them, so that in every head's
+// output column the largest code is ±127 (the scale is the column's largest |w| over 127), and
+// loading for the built-in model's heads with d_g = 16.
+TEST(Gates, ShippedGatesAreInt8AndUnderOneMegabyte) {
+  const std::string path = (std::filesystem::path(SEER_SOURCE_DIR) / kBuiltinGates).string();
+  EXPECT_LT(std::filesystem::file_size(path), 1000000u);
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  int projections = 0;
+  for (const SafetensorsTensor& t : file.tensors()) {
+    if (t.dtype != SafetensorsDtype::i8) continue;
+    ASSERT_EQ(t.shape.size(), 3u) << t.name;
+    const std::span<const uint8_t> q = file.data(t.name);
+    const std::vector<float> scale = file.to_float(t.name + "_scale");
+    const int64_t rows = t.shape[1], cols = t.shape[2];
+    for (int64_t h = 0; h < t.shape[0]; ++h)
+      for (int64_t j = 0; j < cols; ++j) {
+        int largest = 0;
+        for (int64_t i = 0; i < rows; ++i)
+          largest = std::max(largest, std::abs(int(int8_t(q[size_t((h * rows + i) * cols + j)]))));
+        EXPECT_EQ(largest, scale[size_t(h * cols + j)] > 0 ? 127 : 0) << t.name << " head " << h << " column " << j;
+      }
+    ++projections;
+  }
+  EXPECT_EQ(projections, 60);
+  LlamaConfig c = gate_test_config(30);
+  c.q_heads = 9;
+  c.kv_heads = 3;
+  c.head_dim = 64;
+  EXPECT_EQ(load_gates(path, c).front().config.gate_dim, 16);
+}
+
 // A one-layer gates file (mask_linear_k [1, 6, 4] of 0.5s) written with the metadata given: for the
 // tests of what the metadata carries. Not copyable (the tensor points into w).
 struct TinyGates {
