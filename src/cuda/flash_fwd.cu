@@ -117,11 +117,11 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     p.work = layout.work.data();
     p.work_counter = layout.work_counter.data();
     const int64_t items = layout.total_rows * p.q_heads;  // (head, query block) pairs
-    // Each producer draws one past the end to learn that the work is done.
+    // Each scheduler draws one past the end to learn that the work is done.
     SEER_CHECK(items + 2 * int64_t(detail::kMaxPersistentBlocks) <= int64_t(INT32_MAX),
                "block-sparse: too many (head, query block) items: ", items);
     // Persistent: one thread block per multiprocessor (its shared memory allows no second), two
-    // consumers each, drawing items from the counter.
+    // consumers each, their schedulers drawing items from the counter.
     const int blocks =
         int(std::min<int64_t>({int64_t(sm_count()), int64_t(detail::kMaxPersistentBlocks), (items + 1) / 2}));
     detail::flash_fwd_sparse_kernel<T, D>

@@ -49,15 +49,22 @@ struct KvBarriers {
   }
 };
 
+// A hook that takes anything and does nothing: the variants that record no block statistics, and
+// producers that need no word before a tile's loads.
+struct NoRecord {
+  template <class... Args>
+  __device__ void operator()(Args&&...) const {}
+};
+
 // Producer side, one thread: tile `it` of n_tiles is the pipeline's tile first + it (`first`: the
 // tiles loaded before, for a pipeline that runs on across work items) and goes to stage (first + it)
 // % kStages once every consumer warp has released that stage's previous tile; block_of(it, half) is
-// the sequence-local 64-key block in half `half` of tile `it`. K and V complete on separate
-// barriers, so S = Q K^T can start before V lands.
-template <typename T, int D, int kKeys, int kStages, class BlockOf>
+// the sequence-local 64-key block in half `half` of tile `it`; before_tile(it) runs before tile it's
+// waits and loads. K and V complete on separate barriers, so S = Q K^T can start before V lands.
+template <typename T, int D, int kKeys, int kStages, class BlockOf, class BeforeTile = NoRecord>
 __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensorMap* v_map, int kv_head, int start,
                            T* k_tiles, T* v_tiles, const KvBarriers<kStages>& bar, BlockOf&& block_of,
-                           int first = 0) {
+                           int first = 0, BeforeTile&& before_tile = BeforeTile{}) {
   using Stage = KvStage<D, kKeys>;
   constexpr int kHalves = kKeys / 64;
   int block[kHalves], next[kHalves];  // tile it's blocks; tile it + 1's, read before tile it's waits
@@ -71,6 +78,7 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
   for (int half = 0; half < kHalves; ++half) next[half] = n_tiles > 0 ? block_of(0, half) : 0;
 #pragma unroll 1  // the producer has few registers (setmaxnreg)
   for (int it = 0; it < n_tiles; ++it) {
+    before_tile(it);
     for (int half = 0; half < kHalves; ++half) block[half] = next[half];
     // A gathered block index is a global load: issue the next one now, so that its latency hides
     // behind this tile's waits instead of delaying the next tile's loads.
@@ -87,26 +95,46 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
 
 // Epilogue of a consumer: normalizes O (wgmma m64nD accumulator layout: this thread holds rows
 // `row_in_block` and + 8, columns 8n + 2t + {0, 1}) and writes rows qblock*64.. of head h that are
-// < len, and their natural-log LSE.
+// < len, and their natural-log LSE. The four threads of a quad hold the same rows; a 4 x 4
+// transpose of their packed words by two xor-shuffle steps (step k swaps the words in slots whose
+// bit k differs from the thread's with the partner's, slot j <-> j ^ k) leaves thread t the 8 columns
+// of n = 4m + t, so each thread writes 16-byte units: a quarter of the store instructions of
+// 4-byte writes, whose queue held the consumer's registers at every item's end (bench/RESULTS.md, v18).
 template <typename T, int D>
 __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float (&acc)[D / 2], const float (&row_max)[2],
                                            const float (&row_sum)[2], int row_in_block, int t, int start, int qblock,
                                            int h, int len) {
   const int64_t q_stride = int64_t(p.q_heads) * D;
+  const bool odd = t & 1, high = t & 2;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float l = quad_sum(row_sum[r]);
     const float inv = l > 0.f ? 1.f / l : 0.f;
     const int local = row_in_block + r * 8;
     const int row = qblock * kTile + local;
-    if (row < len) {
-      T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
+    T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
 #pragma unroll
-      for (int n = 0; n < D / 8; ++n)
-        *reinterpret_cast<uint32_t*>(dst + n * 8 + 2 * t) =
-            pack2<T>(acc[4 * n + 2 * r] * inv, acc[4 * n + 2 * r + 1] * inv);
+    for (int m = 0; m < D / 32; ++m) {
+      uint32_t w[4];  // w[j]: columns 8(4m + j) + 2t + {0, 1}
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = 4 * m + j;
+        w[j] = pack2<T>(acc[4 * n + 2 * r] * inv, acc[4 * n + 2 * r + 1] * inv);
+      }
+      // Shuffles outside the row test: every lane of the warp takes part.
+      uint32_t lo = __shfl_xor_sync(0xffffffffu, odd ? w[0] : w[1], 1);
+      uint32_t hi = __shfl_xor_sync(0xffffffffu, odd ? w[2] : w[3], 1);
+      (odd ? w[0] : w[1]) = lo;
+      (odd ? w[2] : w[3]) = hi;
+      lo = __shfl_xor_sync(0xffffffffu, high ? w[0] : w[2], 2);
+      hi = __shfl_xor_sync(0xffffffffu, high ? w[1] : w[3], 2);
+      (high ? w[0] : w[2]) = lo;
+      (high ? w[1] : w[3]) = hi;
+      if (row < len) *reinterpret_cast<uint4*>(dst + (4 * m + t) * 8) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    if (row < len && t == 0) {
       const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
-      if (t == 0) p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
+      p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
     }
   }
 }
@@ -145,12 +173,6 @@ struct TileInfo {
   int upper_shift = 0;
 };
 
-// A record hook that takes anything and does nothing: the variants that record no block statistics.
-struct NoRecord {
-  template <class... Args>
-  __device__ void operator()(Args&&...) const {}
-};
-
 // One consumer warpgroup: 64 query rows against a stream of kKeys-key tiles. Per tile n, S_n = Q K_n^T
 // (wgmma, Q from registers, K from shared memory) is issued, then O += P_{n-1} V_{n-1} (P from registers);
 // the softmax of S_n runs while that second product is in flight, and O is rescaled once it lands.
@@ -168,7 +190,7 @@ struct FlashConsumer {
   int row_offset;  // this warpgroup's first row relative to the diagonal tile's first key
   float row_max[2] = {-INFINITY, -INFINITY};  // rows 16*warp + g and + 8, base-2 scores
   float row_sum[2] = {0.f, 0.f};              // this thread's part of the row sums
-  float acc[D / 2];                           // O: wgmma m64nD accumulator layout
+  float acc[D / 2];                           // O: wgmma m64nD accumulator layout (written by an item's first P V)
   float s[kS];  // s[4n + e]: row 16*warp + g + 8*(e >> 1), key 8n + 2t + (e & 1)
   uint32_t pa[kKeys / 16][4];  // P as wgmma's register A operand, 16 keys per k-step
   uint32_t qa[D / 16][4];  // Q in the same layout, 16 columns per k-step
@@ -178,8 +200,6 @@ struct FlashConsumer {
     lane = tid % 32;
     g = lane / 4;
     t = lane % 4;
-#pragma unroll
-    for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
   }
 
   __device__ void issue_qk(const T* k_tile) {
@@ -192,11 +212,14 @@ struct FlashConsumer {
     }
     wgmma_commit();
   }
-  __device__ void issue_pv(const T* v_tile) {  // V is MN-major: +2048 bytes per 16 keys
+  // O (+)= P V: `accumulate` false for an item's first tile, whose product overwrites O (so O needs
+  // neither clearing nor rescaling at an item's start).
+  __device__ void issue_pv(const T* v_tile, bool accumulate) {  // V is MN-major: +2048 bytes per 16 keys
     const uint64_t v_desc = desc_mn_major(v_tile, Stage::kChunkElems * int(sizeof(T)));
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
-      wgmma_rs<T, D, BMajor::MN>(acc, pa[kk], desc_advance(v_desc, uint32_t(kk * 16 * 64 * sizeof(T))), true);
+      wgmma_rs<T, D, BMajor::MN>(acc, pa[kk], desc_advance(v_desc, uint32_t(kk * 16 * 64 * sizeof(T))),
+                                 kk > 0 || accumulate);
     wgmma_commit();
   }
   __device__ void release(uint64_t* bar) const {
@@ -274,6 +297,12 @@ struct FlashConsumer {
     if constexpr (kRecordMass) record_mass(tile, base, half_sum);
   }
 
+  __device__ void pack() {
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<T>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+  }
   __device__ void rescale_and_pack(const float (&alpha)[2]) {
     // Only when a row of the warp has a new max (alpha != 1); the vote keeps the branch warp-uniform.
     if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
@@ -282,61 +311,114 @@ struct FlashConsumer {
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[4 * n + e] *= alpha[e >> 1];
     }
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<T>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    pack();
   }
 
   // Q from its tile into registers (load_q_fragments), before run(); the tile is free afterwards.
   __device__ void load_q(const T* q_tile) { load_q_fragments<T, D>(q_tile, warp, g, t, qa); }
 
-  // The whole pipeline over n_tiles tiles (n_tiles >= 1), Q already in registers (load_q): tile `it`
-  // is the pipeline's tile first + it (produce_kv's numbering) and sits in stage (first + it) %
-  // kStages. Only tile 0 may need masking: callers visit key blocks from the diagonal down.
+  // The pipeline's steps for one item of n_tiles tiles whose tile `it` is the pipeline's tile first +
+  // it (produce_kv's numbering) in stage (first + it) % kStages, Q already in registers (load_q);
+  // only tile 0 may need masking (callers visit key blocks from the diagonal down). In order:
+  // issue_first(first), wgmma_wait<0>, first_softmax(first), step(it) for it = 1 .. n_tiles - 1,
+  // issue_last_pv(first + n_tiles - 1), wgmma_wait<0>, finish_last_pv. run() is exactly that; the
+  // block-sparse kernel issues the next item's first S before the last P V, as step() does.
+  __device__ void issue_first(const T* k_tiles, const KvBarriers<kStages>& bar, int tile) {
+    const int stage = bar.stage(tile);
+    mbarrier_wait(&bar.k_full[stage], bar.parity(tile));
+    wgmma_fence();
+    issue_qk(k_tiles + stage * Stage::kElems);
+  }
+  // After the wait for issue_first's S: a new item's running max and sum and its masked softmax;
+  // first_softmax then packs P (no rescale: the first P V overwrites O). first_scores alone leaves P's
+  // registers to a P V still in flight.
+  template <class Record, class RecordMass>
+  __device__ void first_scores(const KvBarriers<kStages>& bar, int tile, float scale_log2, const TileInfo& info,
+                               int len, Record&& record, RecordMass&& record_mass) {
+    fence_registers(s);
+    release(&bar.k_empty[bar.stage(tile)]);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      row_max[r] = -INFINITY;
+      row_sum[r] = 0.f;
+    }
+    float alpha[2];
+    softmax<true>(scale_log2, info, len, alpha, record, record_mass);
+  }
+  template <class Record, class RecordMass>
+  __device__ void first_softmax(const KvBarriers<kStages>& bar, int tile, float scale_log2, const TileInfo& info,
+                                int len, Record&& record, RecordMass&& record_mass) {
+    first_scores(bar, tile, scale_log2, info, len, record, record_mass);
+    pack();
+  }
+  template <class Record, class RecordMass>
+  __device__ void step(const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar, int first, int it,
+                       float scale_log2, const TileInfo& info, int len, Record&& record, RecordMass&& record_mass) {
+    float alpha[2];
+    const int stage = bar.stage(first + it), prev = bar.stage(first + it - 1);
+    mbarrier_wait(&bar.k_full[stage], bar.parity(first + it));
+    wgmma_fence();
+    issue_qk(k_tiles + stage * Stage::kElems);
+    mbarrier_wait(&bar.v_full[prev], bar.parity(first + it - 1));
+    issue_pv(v_tiles + prev * Stage::kElems, it > 1);
+    wgmma_wait<1>();  // S of tile `it` has landed; P V of tile it - 1 may still run
+    fence_registers(s);
+    release(&bar.k_empty[stage]);
+    softmax<false>(scale_log2, info, len, alpha, record, record_mass);
+    wgmma_wait<0>();
+    fence_registers(acc);
+    fence_registers(pa);
+    release(&bar.v_empty[prev]);
+    rescale_and_pack(alpha);
+  }
+  // P V of the item's last tile (`accumulate`: the item has more than one tile).
+  __device__ void issue_last_pv(const T* v_tiles, const KvBarriers<kStages>& bar, int tile, bool accumulate) {
+    const int stage = bar.stage(tile);
+    mbarrier_wait(&bar.v_full[stage], bar.parity(tile));
+    wgmma_fence();
+    issue_pv(v_tiles + stage * Stage::kElems, accumulate);
+  }
+  // After the wait for issue_last_pv's product: O is final, P free, and the stage released (a
+  // pipeline that runs on to the next item reuses it).
+  __device__ void finish_last_pv(const KvBarriers<kStages>& bar, int tile) {
+    fence_registers(acc);
+    fence_registers(pa);
+    release(&bar.v_empty[bar.stage(tile)]);
+  }
+
+  // The whole pipeline over n_tiles >= 1 tiles, the steps above in order.
   template <class Info, class Record, class RecordMass>
   __device__ void run(int n_tiles, const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar,
                       float scale_log2, int len, Info&& info, Record&& record, RecordMass&& record_mass,
                       int first = 0) {
-    float alpha[2];
-    const int stage0 = bar.stage(first);
-    mbarrier_wait(&bar.k_full[stage0], bar.parity(first));
-    wgmma_fence();
-    issue_qk(k_tiles + stage0 * Stage::kElems);
+    issue_first(k_tiles, bar, first);
     wgmma_wait<0>();
-    fence_registers(s);
-    release(&bar.k_empty[stage0]);
-    softmax<true>(scale_log2, info(0), len, alpha, record, record_mass);
-    rescale_and_pack(alpha);
-    for (int it = 1; it < n_tiles; ++it) {
-      const int stage = bar.stage(first + it), prev = bar.stage(first + it - 1);
-      mbarrier_wait(&bar.k_full[stage], bar.parity(first + it));
-      wgmma_fence();
-      issue_qk(k_tiles + stage * Stage::kElems);
-      mbarrier_wait(&bar.v_full[prev], bar.parity(first + it - 1));
-      issue_pv(v_tiles + prev * Stage::kElems);
-      wgmma_wait<1>();  // S of tile `it` has landed; P V of tile it - 1 may still run
-      fence_registers(s);
-      release(&bar.k_empty[stage]);
-      softmax<false>(scale_log2, info(it), len, alpha, record, record_mass);
-      wgmma_wait<0>();
-      fence_registers(acc);
-      fence_registers(pa);
-      release(&bar.v_empty[prev]);
-      rescale_and_pack(alpha);
+    first_softmax(bar, first, scale_log2, info(0), len, record, record_mass);
+    for (int it = 1; it < n_tiles; ++it)
+      step(k_tiles, v_tiles, bar, first, it, scale_log2, info(it), len, record, record_mass);
+    issue_last_pv(v_tiles, bar, first + n_tiles - 1, n_tiles > 1);
+    wgmma_wait<0>();
+    finish_last_pv(bar, first + n_tiles - 1);
+  }
+
+  // O of a row with no key block: zeros (the store writes them and LSE -inf).
+  __device__ void clear() {
+#pragma unroll
+    for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      row_max[r] = -INFINITY;
+      row_sum[r] = 0.f;
     }
-    const int last = bar.stage(first + n_tiles - 1);
-    mbarrier_wait(&bar.v_full[last], bar.parity(first + n_tiles - 1));
-    wgmma_fence();
-    issue_pv(v_tiles + last * Stage::kElems);
-    wgmma_wait<0>();
-    fence_registers(acc);
-    fence_registers(pa);
-    release(&bar.v_empty[last]);  // a pipeline that runs on to the next item reuses the stage
   }
 
   __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len) const {
     store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len);
+  }
+  // The same with the row statistics kept aside (the next item's softmax has replaced them).
+  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, const float (&max)[2],
+                        const float (&sum)[2]) const {
+    store_rows<T, D>(p, acc, max, sum, warp * 16 + g, t, start, qblock, h, len);
   }
 };
 

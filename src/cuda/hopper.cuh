@@ -19,6 +19,11 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t address) {
   return v;
 }
 
+// A 32-bit shared-memory store (st.shared), ordered with the asm around it as lds_u32 is.
+__device__ __forceinline__ void sts_u32(uint32_t address, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(address), "r"(v) : "memory");
+}
+
 // ---- mbarrier --------------------------------------------------------------------------------
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
