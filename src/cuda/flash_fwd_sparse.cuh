@@ -1,6 +1,6 @@
 // Block-sparse FlashAttention forward on Hopper, warp-specialized and persistent. A thread block has
-// three warpgroups: warpgroup 0 gives its registers away; per consumer warpgroup, one of its threads
-// schedules and one produces. Work items are (head, query block) pairs, head by head (thread blocks
+// three warpgroups: warpgroup 0 gives its registers away, and per consumer warpgroup one of its
+// threads schedules and one produces. Work items are (head, query block) pairs, head by head (thread blocks
 // running together then share one KV head's K/V in L2), query blocks in the work list's
 // longest-first order. A consumer's scheduler draws its next item from a global counter and resolves
 // it (head, query block, sequence, CSR row, the first tile's key blocks) into one of two shared

@@ -50,7 +50,7 @@ struct KvBarriers {
 };
 
 // A hook that takes anything and does nothing: the variants that record no block statistics, and
-// producers that need no word before a tile's loads.
+// producers that need no hook before a tile's loads.
 struct NoRecord {
   template <class... Args>
   __device__ void operator()(Args&&...) const {}
@@ -96,8 +96,8 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
 // Epilogue of a consumer: normalizes O (wgmma m64nD accumulator layout: this thread holds rows
 // `row_in_block` and + 8, columns 8n + 2t + {0, 1}) and writes rows qblock*64.. of head h that are
 // < len, and their natural-log LSE. The four threads of a quad hold the same rows; a 4 x 4
-// transpose of their packed words by two xor-shuffle steps (step k swaps the words in slots whose
-// bit k differs from the thread's with the partner's, slot j <-> j ^ k) leaves thread t the 8 columns
+// transpose of their packed words by two xor-shuffle steps (step k = 1, then 2, swaps the words in
+// slots j with j & k != t & k with thread t ^ k's slots j ^ k) leaves thread t the 8 columns
 // of n = 4m + t, so each thread writes 16-byte units: a quarter of the store instructions of
 // 4-byte writes, whose queue held the consumer's registers at every item's end (bench/RESULTS.md, v18).
 template <typename T, int D>
@@ -112,7 +112,7 @@ __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float 
     const float inv = l > 0.f ? 1.f / l : 0.f;
     const int local = row_in_block + r * 8;
     const int row = qblock * kTile + local;
-    T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;
+    T* dst = p.out + int64_t(start + row) * q_stride + int64_t(h) * D;  // used only if row < len
 #pragma unroll
     for (int m = 0; m < D / 32; ++m) {
       uint32_t w[4];  // w[j]: columns 8(4m + j) + 2t + {0, 1}
@@ -184,6 +184,9 @@ struct TileInfo {
 template <typename T, int D, int kKeys, int kStages>
 struct FlashConsumer {
   static constexpr int kS = kKeys / 2;  // S accumulators per thread (m64 x kKeys)
+  // Base 2: P up to 256 before O is rescaled, at d = 128 (block-sparse 5% faster at 32k, the ground
+  // truth 1%); at d = 64 the block-sparse kernel ran 4% slower with it (bench/RESULTS.md, v21).
+  static constexpr float kRescaleSlack = D == 128 ? 8.f : 0.f;
   using Stage = KvStage<D, kKeys>;
 
   int warp, lane, g, t;
@@ -270,9 +273,22 @@ struct FlashConsumer {
 #pragma unroll
       for (int kh = 0; kh < kHalves; ++kh) tile_max = fmaxf(tile_max, half_max[kh][r]);
       tile_max = quad_max(tile_max);
-      const float m_new = fmaxf(row_max[r], tile_max);
-      const float base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
-      alpha[r] = exp2f(row_max[r] - base_exp);
+      float m_new, base_exp;
+      if constexpr (kRescaleSlack > 0.f) {
+        // The running max moves only when the tile's exceeds it by more than kRescaleSlack: below
+        // that, 2^(s·scale - max) stays under 2^kRescaleSlack, which fp32 sums and 16-bit P hold to
+        // the same relative precision, and O and the row sum keep their scale (alpha = 1), so that
+        // the warp's vote in rescale_and_pack skips most rescales (conditional rescaling, as in
+        // FlashAttention-4). From -inf any visible score moves it.
+        const bool moves = tile_max > row_max[r] + kRescaleSlack;
+        m_new = moves ? tile_max : row_max[r];
+        base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
+        alpha[r] = moves ? exp2f(row_max[r] - base_exp) : 1.f;
+      } else {
+        m_new = fmaxf(row_max[r], tile_max);
+        base_exp = m_new == -INFINITY ? 0.f : m_new;
+        alpha[r] = exp2f(row_max[r] - base_exp);
+      }
       row_max[r] = m_new;
       row_sum[r] *= alpha[r];
       if constexpr (kRecordMass) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_fp16.h>
 
+#include <utility>
 #include <vector>
 
 #include "core/bf16.h"
@@ -11,11 +12,14 @@
 
 namespace seer::test {
 
-// Fresh random values rounded to the device dtype; `host` keeps the rounded values as float.
+// Fresh random values (or given ones) rounded to the device dtype; `host` keeps the rounded values
+// as float.
 struct DeviceTensor {
   std::vector<float> host;
   cuda::DeviceBuffer<uint16_t> device;
-  DeviceTensor(size_t n, cuda::DType dtype, float scale) : host(random_values<float>(n, scale)) {
+  DeviceTensor(size_t n, cuda::DType dtype, float scale) : DeviceTensor(random_values<float>(n, scale), dtype) {}
+  DeviceTensor(std::vector<float> values, cuda::DType dtype) : host(std::move(values)) {
+    const size_t n = host.size();
     std::vector<uint16_t> bits(n);
     for (size_t e = 0; e < n; ++e) {
       if (dtype == cuda::DType::bf16) {

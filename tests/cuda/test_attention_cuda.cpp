@@ -182,6 +182,56 @@ TEST_P(CudaAttention, BlockSparseManyItems) {
   }
 }
 
+// An attention sink: the keys of each sequence's first block scaled by 6, so that their scores exceed
+// every other by far (some 20 in base 2 against a spread of about 1). The kernels visit key blocks
+// from the diagonal down, so a row that keeps block 0 meets its max last, past the rescale slack
+// (FlashConsumer::kRescaleSlack): O and the row sums are rescaled after most of the row. Block-sparse
+// with and without the diagonal, dense and ground truth against the CPU, outputs poisoned.
+TEST_P(CudaAttention, SinkKeysMatchCpu) {
+  for (const Shape& shape : {Shape{{1500, 400}, 8, 2, 128}, Shape{{1500, 400}, 9, 3, 64}}) {
+    Problem p(shape, GetParam());
+    std::vector<float> k = p.k.host;
+    const int64_t row = int64_t(shape.kv_heads) * shape.head_dim;
+    for (int64_t s = 0; s < p.seqs.count(); ++s)
+      for (int64_t e = p.seqs.start(s) * row; e < (p.seqs.start(s) + 64) * row; ++e) k[size_t(e)] *= 6.f;
+    p.k = test::DeviceTensor(std::move(k), GetParam());
+    std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+    for (const bool keep_diagonal : {false, true}) {
+      const BlockMask mask = test::random_mask(p.layout.host, 0.3, keep_diagonal);
+      const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, p.layout.host);
+      block_sparse_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, mask, ref, ref_lse);
+      poison(p.out);
+      poison(p.lse);
+      cuda::block_sparse_forward(p.args(), p.layout, dmask, nullptr);
+      SEER_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "block-sparse, d " << shape.head_dim;
+      EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
+    }
+    dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
+    poison(p.out);
+    poison(p.lse);
+    cuda::dense_forward(p.args(), p.layout, nullptr);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "dense, d " << shape.head_dim;
+    EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
+    for (const GtPooling pooling : {GtPooling::max, GtPooling::peak_mass}) {
+      DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
+      poison(gt);
+      poison(scratch);
+      poison(p.out);
+      poison(p.lse);
+      cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr, pooling);
+      SEER_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<double> ref_gt(gt.size());
+      ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt, pooling);
+      EXPECT_LT(test::relative_error(gt.download(), ref_gt), 1e-2)
+          << "ground truth (" << gt_pooling_name(pooling) << "), d " << shape.head_dim;
+      EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2);
+      EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaAttention, ::testing::Values(DType::bf16, DType::f16));
 
 TEST(CudaAttentionErrors, RejectsUnsupportedShapesAndBadMasks) {
