@@ -5,6 +5,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "attention/attention_cpu.h"
 #include "cuda/attention_cuda.h"
@@ -57,6 +61,35 @@ struct Problem {
   }
   std::vector<float> out_host() const { return test::to_float(out.download(), dtype); }
 };
+
+// Dense and the ground truth (each pooling) against the CPU on p's inputs, outputs poisoned before
+// each launch; `what` names the case in failures.
+void expect_dense_and_ground_truth_match(Problem& p, std::initializer_list<GtPooling> poolings,
+                                         const std::string& what) {
+  std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
+  dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
+  poison(p.out);
+  poison(p.lse);
+  cuda::dense_forward(p.args(), p.layout, nullptr);
+  SEER_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "dense, " << what;
+  EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2) << "dense, " << what;
+  for (const GtPooling pooling : poolings) {
+    DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
+    poison(gt);
+    poison(scratch);
+    poison(p.out);
+    poison(p.lse);
+    cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr, pooling);
+    SEER_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<double> ref_gt(gt.size());
+    ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt, pooling);
+    EXPECT_LT(test::relative_error(gt.download(), ref_gt), 1e-2)
+        << "ground truth (" << gt_pooling_name(pooling) << "), " << what;
+    EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "ground truth, " << what;
+    EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2) << "ground truth, " << what;
+  }
+}
 
 const char* name(DType d) { return d == DType::bf16 ? "bf16" : "fp16"; }
 
@@ -133,28 +166,8 @@ TEST_P(CudaAttention, BlockSparseMatchesCpu) {
 TEST_P(CudaAttention, LongGridsMatchCpu) {
   for (const int head_dim : {64, 128}) {
     Problem p(Shape{std::vector<int64_t>(120, 300), 16, 4, head_dim}, GetParam());
-    std::vector<float> ref(p.q.host.size()), ref_lse(p.lse.size());
-    dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
-    poison(p.out);
-    poison(p.lse);
-    cuda::dense_forward(p.args(), p.layout, nullptr);
-    SEER_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "dense, d " << head_dim;
-    EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
-
-    for (const GtPooling pooling : {GtPooling::max, GtPooling::mass, GtPooling::peak_mass}) {
-      DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
-      poison(gt);
-      poison(scratch);
-      poison(p.out);
-      cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr, pooling);
-      SEER_CUDA_CHECK(cudaDeviceSynchronize());
-      std::vector<double> ref_gt(gt.size());
-      ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt, pooling);
-      EXPECT_LT(test::relative_error(gt.download(), ref_gt), 1e-2)
-          << "ground truth (" << gt_pooling_name(pooling) << "), d " << head_dim;
-      EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2);
-    }
+    expect_dense_and_ground_truth_match(p, {GtPooling::max, GtPooling::mass, GtPooling::peak_mass},
+                                        "d " + std::to_string(head_dim));
   }
 }
 
@@ -207,28 +220,8 @@ TEST_P(CudaAttention, SinkKeysMatchCpu) {
       EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "block-sparse, d " << shape.head_dim;
       EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
     }
-    dense_attention_cpu<float>(p.q.host, p.k.host, p.v.host, p.seqs, p.dims, ref, ref_lse);
-    poison(p.out);
-    poison(p.lse);
-    cuda::dense_forward(p.args(), p.layout, nullptr);
-    SEER_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2) << "dense, d " << shape.head_dim;
-    EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
-    for (const GtPooling pooling : {GtPooling::max, GtPooling::peak_mass}) {
-      DeviceBuffer<float> gt(size_t(p.layout.host.map_elements())), scratch(size_t(p.layout.scratch_elements));
-      poison(gt);
-      poison(scratch);
-      poison(p.out);
-      poison(p.lse);
-      cuda::ground_truth_forward(p.args(), p.layout, gt.data(), scratch.data(), nullptr, pooling);
-      SEER_CUDA_CHECK(cudaDeviceSynchronize());
-      std::vector<double> ref_gt(gt.size());
-      ground_truth_bruteforce_cpu<float>(p.q.host, p.k.host, p.seqs, p.dims, 64, ref_gt, pooling);
-      EXPECT_LT(test::relative_error(gt.download(), ref_gt), 1e-2)
-          << "ground truth (" << gt_pooling_name(pooling) << "), d " << shape.head_dim;
-      EXPECT_LT(test::relative_error(p.out_host(), ref), 1e-2);
-      EXPECT_LT(test::max_abs_error(p.lse.download(), ref_lse), 1e-2);
-    }
+    expect_dense_and_ground_truth_match(p, {GtPooling::max, GtPooling::peak_mass},
+                                        "sink keys, d " + std::to_string(shape.head_dim));
   }
 }
 
