@@ -132,8 +132,9 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     const auto record_max = [&](const TileInfo& ti, const float (&half_max)[2][2]) {
       store_record(ti, quad_scatter(half_max, [](float a, float b) { return fmaxf(a, b); }));
     };
-    // The block's base-2 log-sum-exp: the row's max after this tile plus log2 of the block's sum of
-    // 2^(s·scale - max) (log2 0 = -inf: a block the row cannot see).
+    // The block's base-2 log-sum-exp: the row's running max after this tile (the exponents' base,
+    // which may lag the max by FlashConsumer::kRescaleSlack) plus log2 of the block's sum of
+    // 2^(s·scale - base) (log2 0 = -inf: a block the row cannot see).
     const auto record_mass = [&](const TileInfo& ti, const float (&base)[2], const float (&half_sum)[2][2]) {
       const float sum = quad_scatter(half_sum, [](float a, float b) { return a + b; });
       store_record(ti, (odd_row ? base[1] : base[0]) + __log2f(sum));

@@ -232,13 +232,13 @@ struct FlashConsumer {
   // Online softmax of the tile in s: mask (kMayMask: only the first tile visited can hold the
   // diagonal block or keys past the end, so only it pays for the test), hand this thread's scaled
   // maxima per 64-key block half and row half to record(tile, half_max) (the ground truth; a quad's
-  // four threads hold parts of the same rows), update the running max and
-  // sum, and s <- 2^(s·scale - max). Returns in alpha the factor by which O must be rescaled. As in
-  // the dense kernel (bench/RESULTS.md, v8): maxima over the raw scores, scaled once (the scale is
-  // positive), and the scale inside the exponent's FFMA. Unless record_mass is a NoRecord, it gets
-  // each row half's new max and this thread's sums of 2^(s·scale - max) per block half (the mass
-  // poolings of the ground truth); the sums then add up per block half first, which only that
-  // variant pays for.
+  // four threads hold parts of the same rows), update the running max (which at d = 128 may lag the
+  // true max by kRescaleSlack) and sum, and s <- 2^(s·scale - max). Returns in alpha the factor by
+  // which O must be rescaled. As in the dense kernel (bench/RESULTS.md, v8): maxima over the raw
+  // scores, scaled once (the scale is positive), and the scale inside the exponent's FFMA. Unless
+  // record_mass is a NoRecord, it gets each row half's running max, the exponents' base, and this
+  // thread's sums of 2^(s·scale - base) per block half (the mass poolings of the ground truth); the
+  // sums then add up per block half first, which only that variant pays for.
   template <bool kMayMask, class Record, class RecordMass>
   __device__ void softmax(float scale_log2, const TileInfo& tile, int len, float (&alpha)[2], Record&& record,
                           RecordMass&& record_mass) {
