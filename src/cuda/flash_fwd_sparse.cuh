@@ -281,12 +281,12 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
         consumer.issue_first(k_tiles, bars, first);
         consumer.issue_last_pv(v_tiles, bars, last, cur.n_tiles > 1);
         wgmma_wait<1>();
-        const float max[2] = {consumer.row_max[0], consumer.row_max[1]};
-        const float sum[2] = {consumer.row_sum[0], consumer.row_sum[1]};
+        const float cur_max[2] = {consumer.row_max[0], consumer.row_max[1]};
+        const float cur_sum[2] = {consumer.row_sum[0], consumer.row_sum[1]};
         consumer.first_scores(bars, first, p.scale_log2, first_info(next), next.len, NoRecord{}, NoRecord{});
         wgmma_wait<0>();
         consumer.finish_last_pv(bars, last);
-        consumer.store(p, cur.start, cur.i, cur.h, cur.len, max, sum);
+        consumer.store(p, cur.start, cur.i, cur.h, cur.len, cur_max, cur_sum);
         consumer.pack();
         cur = next;
       }

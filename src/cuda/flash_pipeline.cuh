@@ -432,9 +432,9 @@ struct FlashConsumer {
     store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len);
   }
   // The same with the row statistics kept aside (the next item's softmax has replaced them).
-  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, const float (&max)[2],
-                        const float (&sum)[2]) const {
-    store_rows<T, D>(p, acc, max, sum, warp * 16 + g, t, start, qblock, h, len);
+  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, const float (&kept_max)[2],
+                        const float (&kept_sum)[2]) const {
+    store_rows<T, D>(p, acc, kept_max, kept_sum, warp * 16 + g, t, start, qblock, h, len);
   }
 };
 
