@@ -54,9 +54,9 @@ std::string rope_text(const RopeConfig& rope) {
 
 // The gates file at `path` for model `c`: shapes, dtypes, training metadata and calibrated densities.
 nlohmann::json gates_info(const std::string& path, const LlamaConfig& c) {
-  const std::vector<GateWeights<float>> gates = load_gates(path, c);  // checks keys and shapes
-  const GateBudgets budgets = load_gate_budgets(path, c.layers);
   const SafetensorsFile file = SafetensorsFile::open(path);
+  const std::vector<GateWeights<float>> gates = load_gates(file, c, path);  // checks keys and shapes
+  const GateBudgets budgets = load_gate_budgets(file, c.layers, path);
   std::map<std::string, int64_t> dtypes;
   int64_t parameters = 0;  // the gate's weights: an int8 weight's scales (`<name>_scale`) are not counted
   for (const SafetensorsTensor& t : file.tensors()) {
