@@ -15,6 +15,8 @@
 // output after that item's masked softmax (v19). The two consumers never wait for each other: one
 // that draws short mask rows takes more of them (bench/RESULTS.md, v10, v12).
 #pragma once
+#include <cstddef>
+
 #include "cuda/flash_pipeline.cuh"
 
 namespace seer::cuda::detail {
@@ -216,20 +218,25 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
     // value here makes ptxas serialize the wgmmas (C7520, "in divergent path").
     const auto read_item = [&](int n) {
       mbarrier_wait(slot_full_of(c, n), slot_parity(n));
-      const auto read = [&](int word) { return __shfl_sync(0xffffffffu, int(lds_u32(slot_word(c, n, word))), 0); };
+      // The ItemSlot field at byte `offset`.
+      const auto read = [&](size_t offset) {
+        return __shfl_sync(0xffffffffu, int(lds_u32(slot_word(c, n, int(offset / 4)))), 0);
+      };
       Item it{};
-      it.item = read(0);
+      it.item = read(offsetof(ItemSlot, item));
       if (it.item < items) {
-        it.h = read(1);
-        it.i = read(2);
-        it.start = read(3);
-        it.len = read(4);
-        const int n_keys = read(6);
+        it.h = read(offsetof(ItemSlot, h));
+        it.i = read(offsetof(ItemSlot, i));
+        it.start = read(offsetof(ItemSlot, start));
+        it.len = read(offsetof(ItemSlot, len));
+        const int n_keys = read(offsetof(ItemSlot, n_keys));
         it.n_tiles = tiles_of_row<kKeys>(n_keys);
-        it.j0 = read(7);
+        it.j0 = read(offsetof(ItemSlot, first_blocks));
         // Tile 0's second half at d = 64: the row's next block down, or (n_keys odd) block j0 again as
         // padding that starts at key len, so that the length test masks all of it.
-        if (kKeys == 128) it.upper_shift = (n_keys & 1) ? it.len - (it.j0 + 1) * kTile : (read(8) - it.j0 - 1) * kTile;
+        if (kKeys == 128)
+          it.upper_shift = (n_keys & 1) ? it.len - (it.j0 + 1) * kTile
+                                        : (read(offsetof(ItemSlot, first_blocks) + 4) - it.j0 - 1) * kTile;
         mbarrier_arrive(slot_empty_of(c, n));
       }
       return it;

@@ -428,13 +428,14 @@ struct FlashConsumer {
     }
   }
 
-  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len) const {
-    store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len);
-  }
-  // The same with the row statistics kept aside (the next item's softmax has replaced them).
+  // O and the LSE of rows qblock*64.. with the given row statistics (the running ones by default; the
+  // block-sparse kernel keeps them aside once the next item's softmax has replaced them).
   __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, const float (&kept_max)[2],
                         const float (&kept_sum)[2]) const {
     store_rows<T, D>(p, acc, kept_max, kept_sum, warp * 16 + g, t, start, qblock, h, len);
+  }
+  __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len) const {
+    store(p, start, qblock, h, len, row_max, row_sum);
   }
 };
 
