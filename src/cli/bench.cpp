@@ -1,7 +1,10 @@
 // `seer bench`: the CUDA attention kernels timed on the GPU with CUDA events (median of repeats),
 // dense vs ground truth vs block-sparse on the same inputs; each ratio to dense against dense timed
-// alternately with the kernel (EventTimer::paired_median_ms). bench/gpu/run_device.sh runs it beside
-// PyTorch's SDPA (bench/gpu/sdpa_peer.py) in one job.
+// alternately with the kernel (EventTimer::paired_median_ms). Each kernel is also timed alone, back
+// to back after a warm-up, as the anchors' peers were (shared/docs/anchors.md): alternated with
+// dense, a kernel runs at the clocks dense's power draw leaves, about 10% lower for block-sparse
+// (bench/RESULTS.md). bench/gpu/run_device.sh runs it beside PyTorch's SDPA (bench/gpu/sdpa_peer.py)
+// in one job.
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
@@ -19,6 +22,7 @@ namespace seer::cli {
 namespace {
 
 constexpr int kBlockSize = cuda::kBlock;
+constexpr double kNotTimed = -1.0;  // alone_ms of a row whose kernel was not timed alone (null in the JSON)
 
 struct BenchOptions {
   std::vector<int64_t> lengths{8192, 32768, 131072};
@@ -129,11 +133,13 @@ void run_bench(const BenchOptions& o) {
     const cuda::AttentionArgs args{q.data(), k.data(), v.data(), out.data(), lse.data(), dtype, dims};
     const double flops = 4.0 * o.q_heads * double(n) * double(n) / 2 * o.head_dim;
     const auto dense = [&] { cuda::dense_forward(args, layout, nullptr); };
-    // dense_ms: the dense kernel's median in the same alternating run (0 without dense).
-    auto record = [&](const std::string& kernel, double density, double ms, double dense_ms) {
+    // dense_ms: the dense kernel's median in the same alternating run (0 without dense); alone_ms:
+    // the kernel's median run back to back (time_alone), or kNotTimed.
+    auto record = [&](const std::string& kernel, double density, double ms, double dense_ms, double alone_ms) {
       report["results"].push_back({{"kernel", kernel}, {"tokens", n}, {"density", density}, {"ms", ms},
                                    {"dense_equivalent_tflops", flops / ms / 1e9}, {"dense_ms", dense_ms},
-                                   {"speedup_vs_dense", dense_ms > 0 ? dense_ms / ms : 0.0}});
+                                   {"speedup_vs_dense", dense_ms > 0 ? dense_ms / ms : 0.0},
+                                   {"ms_alone", alone_ms == kNotTimed ? nlohmann::json() : nlohmann::json(alone_ms)}});
     };
     // Times fn, and dense alternately with it when dense is benchmarked: {fn's ms, dense's ms}.
     const auto time_against_dense = [&](auto&& fn) -> std::pair<double, double> {
@@ -141,25 +147,30 @@ void run_bench(const BenchOptions& o) {
       const auto [dense_ms, ms] = timer.paired_median_ms(dense, fn, o.seconds_per_kernel);
       return {ms, dense_ms};
     };
+    // fn's median back to back, once it has run alone for a while (its own clocks, not dense's).
+    const auto time_alone = [&](auto&& fn) {
+      timer.warm_up(fn, 0.3);
+      return timer.median_ms(fn, o.seconds_per_kernel);
+    };
     double dense_row_ms = 0;
     if (has("dense")) {
       timer.warm_up(dense, 0.3);
       dense_row_ms = timer.median_ms(dense, o.seconds_per_kernel);
-      record("dense", 1.0, dense_row_ms, dense_row_ms);
+      record("dense", 1.0, dense_row_ms, dense_row_ms, dense_row_ms);
     }
     if (has("gt")) {
       cuda::DeviceBuffer<float> gt(size_t(layout.host.map_elements())), scratch(size_t(layout.scratch_elements));
-      const auto [ms, dense_ms] =
-          time_against_dense([&] { cuda::ground_truth_forward(args, layout, gt.data(), scratch.data(), nullptr); });
-      record("ground_truth", 1.0, ms, dense_ms);
+      const auto gt_forward = [&] { cuda::ground_truth_forward(args, layout, gt.data(), scratch.data(), nullptr); };
+      const auto [ms, dense_ms] = time_against_dense(gt_forward);
+      record("ground_truth", 1.0, ms, dense_ms, time_alone(gt_forward));
     }
     if (has("sparse"))
       for (const double density : o.densities) {
         const BlockMask mask = random_causal_mask(layout.host, density, 11);
         const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, layout.host);
-        const auto [ms, dense_ms] =
-            time_against_dense([&] { cuda::block_sparse_forward(args, layout, dmask, nullptr); });
-        record("block_sparse", mask_density(mask, layout.host), ms, dense_ms);
+        const auto sparse_forward = [&] { cuda::block_sparse_forward(args, layout, dmask, nullptr); };
+        const auto [ms, dense_ms] = time_against_dense(sparse_forward);
+        record("block_sparse", mask_density(mask, layout.host), ms, dense_ms, time_alone(sparse_forward));
       }
     if (has("gate")) {
       // AttnGate (random weights), top-k selection at the first density and top-p (seer's default
@@ -189,24 +200,26 @@ void run_bench(const BenchOptions& o) {
       // Alternating a part with dense would time it with its inputs evicted from L2 by dense, which
       // a forward does not do.
       const SelectionOptions top_p{.method = SelectionOptions::Method::top_p, .mass = kDefaultMass};
-      record("gate", 1.0, timer.median_ms(run_gate, o.seconds_per_kernel), dense_row_ms);
+      const double gate_ms = timer.median_ms(run_gate, o.seconds_per_kernel);
+      record("gate", 1.0, gate_ms, dense_row_ms, gate_ms);
       const double select_ms = timer.median_ms([&] { run_select(select); }, o.seconds_per_kernel);
-      record("select", kept(), select_ms, dense_row_ms);
+      record("select", kept(), select_ms, dense_row_ms, select_ms);
       const double top_p_ms = timer.median_ms([&] { run_select(top_p); }, o.seconds_per_kernel);
-      record("select top-p", kept(), top_p_ms, dense_row_ms);
+      record("select top-p", kept(), top_p_ms, dense_row_ms, top_p_ms);
       const auto [top_p_all_ms, top_p_dense_ms] = time_against_dense([&] {
         run_gate();
         run_select(top_p);
       });
-      record("gate+top-p", kept(), top_p_all_ms, top_p_dense_ms);
-      const auto [gate_ms, gate_dense_ms] = time_against_dense(gate_and_select);
+      record("gate+top-p", kept(), top_p_all_ms, top_p_dense_ms, kNotTimed);
+      const auto [select_all_ms, select_dense_ms] = time_against_dense(gate_and_select);
       const double density = kept();
-      record("gate+select", density, gate_ms, gate_dense_ms);
-      const auto [seer_ms, seer_dense_ms] = time_against_dense([&] {
+      record("gate+select", density, select_all_ms, select_dense_ms, kNotTimed);
+      const auto seer_forward = [&] {
         gate_and_select();
         cuda::block_sparse_forward(args, layout, mask, nullptr);
-      });
-      record("seer (all)", density, seer_ms, seer_dense_ms);
+      };
+      const auto [seer_ms, seer_dense_ms] = time_against_dense(seer_forward);
+      record("seer (all)", density, seer_ms, seer_dense_ms, time_alone(seer_forward));
     }
     SEER_CUDA_CHECK(cudaDeviceSynchronize());
   }
@@ -216,13 +229,17 @@ void run_bench(const BenchOptions& o) {
   }
   std::printf("seer bench: %s, %d/%d heads, head dim %d, %s, causal, batch 1\n", prop.name, o.q_heads, o.kv_heads,
               o.head_dim, o.dtype.c_str());
-  std::printf("%-14s %8s %8s %10s %10s %9s\n", "kernel", "tokens", "density", "ms", "TFLOP/s*", "vs dense");
-  for (const auto& r : report["results"])
-    std::printf("%-14s %8lld %8.3f %10.3f %10.1f %9.2f\n", r["kernel"].get<std::string>().c_str(),
+  std::printf("%-14s %8s %8s %10s %10s %9s %10s\n", "kernel", "tokens", "density", "ms", "TFLOP/s*", "vs dense",
+              "ms alone");
+  for (const auto& r : report["results"]) {
+    char alone_text[32] = "-";
+    if (!r["ms_alone"].is_null()) std::snprintf(alone_text, sizeof alone_text, "%.3f", r["ms_alone"].get<double>());
+    std::printf("%-14s %8lld %8.3f %10.3f %10.1f %9.2f %10s\n", r["kernel"].get<std::string>().c_str(),
                 (long long)r["tokens"].get<int64_t>(), r["density"].get<double>(), r["ms"].get<double>(),
-                r["dense_equivalent_tflops"].get<double>(), r["speedup_vs_dense"].get<double>());
-  std::printf("* dense-equivalent: 4*H*N^2*d/2 FLOPs over the time, whatever the density; vs dense: against the\n"
-              "  dense kernel timed alternately with it\n");
+                r["dense_equivalent_tflops"].get<double>(), r["speedup_vs_dense"].get<double>(), alone_text);
+  }
+  std::printf("* dense-equivalent: 4*H*N^2*d/2 FLOPs over the time, whatever the density; ms and vs dense: timed\n"
+              "  alternately with the dense kernel; ms alone: back to back after a warm-up (its own clocks)\n");
 }
 
 }  // namespace

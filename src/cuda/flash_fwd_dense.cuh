@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
       for (int w = 0; w < 2; ++w)
         for (int c = 0; c < kChunks; ++c)
           tma_load_3d(q_tiles + w * Smem::kQElems + c * Smem::kBox, &q_map, q_full, c * 64, h,
-                      start + tile * kDenseRows + w * kTile);
+                      start + tile * kDenseRows + w * kTile, l2_evict_first());
       produce_kv<T, D, kDenseKeys>(n_tiles, &k_map, &v_map, h / p.group, start, k_tiles, v_tiles, kv,
                                 [&](int it, int half) { return 2 * (tile - it) + half; });
     }
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
       store_record(ti, quad_scatter(half_max, [](float a, float b) { return fmaxf(a, b); }));
     };
     // The block's base-2 log-sum-exp: the row's running max after this tile (the exponents' base,
-    // which may lag the max by FlashConsumer::kRescaleSlack) plus log2 of the block's sum of
+    // which may lag the max by kRescaleSlack) plus log2 of the block's sum of
     // 2^(s·scale - base) (log2 0 = -inf: a block the row cannot see).
     const auto record_mass = [&](const TileInfo& ti, const float (&base)[2], const float (&half_sum)[2][2]) {
       const float sum = quad_scatter(half_sum, [](float a, float b) { return a + b; });
@@ -183,11 +183,12 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
   const auto release = [&](uint64_t* bar) {
     if (lane == 0) mbarrier_arrive(bar);
   };
-  // Online softmax of key tile n held in s: mask (diagonal tile only), update the running max and
-  // sum, s <- 2^(s·scale - max). Returns the factor by which O must be rescaled. The max is taken over
-  // the raw scores and scaled once (the scale is positive), and the scale goes into the exponent's
-  // FFMA: one instruction per score instead of a multiply and a subtract (+15% with the conditional
-  // rescale below; bench/RESULTS.md, v8).
+  // Online softmax of key tile n held in s: mask (diagonal tile only), update the running max
+  // (step_row_max: at d = 128 it may lag the true max by kRescaleSlack) and sum, s <- 2^(s·scale -
+  // max). Returns the factor by which O must be rescaled. The max is taken over the raw scores and
+  // scaled once (the scale is positive), and the scale goes into the exponent's FFMA: one
+  // instruction per score instead of a multiply and a subtract (+15% with the conditional rescale
+  // below; bench/RESULTS.md, v8).
   const auto softmax = [&](int n, bool diagonal, float (&alpha)[2]) {
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -204,10 +205,8 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
       }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float m_new = fmaxf(row_max[r], quad_max(tile_max[r]) * p.scale_log2);
-      const float base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
-      alpha[r] = exp2f(row_max[r] - base_exp);
-      row_max[r] = m_new;
+      float base_exp;
+      alpha[r] = step_row_max<D>(quad_max(tile_max[r]) * p.scale_log2, row_max[r], base_exp);
       row_sum[r] *= alpha[r];
 #pragma unroll
       for (int nn = 0; nn < 16; ++nn) {

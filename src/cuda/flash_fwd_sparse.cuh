@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
       mbarrier_expect_tx(q_full_of(c), Smem::kQElems * int(sizeof(T)));
       for (int chunk = 0; chunk < D / 64; ++chunk)
         tma_load_3d(q_tile + chunk * Smem::Stage::kBox, &q_map, q_full_of(c), chunk * 64, it.h,
-                    it.start + it.i * kTile);
+                    it.start + it.i * kTile, l2_evict_first());
       const int32_t* const keys = p.mask_indices + it.keys_begin;
       const auto block_of = [&](int tile, int half) {
         return tile == 0 ? it.first_blocks[half] : keys[it.n_keys - 1 - key_of<kKeys>(it.n_keys, tile, half)];

@@ -68,12 +68,17 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
   using Stage = KvStage<D, kKeys>;
   constexpr int kHalves = kKeys / 64;
   int block[kHalves], next[kHalves];  // tile it's blocks; tile it + 1's, read before tile it's waits
+  // K/V tiles are read again by other query blocks (gathered by many mask rows, or every later
+  // tile's at dense), Q and O pass through once: K/V are kept in L2 ahead of them (evict_last here,
+  // evict_first for Q, streaming stores for O). Block-sparse at d = 128 ran 1-1.5% faster, the rest
+  // within noise (bench/RESULTS.md, v22).
+  const uint64_t policy = l2_evict_last();
   const auto load = [&](const CUtensorMap* map, T* stage_tiles, uint64_t* full) {
     mbarrier_expect_tx(full, Stage::kElems * int(sizeof(T)));
     for (int c = 0; c < D / 64; ++c)
       for (int half = 0; half < kHalves; ++half)
         tma_load_3d(stage_tiles + c * Stage::kChunkElems + half * Stage::kBox, map, full, c * 64, kv_head,
-                    start + block[half] * kTile);
+                    start + block[half] * kTile, policy);
   };
   for (int half = 0; half < kHalves; ++half) next[half] = n_tiles > 0 ? block_of(0, half) : 0;
 #pragma unroll 1  // the producer has few registers (setmaxnreg)
@@ -100,6 +105,7 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
 // slots j with j & k != t & k with thread t ^ k's slots j ^ k) leaves thread t the 8 columns
 // of n = 4m + t, so each thread writes 16-byte units: a quarter of the store instructions of
 // 4-byte writes, whose queue held the consumer's registers at every item's end (bench/RESULTS.md, v18).
+// Streaming stores (st.global.cs): O is not read again here, so it should not evict K/V from L2.
 template <typename T, int D>
 __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float (&acc)[D / 2], const float (&row_max)[2],
                                            const float (&row_sum)[2], int row_in_block, int t, int start, int qblock,
@@ -130,13 +136,43 @@ __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float 
       hi = __shfl_xor_sync(0xffffffffu, high ? w[1] : w[3], 2);
       (high ? w[0] : w[2]) = lo;
       (high ? w[1] : w[3]) = hi;
-      if (row < len) *reinterpret_cast<uint4*>(dst + (4 * m + t) * 8) = make_uint4(w[0], w[1], w[2], w[3]);
+      if (row < len) __stcs(reinterpret_cast<uint4*>(dst + (4 * m + t) * 8), make_uint4(w[0], w[1], w[2], w[3]));
     }
     if (row < len && t == 0) {
       const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
       p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
     }
   }
+}
+
+// Base 2: P up to 2^8 = 256 before O is rescaled, at d = 128 (block-sparse 5% faster at 32k, the
+// ground truth 1%, dense 1-3%); at d = 64 the block-sparse kernel ran 4% slower with it
+// (bench/RESULTS.md, v21 and v22).
+template <int D>
+constexpr float kRescaleSlack = D == 128 ? 8.f : 0.f;
+
+// One row's step of the online softmax's running max, given the tile's max (base-2, scaled): the
+// new max in row_max, the exponents' base in base_exp, and the factor by which O and the row sum
+// must be rescaled as the result. With a slack the max moves only when the tile's exceeds it by
+// more than kRescaleSlack: below that, 2^(s·scale - max) stays under 2^kRescaleSlack, which fp32
+// sums and 16-bit P hold to the same relative precision, and O and the row sum keep their scale
+// (1 is returned), so that the warp's vote before the rescale skips most rescales (conditional
+// rescaling, as in FlashAttention-4). From -inf any visible score moves it.
+template <int D>
+__device__ __forceinline__ float step_row_max(float tile_max, float& row_max, float& base_exp) {
+  float m_new, alpha;
+  if constexpr (kRescaleSlack<D> > 0.f) {
+    const bool moves = tile_max > row_max + kRescaleSlack<D>;
+    m_new = moves ? tile_max : row_max;
+    base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
+    alpha = moves ? exp2f(row_max - base_exp) : 1.f;
+  } else {
+    m_new = fmaxf(row_max, tile_max);
+    base_exp = m_new == -INFINITY ? 0.f : m_new;
+    alpha = exp2f(row_max - base_exp);
+  }
+  row_max = m_new;
+  return alpha;
 }
 
 // Rows 16·warp + g and + 8 of a 64-row Q tile (64-column chunks of [64 rows][128 bytes], the
@@ -184,9 +220,6 @@ struct TileInfo {
 template <typename T, int D, int kKeys, int kStages>
 struct FlashConsumer {
   static constexpr int kS = kKeys / 2;  // S accumulators per thread (m64 x kKeys)
-  // Base 2: P up to 256 before O is rescaled, at d = 128 (block-sparse 5% faster at 32k, the ground
-  // truth 1%); at d = 64 the block-sparse kernel ran 4% slower with it (bench/RESULTS.md, v21).
-  static constexpr float kRescaleSlack = D == 128 ? 8.f : 0.f;
   using Stage = KvStage<D, kKeys>;
 
   int warp, lane, g, t;
@@ -232,8 +265,8 @@ struct FlashConsumer {
   // Online softmax of the tile in s: mask (kMayMask: only the first tile visited can hold the
   // diagonal block or keys past the end, so only it pays for the test), hand this thread's scaled
   // maxima per 64-key block half and row half to record(tile, half_max) (the ground truth; a quad's
-  // four threads hold parts of the same rows), update the running max (which at d = 128 may lag the
-  // true max by kRescaleSlack) and sum, and s <- 2^(s·scale - max). Returns in alpha the factor by
+  // four threads hold parts of the same rows), update the running max (step_row_max: at d = 128 it may
+  // lag the true max by kRescaleSlack) and sum, and s <- 2^(s·scale - max). Returns in alpha the factor by
   // which O must be rescaled. As in the dense kernel (bench/RESULTS.md, v8): maxima over the raw
   // scores, scaled once (the scale is positive), and the scale inside the exponent's FFMA. Unless
   // record_mass is a NoRecord, it gets each row half's running max, the exponents' base, and this
@@ -273,23 +306,8 @@ struct FlashConsumer {
 #pragma unroll
       for (int kh = 0; kh < kHalves; ++kh) tile_max = fmaxf(tile_max, half_max[kh][r]);
       tile_max = quad_max(tile_max);
-      float m_new, base_exp;
-      if constexpr (kRescaleSlack > 0.f) {
-        // The running max moves only when the tile's exceeds it by more than kRescaleSlack: below
-        // that, 2^(s·scale - max) stays under 2^kRescaleSlack, which fp32 sums and 16-bit P hold to
-        // the same relative precision, and O and the row sum keep their scale (alpha = 1), so that
-        // the warp's vote in rescale_and_pack skips most rescales (conditional rescaling, as in
-        // FlashAttention-4). From -inf any visible score moves it.
-        const bool moves = tile_max > row_max[r] + kRescaleSlack;
-        m_new = moves ? tile_max : row_max[r];
-        base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
-        alpha[r] = moves ? exp2f(row_max[r] - base_exp) : 1.f;
-      } else {
-        m_new = fmaxf(row_max[r], tile_max);
-        base_exp = m_new == -INFINITY ? 0.f : m_new;
-        alpha[r] = exp2f(row_max[r] - base_exp);
-      }
-      row_max[r] = m_new;
+      float base_exp;
+      alpha[r] = step_row_max<D>(tile_max, row_max[r], base_exp);
       row_sum[r] *= alpha[r];
       if constexpr (kRecordMass) {
         base[r] = base_exp;
