@@ -1,9 +1,11 @@
 // `seer bench`: the CUDA attention kernels timed on the GPU with CUDA events (median of repeats),
 // dense vs ground truth vs block-sparse on the same inputs; each ratio to dense against dense timed
-// alternately with the kernel (EventTimer::paired_median_ms). Each kernel is also timed alone, back
-// to back after a warm-up, as the anchors' peers were (shared/docs/anchors.md): alternated with
-// dense, a kernel runs at the clocks dense's power draw leaves, about 10% lower for block-sparse
-// (bench/RESULTS.md). bench/gpu/run_device.sh runs it beside PyTorch's SDPA (bench/gpu/sdpa_peer.py)
+// alternately with the kernel (EventTimer::paired_median_ms). The ground truth, block-sparse and the
+// whole SeerAttention step are also timed alone, back to back after a warm-up, as the anchors' peers
+// were (shared/docs/anchors.md): the H200 runs at its power cap, so a kernel's clocks depend on what
+// runs beside it (block-sparse draws more power than dense and takes 2-4% longer alone;
+// bench/RESULTS.md, "Block-sparse runs at the power cap"). The gate and selection parts are timed
+// back to back only. bench/gpu/run_device.sh runs it beside PyTorch's SDPA (bench/gpu/sdpa_peer.py)
 // in one job.
 #include <algorithm>
 #include <cstdio>
@@ -147,8 +149,10 @@ void run_bench(const BenchOptions& o) {
       const auto [dense_ms, ms] = timer.paired_median_ms(dense, fn, o.seconds_per_kernel);
       return {ms, dense_ms};
     };
-    // fn's median back to back, once it has run alone for a while (its own clocks, not dense's).
-    const auto time_alone = [&](auto&& fn) {
+    // fn's median back to back, once it has run alone for a while (its own clocks, not dense's);
+    // without dense, time_against_dense already timed it so: its `ms`.
+    const auto time_alone = [&](auto&& fn, double ms) {
+      if (!has("dense")) return ms;
       timer.warm_up(fn, 0.3);
       return timer.median_ms(fn, o.seconds_per_kernel);
     };
@@ -162,7 +166,7 @@ void run_bench(const BenchOptions& o) {
       cuda::DeviceBuffer<float> gt(size_t(layout.host.map_elements())), scratch(size_t(layout.scratch_elements));
       const auto gt_forward = [&] { cuda::ground_truth_forward(args, layout, gt.data(), scratch.data(), nullptr); };
       const auto [ms, dense_ms] = time_against_dense(gt_forward);
-      record("ground_truth", 1.0, ms, dense_ms, time_alone(gt_forward));
+      record("ground_truth", 1.0, ms, dense_ms, time_alone(gt_forward, ms));
     }
     if (has("sparse"))
       for (const double density : o.densities) {
@@ -170,7 +174,7 @@ void run_bench(const BenchOptions& o) {
         const cuda::DeviceMask dmask = cuda::DeviceMask::upload(mask, layout.host);
         const auto sparse_forward = [&] { cuda::block_sparse_forward(args, layout, dmask, nullptr); };
         const auto [ms, dense_ms] = time_against_dense(sparse_forward);
-        record("block_sparse", mask_density(mask, layout.host), ms, dense_ms, time_alone(sparse_forward));
+        record("block_sparse", mask_density(mask, layout.host), ms, dense_ms, time_alone(sparse_forward, ms));
       }
     if (has("gate")) {
       // AttnGate (random weights), top-k selection at the first density and top-p (seer's default
@@ -219,7 +223,7 @@ void run_bench(const BenchOptions& o) {
         cuda::block_sparse_forward(args, layout, mask, nullptr);
       };
       const auto [seer_ms, seer_dense_ms] = time_against_dense(seer_forward);
-      record("seer (all)", density, seer_ms, seer_dense_ms, time_alone(seer_forward));
+      record("seer (all)", density, seer_ms, seer_dense_ms, time_alone(seer_forward, seer_ms));
     }
     SEER_CUDA_CHECK(cudaDeviceSynchronize());
   }
@@ -238,8 +242,9 @@ void run_bench(const BenchOptions& o) {
                 (long long)r["tokens"].get<int64_t>(), r["density"].get<double>(), r["ms"].get<double>(),
                 r["dense_equivalent_tflops"].get<double>(), r["speedup_vs_dense"].get<double>(), alone_text);
   }
-  std::printf("* dense-equivalent: 4*H*N^2*d/2 FLOPs over the time, whatever the density; ms and vs dense: timed\n"
-              "  alternately with the dense kernel; ms alone: back to back after a warm-up (its own clocks)\n");
+  std::printf("* dense-equivalent: 4*H*N^2*d/2 FLOPs over the time, whatever the density. With dense timed, ms\n"
+              "  and vs dense of gt, block_sparse and the gate+ rows and seer (all): alternately with dense; the\n"
+              "  gate and select rows: back to back. ms alone: back to back after a warm-up (its own clocks)\n");
 }
 
 }  // namespace

@@ -198,7 +198,7 @@ TEST_P(CudaAttention, BlockSparseManyItems) {
 // An attention sink: the keys of each sequence's first block scaled by 6, so that their largest score
 // leads every other block's by about 12 in base 2 (scores spread by about 1 elsewhere, 6.5 there).
 // The kernels visit key blocks from the diagonal down, so a row that keeps block 0 meets its max
-// last, past the rescale slack (FlashConsumer::kRescaleSlack, at d = 128: the d = 64 shape checks
+// last, past the rescale slack (kRescaleSlack<D> of step_row_max, at d = 128: the d = 64 shape checks
 // the plain online softmax): O and the row sums are rescaled after most of the row (a review
 // simulated this for 95-97% of such rows). Were the max never to move, fp16's P would overflow; were
 // O not rescaled when it moves, both dtypes would fail. Block-sparse with and without the diagonal,
