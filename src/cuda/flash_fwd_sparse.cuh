@@ -27,6 +27,16 @@ constexpr int kSparseThreads = 384;
 constexpr int kDrawAhead = 4;
 constexpr int kMaxPersistentBlocks = 1024;  // more than any GPU's multiprocessors
 
+// A work item as the scheduler resolves it into a shared slot, a 32-bit word per field: item >=
+// items says there is no more work.
+struct ItemSlot {
+  int item;
+  int h, i;        // head, query block
+  int start, len;  // the sequence's first token and length
+  int keys_begin, n_keys;  // its CSR mask row: mask_indices[keys_begin, keys_begin + n_keys)
+  int first_blocks[2];  // the key blocks of the first tile visited: its first half's, its second's
+};
+
 // Per consumer: Q, then kStages K and kStages V tiles; then per consumer the K/V barriers, Q's full
 // and empty barriers, and the two item slots' full and empty barriers; then the item slots. A tile
 // is one 64-key block of the mask row at d = 128; at d = 64 it pairs two (128 keys, as in the dense
@@ -49,21 +59,10 @@ struct SparseSmem {
   static constexpr int kTileBytes = 2 * kConsumerElems * 2;  // two consumers, 16-bit
   static constexpr int kConsumerBarriers = Barriers::kCount + 2 + 4;  // + Q full, Q empty, 2 slots full, 2 empty
   static constexpr int kSlots = 2;  // items resolved ahead, per consumer
-  static constexpr int kSlotWords = 9;  // ItemSlot
+  static constexpr int kSlotWords = int(sizeof(ItemSlot) / 4);
   static constexpr int kBytes = kTileBytes + 2 * kConsumerBarriers * 8 + 2 * kSlots * kSlotWords * 4 + 1024;
   static_assert(kBytes <= kMaxSharedBytes, "shared memory of one thread block on sm_90");
 };
-
-// A work item as the scheduler resolves it into a shared slot (SparseSmem::kSlotWords words): item
-// >= items says there is no more work.
-struct ItemSlot {
-  int item;
-  int h, i;        // head, query block
-  int start, len;  // the sequence's first token and length
-  int keys_begin, n_keys;  // its CSR mask row: mask_indices[keys_begin, keys_begin + n_keys)
-  int first_blocks[2];  // the key blocks of the first tile visited: its first half's, its second's
-};
-static_assert(sizeof(ItemSlot) == SparseSmem<128>::kSlotWords * 4, "ItemSlot is kSlotWords words");
 
 // A mask row of n key blocks, visited from the last (the diagonal, when kept) down, in tiles of
 // kKeys / 64 blocks. With pairs and n odd, tile 0 holds the last block and a padding half (the same

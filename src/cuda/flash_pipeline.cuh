@@ -342,11 +342,7 @@ struct FlashConsumer {
                                int len, Record&& record, RecordMass&& record_mass) {
     fence_registers(s);
     release(&bar.k_empty[bar.stage(tile)]);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      row_max[r] = -INFINITY;
-      row_sum[r] = 0.f;
-    }
+    reset_rows();
     float alpha[2];
     softmax<true>(scale_log2, info, len, alpha, record, record_mass);
   }
@@ -406,15 +402,19 @@ struct FlashConsumer {
     finish_last_pv(bar, first + n_tiles - 1);
   }
 
-  // O of a row with no key block: zeros (the store writes them and LSE -inf).
-  __device__ void clear() {
-#pragma unroll
-    for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
+  // A new item's running max and sum: nothing seen yet.
+  __device__ void reset_rows() {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       row_max[r] = -INFINITY;
       row_sum[r] = 0.f;
     }
+  }
+  // O of a row with no key block: zeros (the store writes them and LSE -inf).
+  __device__ void clear() {
+#pragma unroll
+    for (int e = 0; e < D / 2; ++e) acc[e] = 0.f;
+    reset_rows();
   }
 
   // O and the LSE of rows qblock*64.. with the given row statistics (the running ones by default; the
