@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -24,7 +25,6 @@ namespace seer::cli {
 namespace {
 
 constexpr int kBlockSize = cuda::kBlock;
-constexpr double kNotTimed = -1.0;  // alone_ms of a row whose kernel was not timed alone (null in the JSON)
 
 struct BenchOptions {
   std::vector<int64_t> lengths{8192, 32768, 131072};
@@ -136,12 +136,13 @@ void run_bench(const BenchOptions& o) {
     const double flops = 4.0 * o.q_heads * double(n) * double(n) / 2 * o.head_dim;
     const auto dense = [&] { cuda::dense_forward(args, layout, nullptr); };
     // dense_ms: the dense kernel's median in the same alternating run (0 without dense); alone_ms:
-    // the kernel's median run back to back (time_alone), or kNotTimed.
-    auto record = [&](const std::string& kernel, double density, double ms, double dense_ms, double alone_ms) {
+    // the kernel's median run back to back (time_alone), none (null in the JSON) if not timed so.
+    auto record = [&](const std::string& kernel, double density, double ms, double dense_ms,
+                      std::optional<double> alone_ms) {
       report["results"].push_back({{"kernel", kernel}, {"tokens", n}, {"density", density}, {"ms", ms},
                                    {"dense_equivalent_tflops", flops / ms / 1e9}, {"dense_ms", dense_ms},
                                    {"speedup_vs_dense", dense_ms > 0 ? dense_ms / ms : 0.0},
-                                   {"ms_alone", alone_ms == kNotTimed ? nlohmann::json() : nlohmann::json(alone_ms)}});
+                                   {"ms_alone", alone_ms ? nlohmann::json(*alone_ms) : nlohmann::json()}});
     };
     // Times fn, and dense alternately with it when dense is benchmarked: {fn's ms, dense's ms}.
     const auto time_against_dense = [&](auto&& fn) -> std::pair<double, double> {
@@ -214,10 +215,10 @@ void run_bench(const BenchOptions& o) {
         run_gate();
         run_select(top_p);
       });
-      record("gate+top-p", kept(), top_p_all_ms, top_p_dense_ms, kNotTimed);
+      record("gate+top-p", kept(), top_p_all_ms, top_p_dense_ms, std::nullopt);
       const auto [select_all_ms, select_dense_ms] = time_against_dense(gate_and_select);
       const double density = kept();
-      record("gate+select", density, select_all_ms, select_dense_ms, kNotTimed);
+      record("gate+select", density, select_all_ms, select_dense_ms, std::nullopt);
       const auto seer_forward = [&] {
         gate_and_select();
         cuda::block_sparse_forward(args, layout, mask, nullptr);
