@@ -9,7 +9,10 @@ cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEER_NATIVE=OFF
 cmake --build build-device --target seer seer_cuda_tests seer_attention
 mkdir -p "$dest/.devbin"
 cp build-device/src/seer build-device/tests/cuda/seer_cuda_tests build-device/src/libseer_attention.so "$dest/.devbin/"
-strip "$dest/.devbin/seer" "$dest/.devbin/seer_cuda_tests" "$dest/.devbin/libseer_attention.so"
+# The block-sparse kernel's K/V loads without its math (kv_stream.cu says what it measures).
+nvcc -Isrc -O3 -std=c++20 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -cudart static \
+  -o "$dest/.devbin/kv_stream" bench/gpu/kv_stream.cu
+strip "$dest/.devbin/seer" "$dest/.devbin/seer_cuda_tests" "$dest/.devbin/libseer_attention.so" "$dest/.devbin/kv_stream"
 libs=$(mktemp -d)
 mkdir "$libs/lib"
 ldd build-device/src/seer | awk '/libopenblas|libgfortran|libquadmath/ {print $3}' | xargs -I{} cp -L {} "$libs/lib/"

@@ -2,7 +2,7 @@
 # One device job, steps chosen by name (bench/gpu/README.md):
 #   tests     GPU correctness tests of every kernel (seer_cuda_tests), and of the C interface from
 #             Python (tests/cuda/test_seer_attention.py)
-#   bench     seer bench, d = 128 (32/8 heads) and d = 64 (9/3 heads)
+#   bench     seer bench, d = 128 (32/8 heads) and d = 64 (9/3 heads); kv_stream (the K/V loads alone)
 #   peer      PyTorch SDPA on the same shapes
 #   sanitize  compute-sanitizer memcheck and racecheck over every kernel
 #   model     reassemble the staged built-in model in /tmp/seer (stage_model.sh) and run the GPU
@@ -55,6 +55,8 @@ if has bench; then
   run_for 120 ./.devbin/seer bench --json > "$out/bench_gqa128.json"
   run_for 120 ./.devbin/seer bench
   run_for 60 ./.devbin/seer bench --q-heads 9 --kv-heads 3 --head-dim 64 --lengths 8192,32768
+  # The block-sparse kernel's K/V loads alone at 32k: the time a tile of d = 128 cannot beat.
+  run_for 60 ./.devbin/kv_stream 32768
 fi
 if has peer; then
   # Also seer's dense alternating with cuDNN in one process, through the C interface.

@@ -269,7 +269,7 @@ __global__ void __launch_bounds__(kDenseThreads, 1) flash_fwd_dense_kernel(const
     fence_registers(pa);
   }
 
-  store_rows<T, D>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len);
+  store_rows<T, D, false>(p, acc, row_max, row_sum, warp * 16 + g, t, start, qblock, h, len);
 }
 
 }  // namespace seer::cuda::detail

@@ -11,8 +11,8 @@
 // so the gather costs nothing extra. Its consumer reads Q into registers, which frees the Q tile at
 // once, and runs the item. The K/V pipeline (flash_pipeline.cuh) runs on across items, so the next
 // item's Q and first tiles load while the consumer finishes the current one; the consumer, too, runs
-// on: it issues the next item's first S before the current item's last P V and writes the current
-// output after that item's masked softmax (v19). The two consumers never wait for each other: one
+// on: it issues the next item's first S before the current item's last P V (v19), and writes the
+// current output while the next item's second S runs (v23). The two consumers never wait for each other: one
 // that draws short mask rows takes more of them (bench/RESULTS.md, v10, v12).
 #pragma once
 #include <cstddef>
@@ -266,8 +266,9 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
       consumer.issue_first(k_tiles, bars, first);
       wgmma_wait<0>();
       consumer.first_softmax(bars, first, p.scale_log2, first_info(cur), cur.len, NoRecord{}, NoRecord{});
+      int next_tile = 1;  // the current item's first tile still to step through
       for (;;) {  // items that each begin while the one before ends
-        for (int it = 1; it < cur.n_tiles; ++it)
+        for (int it = next_tile; it < cur.n_tiles; ++it)
           consumer.step(k_tiles, v_tiles, bars, first, it, p.scale_log2, TileInfo{}, cur.len, NoRecord{}, NoRecord{});
         const int last = first + cur.n_tiles - 1;
         first = last + 1;
@@ -282,7 +283,7 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
         }
         // As in step(): the next item's first S (its Q into registers, which the last S has freed),
         // then this item's last P V; the next item's masked softmax runs while that P V does, and
-        // this item's output is written once it lands.
+        // this item's output is written once it lands, under the next item's second S if it has one.
         load_q(consumer, n);
         consumer.issue_first(k_tiles, bars, first);
         consumer.issue_last_pv(v_tiles, bars, last, cur.n_tiles > 1);
@@ -292,8 +293,18 @@ __global__ void __launch_bounds__(kSparseThreads, 1) flash_fwd_sparse_kernel(con
         consumer.first_scores(bars, first, p.scale_log2, first_info(next), next.len, NoRecord{}, NoRecord{});
         wgmma_wait<0>();
         consumer.finish_last_pv(bars, last);
-        consumer.store(p, cur.start, cur.i, cur.h, cur.len, cur_max, cur_sum);
         consumer.pack();
+        next_tile = 1;
+        if (next.n_tiles > 1) {
+          // The next item's second S runs while this item's output is written.
+          consumer.issue_first(k_tiles, bars, first + 1);
+          consumer.store(p, cur.start, cur.i, cur.h, cur.len, cur_max, cur_sum);
+          consumer.template finish_step<true>(v_tiles, bars, first, 1, p.scale_log2, TileInfo{}, next.len, NoRecord{},
+                                              NoRecord{});
+          next_tile = 2;
+        } else {
+          consumer.store(p, cur.start, cur.i, cur.h, cur.len, cur_max, cur_sum);
+        }
         cur = next;
       }
     }

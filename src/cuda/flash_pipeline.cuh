@@ -107,7 +107,11 @@ __device__ void produce_kv(int n_tiles, const CUtensorMap* k_map, const CUtensor
 // of n = 4m + t, so each thread writes 16-byte units: a quarter of the store instructions of
 // 4-byte writes, whose queue held the consumer's registers at every item's end (bench/RESULTS.md, v18).
 // Streaming stores (st.global.cs): O is not read again here, so it should not evict K/V from L2.
-template <typename T, int D>
+// kPredicated: the row tests as store predicates instead of branches, for FlashConsumer, whose
+// block-sparse kernel writes O between a wgmma's issue and its wait: branches anywhere in that loop
+// made ptxas serialize its wgmmas (C7520). It computes every thread's LSE, which slowed the dense
+// kernel at d = 64 by 3-4%; that one keeps the branches (bench/RESULTS.md, v23).
+template <typename T, int D, bool kPredicated>
 __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float (&acc)[D / 2], const float (&row_max)[2],
                                            const float (&row_sum)[2], int row_in_block, int t, int start, int qblock,
                                            int h, int len) {
@@ -137,11 +141,18 @@ __device__ __forceinline__ void store_rows(const FlashParams<T>& p, const float 
       hi = __shfl_xor_sync(0xffffffffu, high ? w[1] : w[3], 2);
       (high ? w[0] : w[2]) = lo;
       (high ? w[1] : w[3]) = hi;
-      if (row < len) __stcs(reinterpret_cast<uint4*>(dst + (4 * m + t) * 8), make_uint4(w[0], w[1], w[2], w[3]));
+      if constexpr (kPredicated)
+        st_global_cs_v4_if(dst + (4 * m + t) * 8, make_uint4(w[0], w[1], w[2], w[3]), row < len);
+      else if (row < len)
+        __stcs(reinterpret_cast<uint4*>(dst + (4 * m + t) * 8), make_uint4(w[0], w[1], w[2], w[3]));
     }
-    if (row < len && t == 0) {
+    if (kPredicated || (row < len && t == 0)) {
       const float lse2 = l > 0.f ? row_max[r] + log2f(l) : -INFINITY;
-      p.lse[int64_t(h) * p.tokens + start + row] = lse2 * 0.69314718055994531f;
+      float* const lse = p.lse + int64_t(h) * p.tokens + start + row;
+      if constexpr (kPredicated)
+        st_global_f32_if(lse, lse2 * 0.69314718055994531f, row < len && t == 0);
+      else
+        *lse = lse2 * 0.69314718055994531f;
     }
   }
 }
@@ -355,12 +366,19 @@ struct FlashConsumer {
   template <class Record, class RecordMass>
   __device__ void step(const T* k_tiles, const T* v_tiles, const KvBarriers<kStages>& bar, int first, int it,
                        float scale_log2, const TileInfo& info, int len, Record&& record, RecordMass&& record_mass) {
+    issue_first(k_tiles, bar, first + it);
+    finish_step<false>(v_tiles, bar, first, it, scale_log2, info, len, record, record_mass);
+  }
+  // step() after its S: issue_first(first + it), then code of the caller's that leaves s alone (the
+  // block-sparse kernel writes the previous item's output there: kFence, as that read O since the
+  // fence before S, which the P V here overwrites), then this.
+  template <bool kFence, class Record, class RecordMass>
+  __device__ void finish_step(const T* v_tiles, const KvBarriers<kStages>& bar, int first, int it, float scale_log2,
+                              const TileInfo& info, int len, Record&& record, RecordMass&& record_mass) {
     float alpha[2];
     const int stage = bar.stage(first + it), prev = bar.stage(first + it - 1);
-    mbarrier_wait(&bar.k_full[stage], bar.parity(first + it));
-    wgmma_fence();
-    issue_qk(k_tiles + stage * Stage::kElems);
     mbarrier_wait(&bar.v_full[prev], bar.parity(first + it - 1));
+    if constexpr (kFence) wgmma_fence();
     issue_pv(v_tiles + prev * Stage::kElems, it > 1);
     wgmma_wait<1>();  // S of tile `it` has landed; P V of tile it - 1 may still run
     fence_registers(s);
@@ -419,9 +437,10 @@ struct FlashConsumer {
 
   // O and the LSE of rows qblock*64.. with the given row statistics (the running ones by default; the
   // block-sparse kernel keeps them aside once the next item's softmax has replaced them).
+  // Predicated (store_rows): the block-sparse kernel writes O between a wgmma's issue and its wait.
   __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len, const float (&kept_max)[2],
                         const float (&kept_sum)[2]) const {
-    store_rows<T, D>(p, acc, kept_max, kept_sum, warp * 16 + g, t, start, qblock, h, len);
+    store_rows<T, D, true>(p, acc, kept_max, kept_sum, warp * 16 + g, t, start, qblock, h, len);
   }
   __device__ void store(const FlashParams<T>& p, int start, int qblock, int h, int len) const {
     store(p, start, qblock, h, len, row_max, row_sum);

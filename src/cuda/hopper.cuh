@@ -63,6 +63,21 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// ---- predicated global stores ------------------------------------------------------------------
+// Stores made only where `pred` holds, by a predicate instead of a branch: code between a wgmma's
+// issue and its wait must not diverge, or ptxas serializes the wgmmas (C7520).
+__device__ __forceinline__ void st_global_cs_v4_if(void* ptr, uint4 v, bool pred) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n@p st.global.cs.v4.b32 [%0], {%1, %2, %3, %4};\n}\n" ::"l"(ptr),
+      "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(int(pred))
+      : "memory");
+}
+__device__ __forceinline__ void st_global_f32_if(float* ptr, float v, bool pred) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p st.global.f32 [%0], %1;\n}\n" ::"l"(ptr), "f"(v),
+               "r"(int(pred))
+               : "memory");
+}
+
 // ---- TMA ---------------------------------------------------------------------------------------
 // L2 eviction policies for cache hints: evict_last for data read again soon (K/V tiles, which many
 // query blocks gather), evict_first for data read or written once (Q, O).
