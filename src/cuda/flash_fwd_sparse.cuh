@@ -40,15 +40,15 @@ struct ItemSlot {
 // Per consumer: Q, then kStages K and kStages V tiles; then per consumer the K/V barriers, Q's full
 // and empty barriers, and the two item slots' full and empty barriers; then the item slots. A tile
 // is one 64-key block of the mask row at d = 128; at d = 64 it pairs two (128 keys, as in the dense
-// kernel: half the barrier waits, wgmma groups and softmax reductions per key), which three stages
-// per consumer still fit. At d = 128 the kernel runs at the speed of its K/V loads from L2 alone
-// (bench/gpu/kv_stream.cu), and those ran 1.5% faster with two stages in flight per consumer than
-// with three; so did the kernel, by 1% (bench/RESULTS.md, v23).
+// kernel: half the barrier waits, wgmma groups and softmax reductions per key). Two stages per
+// consumer, not three: at d = 128 the kernel runs at the speed of its K/V loads from L2 alone
+// (bench/gpu/kv_stream.cu), and those ran 1.5% faster with two stages in flight than with three; so
+// did the kernel, by 1% at d = 128 and 1.5-2% at d = 64 (bench/RESULTS.md, v23).
 template <int D>
 struct SparseSmem {
   static constexpr int kKeys = D == 128 ? 64 : 128;
   using Stage = KvStage<D, kKeys>;
-  static constexpr int kStages = D == 128 ? 2 : 3;
+  static constexpr int kStages = 2;
   // setmaxnreg moves registers within the 168 per thread allocated at launch (384 threads): what the
   // producer warpgroup gives away must cover what the consumers take, or setmaxnreg.inc waits
   // forever. The producer needs more than 24 for its loop over items without spilling.
