@@ -102,6 +102,10 @@ CUtensorMap kv_map(const void* data, int tokens, bool head_major) {
   void* fn = nullptr;
   cudaDriverEntryPointQueryResult found{};
   CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+  if (fn == nullptr || found != cudaDriverEntryPointSuccess) {
+    std::fprintf(stderr, "cuTensorMapEncodeTiled is not available\n");
+    std::exit(1);
+  }
   CUtensorMap map;
   std::memset(&map, 0, sizeof(map));
   const cuuint64_t dims[3] = {kD, kKvHeads, cuuint64_t(tokens)};
@@ -128,7 +132,8 @@ void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks
   constexpr int kBytes = smem_bytes<kPipes, kStages>();
   auto* kernel = kv_stream_kernel<kPipes, kStages>;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  const int tiles = 8 * 1024;  // per pipeline: 256 MB a pipeline, some 70 GB in all
+  const int tiles = 8 * 1024;  // per pipeline (a multiple of kKvHeads): 256 MB a pipeline, some 70 GB in all
+  static_assert(8 * 1024 % kKvHeads == 0);
   cudaEvent_t start, stop;
   CHECK(cudaEventCreate(&start));
   CHECK(cudaEventCreate(&stop));
@@ -168,13 +173,14 @@ int main(int argc, char** argv) {
   CHECK(cudaMemset(k, 0, elems * sizeof(T)));
   CHECK(cudaMemset(v, 0, elems * sizeof(T)));
   std::printf("K/V stream, %d tokens, %d KV heads, d = %d, %d thread blocks (one per SM)\n", tokens, kKvHeads, kD, sms);
+  // us/tile: per pipeline, the kernel's per-consumer figure when there are two.
   std::printf("%-12s %-10s %5s %6s %8s %8s %10s\n", "layout", "blocks", "pipes", "stages", "ms", "TB/s", "us/tile");
   for (const bool head_major : {false, true}) {
     const CUtensorMap k_map = kv_map(k, tokens, head_major), v_map = kv_map(v, tokens, head_major);
     const char* layout = head_major ? "head-major" : "token-major";
     for (const bool sequential : {false, true}) {
-      run<2, 3>(k_map, v_map, sms, tokens / 64, sequential, layout);  // the block-sparse kernel's geometry
-      run<2, 2>(k_map, v_map, sms, tokens / 64, sequential, layout);
+      run<2, 3>(k_map, v_map, sms, tokens / 64, sequential, layout);  // the block-sparse kernel's until v22
+      run<2, 2>(k_map, v_map, sms, tokens / 64, sequential, layout);  // since v23
       run<1, 6>(k_map, v_map, sms, tokens / 64, sequential, layout);
     }
   }

@@ -65,7 +65,8 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 
 // ---- predicated global stores ------------------------------------------------------------------
 // Stores made only where `pred` holds, by a predicate instead of a branch: code between a wgmma's
-// issue and its wait must not diverge, or ptxas serializes the wgmmas (C7520).
+// issue and its wait must not diverge, or ptxas serializes the wgmmas (C7520). ptxas predicates
+// small branches there itself (a select around one rcp), but not the output stores' row tests.
 __device__ __forceinline__ void st_global_cs_v4_if(void* ptr, uint4 v, bool pred) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n@p st.global.cs.v4.b32 [%0], {%1, %2, %3, %4};\n}\n" ::"l"(ptr),
