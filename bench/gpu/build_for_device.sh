@@ -5,13 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=${1:-.}
-cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEER_NATIVE=OFF -DSEER_BUILD_BENCH=OFF >/dev/null
-cmake --build build-device --target seer seer_cuda_tests seer_attention
+cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEER_NATIVE=OFF -DSEER_BUILD_BENCH=ON >/dev/null
+# kv_stream: the block-sparse kernel's K/V loads without its math (bench/gpu/kv_stream.cu).
+cmake --build build-device --target seer seer_cuda_tests seer_attention kv_stream
 mkdir -p "$dest/.devbin"
-cp build-device/src/seer build-device/tests/cuda/seer_cuda_tests build-device/src/libseer_attention.so "$dest/.devbin/"
-# The block-sparse kernel's K/V loads without its math (kv_stream.cu says what it measures).
-nvcc -Isrc -O3 -std=c++20 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -cudart static \
-  -o "$dest/.devbin/kv_stream" bench/gpu/kv_stream.cu
+cp build-device/src/seer build-device/tests/cuda/seer_cuda_tests build-device/src/libseer_attention.so \
+  build-device/bench/kv_stream "$dest/.devbin/"
 strip "$dest/.devbin/seer" "$dest/.devbin/seer_cuda_tests" "$dest/.devbin/libseer_attention.so" "$dest/.devbin/kv_stream"
 libs=$(mktemp -d)
 mkdir "$libs/lib"

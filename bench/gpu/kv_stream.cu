@@ -11,7 +11,8 @@
 // kernel at 32k, density 0.5 moves (32 heads x 65,664 tiles) x 32 KB in its time: set that rate, and
 // the time per tile here, against the kernel's (bench/RESULTS.md, v23).
 //
-// Built by bench/gpu/build_for_device.sh into .devbin/kv_stream; run: ./kv_stream [tokens]
+// A CMake target (bench/CMakeLists.txt; CI compiles it), carried by bench/gpu/build_for_device.sh
+// as .devbin/kv_stream; run: ./kv_stream [tokens]
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
