@@ -12,8 +12,8 @@
 // once, and runs the item. The K/V pipeline (flash_pipeline.cuh) runs on across items, so the next
 // item's Q and first tiles load while the consumer finishes the current one; the consumer, too, runs
 // on: it issues the next item's first S before the current item's last P V (v19), and writes the
-// current output while the next item's second S runs (v23). The two consumers never wait for each other: one
-// that draws short mask rows takes more of them (bench/RESULTS.md, v10, v12).
+// current output while the next item's second S runs (v23). The two consumers never wait for each
+// other: one that draws short mask rows takes more of them (bench/RESULTS.md, v10, v12).
 #pragma once
 #include <cstddef>
 
