@@ -60,7 +60,8 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
                                                                 const __grid_constant__ CUtensorMap v_map,
                                                                 int tiles, int blocks, bool sequential) {
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* base = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);  // TMA's swizzle
+  unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
   constexpr int kPipeBytes = 2 * kStages * Stage::kElems * 2;
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int pipe = warp % kPipes;
