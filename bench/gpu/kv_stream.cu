@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/device_buffer.h"
 #include "cuda/flash_pipeline.cuh"
 
 namespace {
@@ -30,15 +31,6 @@ using T = __nv_bfloat16;
 constexpr int kD = 128;
 constexpr int kKvHeads = 8;
 using Stage = KvStage<kD, 64>;
-
-#define CHECK(call)                                                                          \
-  do {                                                                                       \
-    const cudaError_t e = (call);                                                            \
-    if (e != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e));      \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
 
 __device__ __forceinline__ uint32_t mix(uint32_t x) {  // a 32-bit integer hash (lowbias32)
   x ^= x >> 16;
@@ -103,11 +95,8 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
 CUtensorMap kv_map(const void* data, int tokens, bool head_major) {
   void* fn = nullptr;
   cudaDriverEntryPointQueryResult found{};
-  CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
-  if (fn == nullptr || found != cudaDriverEntryPointSuccess) {
-    std::fprintf(stderr, "cuTensorMapEncodeTiled is not available\n");
-    std::exit(1);
-  }
+  SEER_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+  SEER_CHECK(fn && found == cudaDriverEntryPointSuccess, "cuTensorMapEncodeTiled is not available");
   CUtensorMap map;
   std::memset(&map, 0, sizeof(map));
   const cuuint64_t dims[3] = {kD, kKvHeads, cuuint64_t(tokens)};
@@ -121,10 +110,7 @@ CUtensorMap kv_map(const void* data, int tokens, bool head_major) {
       &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(data), dims, strides, box, element_strides,
       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (status != CUDA_SUCCESS) {
-    std::fprintf(stderr, "cuTensorMapEncodeTiled failed (%d)\n", int(status));
-    std::exit(1);
-  }
+  SEER_CHECK(status == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (", int(status), ")");
   return map;
 }
 
@@ -133,47 +119,39 @@ void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks
          const char* layout) {
   constexpr int kBytes = smem_bytes<kPipes, kStages>();
   auto* kernel = kv_stream_kernel<kPipes, kStages>;
-  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
+  SEER_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
   const int tiles = 8 * 1024;  // per pipeline (a multiple of kKvHeads): 256 MB a pipeline, some 70 GB in all
   static_assert(8 * 1024 % kKvHeads == 0);
   cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
+  SEER_CUDA_CHECK(cudaEventCreate(&start));
+  SEER_CUDA_CHECK(cudaEventCreate(&stop));
   float best = 1e30f;
   for (int rep = 0; rep < 6; ++rep) {  // the first is a warm-up
-    CHECK(cudaEventRecord(start));
+    SEER_CUDA_CHECK(cudaEventRecord(start));
     kernel<<<sms, 64 * kPipes, kBytes>>>(k_map, v_map, tiles, blocks, sequential);
-    CHECK(cudaEventRecord(stop));
-    CHECK(cudaEventSynchronize(stop));
-    CHECK(cudaGetLastError());
+    SEER_CUDA_CHECK(cudaEventRecord(stop));
+    SEER_CUDA_CHECK(cudaEventSynchronize(stop));
+    SEER_CUDA_CHECK(cudaGetLastError());
     float ms = 0.f;
-    CHECK(cudaEventElapsedTime(&ms, start, stop));
+    SEER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     if (rep > 0 && ms < best) best = ms;
   }
   const double bytes = double(sms) * kPipes * tiles * 2.0 * Stage::kElems * sizeof(T);
   std::printf("%-12s %-10s %5d %6d %8.3f %8.2f %10.3f\n", layout, sequential ? "sequential" : "random", kPipes,
               kStages, best,
               bytes / (best * 1e-3) / 1e12, best * 1e3 / tiles);
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
+  SEER_CUDA_CHECK(cudaEventDestroy(start));
+  SEER_CUDA_CHECK(cudaEventDestroy(stop));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const int tokens = argc > 1 ? std::atoi(argv[1]) : 32768;
-  if (tokens < 64 || tokens % 64 != 0) {
-    std::fprintf(stderr, "usage: kv_stream [tokens, a multiple of 64]\n");
-    return 2;
-  }
-  int sms = 0;
-  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+void stream(int tokens) {
+  const int sms = seer::cuda::sm_count();
   const size_t elems = size_t(tokens) * kKvHeads * kD;
-  T *k = nullptr, *v = nullptr;
-  CHECK(cudaMalloc(&k, elems * sizeof(T)));
-  CHECK(cudaMalloc(&v, elems * sizeof(T)));
-  CHECK(cudaMemset(k, 0, elems * sizeof(T)));
-  CHECK(cudaMemset(v, 0, elems * sizeof(T)));
+  const seer::cuda::DeviceBuffer<T> k_buffer(elems), v_buffer(elems);
+  T* const k = k_buffer.data();
+  T* const v = v_buffer.data();
+  SEER_CUDA_CHECK(cudaMemset(k, 0, elems * sizeof(T)));
+  SEER_CUDA_CHECK(cudaMemset(v, 0, elems * sizeof(T)));
   std::printf("K/V stream, %d tokens, %d KV heads, d = %d, %d thread blocks (one per SM)\n", tokens, kKvHeads, kD, sms);
   // us/tile: per pipeline, the kernel's per-consumer figure when there are two.
   std::printf("%-12s %-10s %5s %6s %8s %8s %10s\n", "layout", "blocks", "pipes", "stages", "ms", "TB/s", "us/tile");
@@ -186,7 +164,21 @@ int main(int argc, char** argv) {
       run<1, 6>(k_map, v_map, sms, tokens / 64, sequential, layout);
     }
   }
-  CHECK(cudaFree(k));
-  CHECK(cudaFree(v));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int tokens = argc > 1 ? std::atoi(argv[1]) : 32768;
+  if (tokens < 64 || tokens % 64 != 0) {
+    std::fprintf(stderr, "usage: kv_stream [tokens, a multiple of 64]\n");
+    return 2;
+  }
+  try {
+    stream(tokens);
+  } catch (const seer::Error& e) {
+    std::fprintf(stderr, "kv_stream: %s\n", e.what());
+    return 1;
+  }
   return 0;
 }

@@ -27,8 +27,9 @@ SEER_HOST_DEVICE inline float step_row_max(float tile_max, float& row_max, float
   if constexpr (kRescaleSlack<D> > 0.f) {
     // A difference, not tile_max > row_max + slack: from 2^27 up that sum, rounded to nearest, can
     // land 16 above row_max, which would hold the max back and let fp16's P overflow. -inf - -inf
-    // is NaN, which does not move it either. (The subtraction follows the tile's max: 0.8% slower
-    // at 32k than the sum; bench/patches/rescale-bound-rd.patch bounds by a sum rounded down.)
+    // is NaN, which does not move it either. (0.6-1% slower than the unsafe sum in v22, alternated
+    // with dense; a sum rounded down, bench/patches/rescale-bound-rd.patch, was within noise of it
+    // in v23: bench/RESULTS.md.)
     const bool moves = tile_max - row_max > kRescaleSlack<D>;
     m_new = moves ? tile_max : row_max;
     base_exp = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: 2^-inf = 0, not NaN
