@@ -156,6 +156,10 @@ void LlamaCpu::step(std::span<const int32_t> tokens, int64_t logits_from, int64_
   const BlockLayout layout(seqs, CachedAttention::kTile, c.q_heads);
   if (sparse) gate_logits_.resize(size_t(layout.map_elements()));
   double density_sum = 0.0;
+  // Tensor parallelism: see CpuForwardOptions::all_reduce.
+  const bool reduce = bool(options_.all_reduce);
+  const float residual_beta = reduce && options_.rank != 0 ? 0.0f : 1.0f;
+  const std::span<float> residual(x_.data(), size_t(n * hidden));
 
   for (int l = 0; l < c.layers; ++l) {
     const LlamaLayerWeights& L = weights_.layers[size_t(l)];
@@ -183,11 +187,13 @@ void LlamaCpu::step(std::span<const int32_t> tokens, int64_t logits_from, int64_
     attention_.run(std::span<const float>(q_.data(), size_t(n * qd)), first, k_cache_[size_t(l)].data(),
                    v_cache_[size_t(l)].data(), sparse ? &mask : nullptr,
                    std::span<float>(attn_.data(), size_t(n * qd)));
-    linear(attn_.data(), n, qd, L.wo.data(), hidden, x_.data(), hidden, 1.0f);
+    linear(attn_.data(), n, qd, L.wo.data(), hidden, x_.data(), hidden, residual_beta);
+    if (reduce) options_.all_reduce(residual);
 
     rms_norm(x_.data(), n, hidden, L.ffn_norm.data(), c.rms_eps, xn_.data());
     swiglu(xn_.data(), n, hidden, L.w_gate.data(), L.w_up.data(), inter, gate_.data(), up_.data());
-    linear(gate_.data(), n, inter, L.w_down.data(), hidden, x_.data(), hidden, 1.0f);
+    linear(gate_.data(), n, inter, L.w_down.data(), hidden, x_.data(), hidden, residual_beta);
+    if (reduce) options_.all_reduce(residual);
   }
   position_ += n;
   last_density_ = sparse ? density_sum / c.layers : 1.0;

@@ -34,6 +34,12 @@ struct CpuForwardOptions {
   // later (decode, further prefill) attend densely: the released gates are prefill-only.
   std::span<const GateWeights<float>> gates;
   SelectionOptions selection;
+  // Tensor parallelism (model/tensor_shard.h): the weights (and gates) are rank `rank`'s shard, and
+  // all_reduce sums a residual-stream buffer over the ranks in place. Rank 0 adds its partial
+  // W_o and W_down products to the residual stream, the other ranks write theirs in its place, so
+  // the sum is the stream plus the whole update on every rank. Unset: one device.
+  int rank = 0;
+  std::function<void(std::span<float>)> all_reduce;
 };
 
 class LlamaCpu {
