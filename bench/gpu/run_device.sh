@@ -3,6 +3,9 @@
 #   tests     GPU correctness tests of every kernel (seer_cuda_tests), and of the C interface from
 #             Python (tests/cuda/test_seer_attention.py)
 #   bench     seer bench, d = 128 (32/8 heads) and d = 64 (9/3 heads); kv_stream (the K/V loads alone)
+#   multi     on a machine of several GPUs (the device tool's nvidia-h200-x2 or larger): the GPU
+#             links, the tensor- and data-parallel tests, and seer bench-model on 1 GPU and on all
+#             of them (Llama-3-8B shape up to 128k), then the 70B shape at 32k on all of them
 #   peer      PyTorch SDPA on the same shapes
 #   sanitize  compute-sanitizer memcheck and racecheck over every kernel
 #   model     reassemble the staged built-in model in /tmp/seer (stage_model.sh) and run the GPU
@@ -74,6 +77,23 @@ if has sanitize; then
         --kv-heads $hkv --head-dim $d --seconds 0.001 --densities 0.3 2>&1 | tail -1
     done
   done
+fi
+if has multi; then
+  # seer loads libnccl.so.2 at run time; the device image has it with PyTorch (nvidia-nccl-cu13).
+  nccl=$(find /opt /usr -name 'libnccl.so.2' 2>/dev/null | head -1)
+  [ -n "$nccl" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$nccl")
+  export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts (the device tool's KINDS.md)
+  gpus=$(nvidia-smi -L | wc -l)
+  echo "GPUs: $gpus; NCCL: ${nccl:-not found}"
+  nvidia-smi topo -m
+  run_for 300 ./.devbin/seer_cuda_tests --gtest_filter='TensorParallelCuda.*' 2>&1 | tee "$out/multi_tests.log" |
+    grep -E '^\[measured\]|FAILED|PASSED|Failure|rror|SKIPPED'
+  for g in 1 $gpus; do
+    run_for 240 ./.devbin/seer bench-model --gpus $g --lengths 8192,32768,131072 --repeats 2 --decode-tokens 32 \
+      --train-steps 3 2>&1 | tee "$out/bench_model_${g}gpu.txt"
+  done
+  [ "$gpus" -ge 2 ] && run_for 240 ./.devbin/seer bench-model --shape 70b --gpus $gpus --lengths 32768 --repeats 2 \
+    --decode-tokens 16 --train-steps 0 2>&1 | tee "$out/bench_model_70b.txt"
 fi
 if has model || has train || has calibrate || has eval || has sweep || has sweep-eval; then
   [ -f /tmp/seer/model.gguf ] || { cp .xfer3/* /tmp/seer/ && cat /tmp/seer/model.part0? > /tmp/seer/model.gguf; }

@@ -2,6 +2,9 @@
 //
 // Each step (train/gpu_gate_step.h) runs the model forward with the ground-truth attention kernel in
 // every layer, the gate's loss and gradient and AdamW on the gate weights only, all on the device.
+// With --gpus N the run is data-parallel: each GPU holds the model and the gates, takes its own
+// --batch sequences of each step's N × batch, and the gradients are averaged over the GPUs (NCCL)
+// before every GPU takes the same AdamW step; GPU 0 writes the checkpoints and logs.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +18,7 @@
 #include "cli/commands.h"
 #include "core/atomic_file.h"
 #include "core/png.h"
+#include "cuda/communicator.h"
 #include "cuda/llama_cuda.h"
 #include "model/llama_loader.h"
 #include "train/checkpoints.h"
@@ -41,6 +45,7 @@ struct TrainGatesOptions {
   std::string model;
   std::vector<std::string> data{"../shared/corpus/train"};
   int64_t seq_len = 8192, batch = 1, steps = 300;
+  int gpus = 1;  // data-parallel ranks
   std::string target_pooling = "max";  // attention/gt_pooling.h
   GateRunOptions gates;                     // the first (or only) gates file
   std::vector<std::string> variant_flags;   // --variant, one string of flags each
@@ -161,7 +166,8 @@ void run(const TrainGatesOptions& o) {
                   {"base_model_file", std::filesystem::path(path).filename().string()},
                   {"seerattn_sparsity_method", "nz_ratio"},
                   {"training_sequence_length", std::to_string(o.seq_len)},
-                  {"training_batch", std::to_string(o.batch)},
+                  {"training_batch", std::to_string(o.batch * o.gpus)},
+                  {"training_gpus", std::to_string(o.gpus)},
                   {"training_steps", std::to_string(o.steps)},
                   {"training_target_power", std::to_string(g.train.target_power)},
                   {"training_target_pooling", gt_pooling_name(g.train.target_pooling)},
@@ -184,13 +190,32 @@ void run(const TrainGatesOptions& o) {
     }
   }
 
-  const cuda::DeviceLlama model = cuda::DeviceLlama::upload(weights);
+  // One copy of the model, the runtime and the step per GPU; GPU 0 steps the runs' own trainers,
+  // the others copies of them in the same state (data parallelism keeps them equal).
   const Sequences seqs = Sequences::from_lengths(std::vector<int64_t>(size_t(o.batch), o.seq_len));
-  cuda::LlamaRuntime runtime(model, seqs);
-  std::vector<GateTrainer*> trainers;
-  for (const auto& r : runs) trainers.push_back(&r->trainer);
-  GpuGateStep gpu_step(trainers, config, runtime);
   const int64_t t = seqs.tokens();
+  struct Rank {
+    std::vector<GateTrainer> copies;
+    std::unique_ptr<cuda::DeviceLlama> model;
+    std::unique_ptr<cuda::LlamaRuntime> runtime;
+    std::unique_ptr<GpuGateStep> step;
+  };
+  cuda::CommunicatorGroup group(o.gpus);
+  std::vector<Rank> ranks(static_cast<size_t>(o.gpus));
+  cuda::run_on_ranks(o.gpus, [&](int rank) {
+    Rank& k = ranks[size_t(rank)];
+    std::vector<GateTrainer*> trainers;
+    if (rank > 0)
+      for (const auto& r : runs) k.copies.push_back(r->trainer);
+    for (size_t i = 0; i < runs.size(); ++i) trainers.push_back(rank == 0 ? &runs[i]->trainer : &k.copies[i]);
+    k.model = std::make_unique<cuda::DeviceLlama>(cuda::DeviceLlama::upload(weights));
+    k.runtime = std::make_unique<cuda::LlamaRuntime>(*k.model, seqs);
+    k.step = std::make_unique<GpuGateStep>(trainers, config, *k.runtime, o.gpus > 1 ? &group.rank(rank) : nullptr);
+  }, &group);
+  if (o.gpus > 1) std::fprintf(stderr, "train-gates: data-parallel over %d GPUs (%s)\n", o.gpus,
+                               cuda::CommunicatorGroup::version().c_str());
+  // Brings GPU 0's weights and moments into the runs' trainers (checkpoints, the end).
+  const auto sync_host = [&] { cuda::run_on_ranks(1, [&](int) { ranks[0].step->sync_host(); }); };
 
   // The logs only now, when nothing is left to fail before the first step. On --resume a log keeps
   // its rows up to the checkpoint (the killed run's later ones are done again), the curve shows every
@@ -219,12 +244,18 @@ void run(const TrainGatesOptions& o) {
   while (lead.step() < o.steps) {
     const int64_t step = lead.step();
     const auto step_start = std::chrono::steady_clock::now();
-    const std::vector<int32_t> tokens = corpus.batch(step, o.batch, o.seed);
-    const std::vector<double> losses = gpu_step.run(tokens);
+    // The step's gpus × batch sequences; GPU r takes the r-th `batch` of them.
+    const std::vector<int32_t> tokens = corpus.batch(step, o.batch * o.gpus, o.seed);
+    std::vector<double> losses;
+    cuda::run_on_ranks(o.gpus, [&](int rank) {
+      const std::span<const int32_t> own = std::span(tokens).subspan(size_t(rank * t), size_t(t));
+      const std::vector<double> l = ranks[size_t(rank)].step->run(own);
+      if (rank == 0) losses = l;
+    }, &group);
     const bool in_kl_window = lead.step() > o.steps - kKlWindow;
     const bool checkpoint_now = lead.step() % o.checkpoint_every == 0 || lead.step() == o.steps;
     if (in_kl_window) ++layer_kl_steps;
-    if (checkpoint_now) gpu_step.sync_host();  // the weights and moments, from the device
+    if (checkpoint_now) sync_host();  // the weights and moments, from the device
     const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double per_step = now / double(lead.step() - first);
@@ -235,7 +266,7 @@ void run(const TrainGatesOptions& o) {
         for (size_t l = 0; l < r.layer_kl_sum.size(); ++l) r.layer_kl_sum[l] += r.trainer.last_layer_kl()[l];
       r.losses.push_back(losses[i]);
       // Flushed every step, so that a killed run leaves at most its last row unfinished.
-      r.log << step << ',' << losses[i] << ',' << r.trainer.learning_rate(step) << ',' << double(t) / step_s << ','
+      r.log << step << ',' << losses[i] << ',' << r.trainer.learning_rate(step) << ',' << double(t * o.gpus) / step_s << ','
             << r.earlier.seconds + now << std::endl;
       char loss[32];
       std::snprintf(loss, sizeof loss, "%s%.4f", i ? " " : "", losses[i]);
@@ -243,11 +274,13 @@ void run(const TrainGatesOptions& o) {
       if (checkpoint_now) save_rotating_checkpoint(r.trainer, r.checkpoint(), r.metadata);
     }
     std::fprintf(stderr, "\rstep %lld/%lld  loss %s  lr %.2e  %.0f tok/s  ETA %s   ", (long long)lead.step(),
-                 (long long)o.steps, shown.c_str(), lead.learning_rate(step), double(t) / step_s,
+                 (long long)o.steps, shown.c_str(), lead.learning_rate(step), double(t * o.gpus) / step_s,
                  format_duration(per_step * double(o.steps - lead.step())).c_str());
   }
   std::fprintf(stderr, "\n");
-  gpu_step.sync_host();
+  sync_host();
+  // Each GPU's buffers freed with that GPU current.
+  cuda::run_on_ranks(o.gpus, [&](int rank) { ranks[size_t(rank)] = Rank{}; }, &group);
   for (const auto& run : runs) {
     GateRun& r = *run;
     std::map<std::string, std::string> final_metadata = r.metadata;
@@ -274,7 +307,10 @@ void add_train_gates_command(CLI::App& app) {
   cmd->add_option("--model", o->model, "GGUF file or Hugging Face directory (default: the built-in model)");
   cmd->add_option("--data", o->data, "text files or folders to train on")->delimiter(',');
   cmd->add_option("--seq-len", o->seq_len, "tokens per training sequence")->check(CLI::Range(int64_t(64), int64_t(1) << 20));
-  cmd->add_option("--batch", o->batch, "sequences per step")->check(CLI::Range(int64_t(1), int64_t(1024)));
+  cmd->add_option("--batch", o->batch, "sequences per step and GPU")->check(CLI::Range(int64_t(1), int64_t(1024)));
+  cmd->add_option("--gpus", o->gpus,
+                  "train data-parallel on this many GPUs (NCCL): each takes --batch sequences of every step")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--steps", o->steps, "optimizer steps")->check(CLI::PositiveNumber);
   cmd->add_option("--target-pooling", o->target_pooling,
                   "pool each 64x64 block of the attention by its max probability (max, the published target), "

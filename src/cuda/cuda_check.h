@@ -2,6 +2,9 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+#include <cstdint>
+
 #include "core/error.h"
 
 #define SEER_CUDA_CHECK(call)                                                                      \
@@ -17,7 +20,23 @@
 
 namespace seer::cuda {
 
-// The current device's multiprocessor count, looked up once per process (seer runs on one GPU).
+// Runs `configure` on the current GPU unless it already ran there for this call site, whose
+// `configured` holds one bit per GPU: kernel attributes (cudaFuncSetAttribute) are per device, and
+// a process may drive several (cuda/tensor_parallel.h). Two threads on one GPU may both run it;
+// configuring is idempotent.
+template <typename Configure>
+void once_per_device(std::atomic<uint64_t>& configured, Configure configure) {
+  int device = 0;
+  SEER_CUDA_CHECK(cudaGetDevice(&device));
+  SEER_CHECK(device < 64, "GPU ", device, ": seer drives GPUs 0 to 63");
+  const uint64_t bit = uint64_t(1) << device;
+  if (configured.load(std::memory_order_acquire) & bit) return;
+  configure();
+  configured.fetch_or(bit, std::memory_order_release);
+}
+
+// The current device's multiprocessor count, looked up once per process (the GPUs of one machine
+// are alike).
 inline int sm_count() {
   static const int count = [] {
     int device = 0, sms = 0;

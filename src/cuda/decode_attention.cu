@@ -281,14 +281,13 @@ void decode_attention(const void* q, const void* k_cache, const void* v_cache, c
                  w.partial_out.data(),
                  w.partial_max_sum.data()};
   const dim3 grid(unsigned(dims.kv_heads), unsigned(splits));
-  static const bool configured = [] {
+  static std::atomic<uint64_t> configured;
+  once_per_device(configured, [] {
     SEER_CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          int(decode_smem_bytes<64>())));
     SEER_CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          int(decode_smem_bytes<128>())));
-    return true;
-  }();
-  (void)configured;
+  });
   if (dims.head_dim == 64)
     decode_split_kernel<64><<<grid, kThreads, decode_smem_bytes<64>(), stream>>>(p);
   else

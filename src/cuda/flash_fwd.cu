@@ -90,12 +90,11 @@ CUtensorMap tokens_heads_dim_map(const void* data, int64_t tokens, int heads, in
 template <typename T, bool kSumRows>
 void launch_ground_truth_reduce(FlashParams<T> p, const DeviceLayout& layout, cudaStream_t stream) {
   const size_t smem = size_t(layout.max_blocks + 4) * sizeof(float);  // checked by ground_truth_forward
-  static const bool configured = [] {
+  static std::atomic<uint64_t> configured;
+  once_per_device(configured, [] {
     SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::ground_truth_reduce_kernel<T, kSumRows>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
-    return true;
-  }();
-  (void)configured;
+  });
   p.work = layout.work.data();
   const dim3 grid(unsigned(layout.work.size()), unsigned(p.q_heads));
   detail::ground_truth_reduce_kernel<T, kSumRows><<<grid, 128, smem, stream>>>(p);
@@ -108,12 +107,11 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
   const CUtensorMap v_map = tokens_heads_dim_map<T>(a.v, layout.tokens, a.dims.kv_heads, D);
   if constexpr (V == Variant::Sparse) {
     constexpr size_t smem = size_t(detail::SparseSmem<D>::kBytes);
-    static const bool configured = [] {
+    static std::atomic<uint64_t> configured;
+    once_per_device(configured, [] {
       SEER_CUDA_CHECK(cudaFuncSetAttribute(detail::flash_fwd_sparse_kernel<T, D>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-      return true;
-    }();
-    (void)configured;
+    });
     p.work = layout.work.data();
     p.work_counter = layout.work_counter.data();
     const int64_t items = layout.total_rows * p.q_heads;  // (head, query block) pairs
@@ -141,12 +139,11 @@ void launch(const AttentionArgs& a, FlashParams<T> p, const DeviceLayout& layout
     // order 3% at d = 64.
     const auto run = [&]<bool kHeadsFastest>() {
       const auto kernel = detail::flash_fwd_dense_kernel<T, D, V, kHeadsFastest>;
-      static const bool configured = [&] {
+      static std::atomic<uint64_t> configured;
+      once_per_device(configured, [&] {
         SEER_CUDA_CHECK(
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, detail::kMaxSharedBytes));
-        return true;
-      }();
-      (void)configured;
+      });
       // (y is limited to 65535; the short grids' tiles stay below it.)
       const dim3 grid =
           kHeadsFastest ? dim3(unsigned(p.q_heads), unsigned(tiles)) : dim3(unsigned(tiles), unsigned(p.q_heads));

@@ -59,14 +59,29 @@ void check_cache(const DeviceKvCache& cache, const LlamaConfig& c) {
 
 // The rest of a layer after attention, for `rows` tokens: residual += attn · W_oᵀ, then
 // residual += SwiGLU MLP of RMSNorm(residual). normed, gate_up and mlp are scratch for those rows.
+// Under tensor parallelism (comm over several ranks) both products are partial sums over the ranks'
+// heads and features (model/tensor_shard.h): rank 0 adds its own to the residual stream, the others
+// write theirs in its place, and an all-reduce leaves the stream plus the whole update everywhere.
 void attention_output_and_mlp(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c,
                               const __nv_bfloat16* attn, float* residual, int64_t rows, __nv_bfloat16* normed,
-                              __nv_bfloat16* gate_up, __nv_bfloat16* mlp, cudaStream_t stream) {
-  gemm(w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, GemmOut::fp32_accumulate);
+                              __nv_bfloat16* gate_up, __nv_bfloat16* mlp, const Communicator* comm,
+                              cudaStream_t stream) {
+  const bool partial = comm != nullptr && comm->ranks() > 1;
+  const GemmOut update = partial && comm->rank() != 0 ? GemmOut::fp32 : GemmOut::fp32_accumulate;
+  gemm(w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, update);
+  if (partial) comm->all_reduce_sum(residual, rows * c.hidden, stream);
   rms_norm(residual, w.ffn_norm.data(), rows, c.hidden, float(c.rms_eps), normed, stream);
   gemm(w.w_gate_up.data(), normed, gate_up, rows, 2 * c.intermediate, c.hidden, GemmOut::bf16);
   swiglu(gate_up, rows, c.intermediate, mlp, stream);
-  gemm(w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, GemmOut::fp32_accumulate);
+  gemm(w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, update);
+  if (partial) comm->all_reduce_sum(residual, rows * c.hidden, stream);
+}
+
+// A communicator made for the model's split: as many ranks as it was cut into, this one its rank.
+void check_communicator(const DeviceLlama& model, const Communicator* comm) {
+  const int ranks = comm ? comm->ranks() : 1, rank = comm ? comm->rank() : 0;
+  SEER_CHECK(ranks == model.shard.ranks && rank == model.shard.rank, "a model part ", model.shard.rank, " of ",
+             model.shard.ranks, " run as rank ", rank, " of ", ranks);
 }
 
 void check_context(const LlamaConfig& c, int64_t tokens) {
@@ -77,9 +92,14 @@ void check_context(const LlamaConfig& c, int64_t tokens) {
 
 }  // namespace
 
-DeviceLlama DeviceLlama::upload(const LlamaWeights& w) {
-  check_supported(w.config);
+DeviceLlama DeviceLlama::upload(const LlamaWeights& w) { return upload(w, tensor_shard(w.config, 0, 1)); }
+
+DeviceLlama DeviceLlama::upload(const LlamaWeights& whole, const TensorShard& shard) {
+  check_supported(whole.config);
+  const LlamaWeights part = shard.ranks == 1 ? LlamaWeights{} : shard_weights(whole, shard);
+  const LlamaWeights& w = shard.ranks == 1 ? whole : part;
   DeviceLlama m{w.config};
+  m.shard = shard;
   m.embed = upload_bf16({&w.embed});
   if (!w.lm_head.empty()) m.lm_head = upload_bf16({&w.lm_head});
   m.final_norm = DeviceBuffer<float>::upload(w.final_norm);
@@ -97,25 +117,49 @@ DeviceLlama DeviceLlama::upload(const LlamaWeights& w) {
 }
 
 DeviceLlama DeviceLlama::synthetic(const LlamaConfig& c, uint64_t seed) {
+  return synthetic(c, seed, tensor_shard(c, 0, 1));
+}
+
+DeviceLlama DeviceLlama::synthetic(const LlamaConfig& c, uint64_t seed, const TensorShard& s) {
   check_supported(c);
-  DeviceLlama m{c};
-  const size_t hidden = size_t(c.hidden), qkv = size_t(c.q_heads + 2 * c.kv_heads) * c.head_dim;
+  DeviceLlama m{shard_config(c, s)};
+  m.shard = s;
+  const int64_t hidden = c.hidden, d = c.head_dim, qd = int64_t(c.q_heads) * d, kvd = int64_t(c.kv_heads) * d;
+  const int64_t inter = c.intermediate, sq = int64_t(s.q_heads()) * d, skv = int64_t(s.kv_heads()) * d;
+  const int64_t si = s.intermediate();
+  // Rows [r0, r0 + rows) of the whole [*, cols] tensor `seed` into `to`, or its columns [c0, c0 + cols).
+  const auto rows_of = [](__nv_bfloat16* to, int64_t r0, int64_t rows, int64_t cols, uint64_t seed, float stddev) {
+    fill_random_block(to, rows, cols, cols, r0, 0, DType::bf16, seed, stddev, nullptr);
+  };
+  const auto columns_of = [](__nv_bfloat16* to, int64_t rows, int64_t c0, int64_t cols, int64_t whole_cols,
+                             uint64_t seed, float stddev) {
+    fill_random_block(to, rows, cols, whole_cols, 0, c0, DType::bf16, seed, stddev, nullptr);
+  };
   // Scaled so that activations keep unit size through the layers (std 1/sqrt(fan_in)).
   const float in_scale = 1.0f / std::sqrt(float(c.hidden));
   m.embed = random_bf16(size_t(c.vocab) * hidden, seed, 1.0f);
   if (!c.tied_embeddings) m.lm_head = random_bf16(size_t(c.vocab) * hidden, seed + 1, in_scale);
-  std::vector<float> ones(hidden, 1.0f);
+  std::vector<float> ones(size_t(hidden), 1.0f);
   m.final_norm = DeviceBuffer<float>::upload(ones);
   for (int l = 0; l < c.layers; ++l) {
-    const uint64_t s = seed + 16 * uint64_t(l + 1);
-    Layer d;
-    d.attn_norm = DeviceBuffer<float>::upload(ones);
-    d.ffn_norm = DeviceBuffer<float>::upload(ones);
-    d.wqkv = random_bf16(qkv * hidden, s, in_scale);
-    d.wo = random_bf16(hidden * c.q_heads * c.head_dim, s + 1, 1.0f / std::sqrt(float(c.q_heads * c.head_dim)));
-    d.w_gate_up = random_bf16(2 * size_t(c.intermediate) * hidden, s + 2, in_scale);
-    d.w_down = random_bf16(hidden * c.intermediate, s + 3, 1.0f / std::sqrt(float(c.intermediate)));
-    m.layers.push_back(std::move(d));
+    const uint64_t layer_seed = seed + 16 * uint64_t(l + 1);
+    Layer w;
+    w.attn_norm = DeviceBuffer<float>::upload(ones);
+    w.ffn_norm = DeviceBuffer<float>::upload(ones);
+    // The whole W_qkv stacks q, k and v rows; the shard's are its heads' rows of each.
+    w.wqkv = DeviceBuffer<__nv_bfloat16>(size_t((sq + 2 * skv) * hidden));
+    rows_of(w.wqkv.data(), s.q_begin * d, sq, hidden, layer_seed, in_scale);
+    rows_of(w.wqkv.data() + sq * hidden, qd + s.kv_begin * d, skv, hidden, layer_seed, in_scale);
+    rows_of(w.wqkv.data() + (sq + skv) * hidden, qd + kvd + s.kv_begin * d, skv, hidden, layer_seed, in_scale);
+    w.wo = DeviceBuffer<__nv_bfloat16>(size_t(hidden * sq));
+    columns_of(w.wo.data(), hidden, s.q_begin * d, sq, qd, layer_seed + 1, 1.0f / std::sqrt(float(qd)));
+    // The whole W_gate/up stacks gate rows then up rows.
+    w.w_gate_up = DeviceBuffer<__nv_bfloat16>(size_t(2 * si * hidden));
+    rows_of(w.w_gate_up.data(), s.inter_begin, si, hidden, layer_seed + 2, in_scale);
+    rows_of(w.w_gate_up.data() + si * hidden, inter + s.inter_begin, si, hidden, layer_seed + 2, in_scale);
+    w.w_down = DeviceBuffer<__nv_bfloat16>(size_t(hidden * si));
+    columns_of(w.w_down.data(), hidden, s.inter_begin, si, inter, layer_seed + 3, 1.0f / std::sqrt(float(inter)));
+    m.layers.push_back(std::move(w));
   }
   SEER_CUDA_CHECK(cudaDeviceSynchronize());
   return m;
@@ -149,8 +193,10 @@ int64_t DeviceKvCache::bytes() const {
   return n;
 }
 
-LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int64_t chunk_tokens)
-    : model_(model), seqs_(seqs), layout_(DeviceLayout::create(seqs, model.config.q_heads)) {
+LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int64_t chunk_tokens,
+                           const Communicator* comm)
+    : model_(model), comm_(comm), seqs_(seqs), layout_(DeviceLayout::create(seqs, model.config.q_heads)) {
+  check_communicator(model, comm);
   SEER_CHECK(chunk_tokens > 0, "prefill chunk must be positive, got ", chunk_tokens);
   chunk_ = std::min(chunk_tokens, std::max<int64_t>(seqs.tokens(), 1));
   const LlamaConfig& c = model.config;
@@ -273,7 +319,8 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
     }
     for (int64_t c0 = 0; c0 < t; c0 += chunk_)
       attention_output_and_mlp(*gemm_, w, c, attn_.data() + c0 * hq * d, residual_.data() + c0 * c.hidden,
-                               std::min(chunk_, t - c0), normed_.data(), gate_up_.data(), mlp_.data(), stream_);
+                               std::min(chunk_, t - c0), normed_.data(), gate_up_.data(), mlp_.data(), comm_,
+                               stream_);
   }
   if (o.kv_cache) o.kv_cache->length = t;
   if (o.all_logits) {
@@ -293,13 +340,15 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
   }
 }
 
-LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache)
+LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache, const Communicator* comm)
     : model_(model),
       cache_(cache),
+      comm_(comm),
       attention_work_(DecodeWorkspace::create({model.config.q_heads, model.config.kv_heads, model.config.head_dim},
                                               cache.capacity)) {
   const LlamaConfig& c = model.config;
   check_cache(cache, c);
+  check_communicator(model, comm);
   SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = std::make_unique<Gemm>(stream_);
   const size_t d = size_t(c.head_dim);
@@ -336,7 +385,7 @@ void LlamaDecoder::record_step() {
                    true, stream_);
     decode_attention(q_.data(), k, v, step_ids_.data() + 2, cache_.capacity, attn_.data(), attention_work_, stream_);
     attention_output_and_mlp(*gemm_, w, c, attn_.data(), residual_.data(), 1, normed_.data(), gate_up_.data(),
-                             mlp_.data(), stream_);
+                             mlp_.data(), comm_, stream_);
   }
   rms_norm(residual_.data(), model_.final_norm.data(), 1, c.hidden, float(c.rms_eps), normed_.data(), stream_);
   (*gemm_)(model_.output_matrix(), normed_.data(), logits_.data(), 1, c.vocab, c.hidden, GemmOut::fp32);

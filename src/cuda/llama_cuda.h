@@ -11,10 +11,12 @@
 #include <vector>
 
 #include "cuda/attention_cuda.h"
+#include "cuda/communicator.h"
 #include "cuda/decode_attention.h"
 #include "cuda/gate_cuda.h"
 #include "cuda/gemm.h"
 #include "model/llama.h"
+#include "model/tensor_shard.h"
 
 namespace seer::cuda {
 
@@ -32,11 +34,18 @@ struct DeviceLlama {
   DeviceBuffer<float> final_norm;
   std::vector<Layer> layers;
 
+  // The rank's part under tensor parallelism (model/tensor_shard.h); the whole model on one GPU.
+  // `config` is the part's: its own head and feature counts.
+  TensorShard shard;
+
   // Throws seer::Error for what the GPU backend does not support (qkv biases, head dims other
-  // than 64 and 128) and when the weights do not fit in GPU memory.
+  // than 64 and 128) and when the weights do not fit in GPU memory. Uploads to the current GPU.
   static DeviceLlama upload(const LlamaWeights& weights);
-  // Random bf16 weights of the given shape made on the GPU (timing at real scale, nothing downloaded).
+  static DeviceLlama upload(const LlamaWeights& weights, const TensorShard& shard);
+  // Random bf16 weights of the given shape made on the GPU (timing at real scale, nothing
+  // downloaded). A shard's weights are the same slices of the same tensors as the whole model's.
   static DeviceLlama synthetic(const LlamaConfig& config, uint64_t seed);
+  static DeviceLlama synthetic(const LlamaConfig& config, uint64_t seed, const TensorShard& shard);
   const __nv_bfloat16* output_matrix() const { return lm_head.size() ? lm_head.data() : embed.data(); }
   int64_t parameter_count() const;
 };
@@ -89,8 +98,11 @@ constexpr int64_t kPrefillChunkTokens = 8192;
 
 class LlamaRuntime {
  public:
-  // chunk_tokens: tokens per chunk of the token-wise work (kPrefillChunkTokens).
-  LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int64_t chunk_tokens = kPrefillChunkTokens);
+  // chunk_tokens: tokens per chunk of the token-wise work (kPrefillChunkTokens). Under tensor
+  // parallelism, `model` is this rank's part and `comm` its end of the group: every rank runs the
+  // same calls on its own thread and GPU, and each gets the whole model's logits.
+  LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int64_t chunk_tokens = kPrefillChunkTokens,
+               const Communicator* comm = nullptr);
   ~LlamaRuntime();
   LlamaRuntime(const LlamaRuntime&) = delete;
   LlamaRuntime& operator=(const LlamaRuntime&) = delete;
@@ -113,6 +125,7 @@ class LlamaRuntime {
 
  private:
   const DeviceLlama& model_;
+  const Communicator* comm_;
   Sequences seqs_;
   DeviceLayout layout_;
   cudaStream_t stream_ = nullptr;
@@ -138,7 +151,8 @@ class LlamaRuntime {
 class LlamaDecoder {
  public:
   // The cache must be complete (its prefill's stream synchronized, e.g. by LlamaRuntime::logits()).
-  LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache);
+  // Under tensor parallelism, as LlamaRuntime: the rank's part, its cache and its communicator.
+  LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache, const Communicator* comm = nullptr);
   ~LlamaDecoder();
   LlamaDecoder(const LlamaDecoder&) = delete;
   LlamaDecoder& operator=(const LlamaDecoder&) = delete;
@@ -150,6 +164,7 @@ class LlamaDecoder {
  private:
   const DeviceLlama& model_;
   DeviceKvCache& cache_;
+  const Communicator* comm_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Gemm> gemm_;  // its workspace is allocated up front: nothing allocates while a graph is captured
   DecodeWorkspace attention_work_;

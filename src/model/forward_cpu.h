@@ -39,7 +39,7 @@ struct CpuForwardOptions {
   // W_o and W_down products to the residual stream, the other ranks write theirs in its place, so
   // the sum is the stream plus the whole update on every rank. Unset: one device.
   int rank = 0;
-  std::function<void(std::span<float>)> all_reduce;
+  std::function<void(std::span<float>)> all_reduce = nullptr;
 };
 
 class LlamaCpu {

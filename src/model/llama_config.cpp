@@ -1,4 +1,5 @@
-// LlamaConfig checks (in seer_cpu: every backend, the CUDA runtime included, validates configs).
+// LlamaConfig checks (in seer_cpu: every backend, the CUDA runtime included, validates configs;
+// model/tensor_shard.cpp, the tensor-parallel split, is there for the same reason).
 #include "core/error.h"
 #include "model/llama.h"
 

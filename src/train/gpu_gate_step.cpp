@@ -21,8 +21,9 @@ size_t kind_size(const GateConfig& g, size_t kind) {
 
 }  // namespace
 
-GpuGateStep::GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& config, cuda::LlamaRuntime& runtime)
-    : runtime_(runtime) {
+GpuGateStep::GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& config, cuda::LlamaRuntime& runtime,
+                         const cuda::Communicator* data_parallel)
+    : runtime_(runtime), data_parallel_(data_parallel) {
   SEER_CHECK(!trainers.empty(), "gate training: no gates to train");
   for (GateTrainer* trainer : trainers) {
     SEER_CHECK(trainer != nullptr, "gate training: null trainer");
@@ -155,6 +156,11 @@ std::vector<double> GpuGateStep::run(std::span<const int32_t> tokens) {
   }
   runtime_.forward(tokens, forward_);
   for (Variant& v : variants_) {
+    if (data_parallel_) {  // every rank's gradient and loss, averaged: all take the same step
+      for (size_t kind = 0; kind < kKinds; ++kind)
+        data_parallel_->all_reduce_mean(v.grad[kind].data(), int64_t(v.grad[kind].size()), stream);
+      data_parallel_->all_reduce_mean(v.kl.data(), int64_t(v.kl.size()), stream);
+    }
     v.adamw.step(v.trainer->adamw_step(), stream);
     SEER_CUDA_CHECK(cudaMemcpyAsync(v.host_kl.data(), v.kl.data(), v.kl.size() * sizeof(double),
                                     cudaMemcpyDeviceToHost, stream));

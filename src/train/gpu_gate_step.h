@@ -27,15 +27,22 @@ class GpuGateStep {
  public:
   // The runtime fixes the batch shape; it and the trainers must outlive this object. The trainers
   // must share the target pooling (the forward's ground truth).
-  GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& config, cuda::LlamaRuntime& runtime);
-  GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::LlamaRuntime& runtime)
-      : GpuGateStep(std::vector<GateTrainer*>{&trainer}, config, runtime) {}
+  //
+  // Data parallelism: with `data_parallel` (a group of several ranks), each rank runs its own
+  // GpuGateStep on its own GPU, with a whole copy of the model and trainers in the same state, on
+  // its own sequences; the gradients and losses are averaged over the ranks before AdamW, so every
+  // rank takes the same step, the one a single GPU would take on all the ranks' sequences at once.
+  GpuGateStep(std::vector<GateTrainer*> trainers, const LlamaConfig& config, cuda::LlamaRuntime& runtime,
+              const cuda::Communicator* data_parallel = nullptr);
+  GpuGateStep(GateTrainer& trainer, const LlamaConfig& config, cuda::LlamaRuntime& runtime,
+              const cuda::Communicator* data_parallel = nullptr)
+      : GpuGateStep(std::vector<GateTrainer*>{&trainer}, config, runtime, data_parallel) {}
   // The forward's per-layer callback holds `this`.
   GpuGateStep(const GpuGateStep&) = delete;
   GpuGateStep& operator=(const GpuGateStep&) = delete;
 
   // Runs one step on `tokens` (the runtime's shape); returns each trainer's loss (scale × Σ layer
-  // KL), in the constructor's order.
+  // KL, averaged over the data-parallel ranks), in the constructor's order.
   std::vector<double> run(std::span<const int32_t> tokens);
   // Every trainer's weights and AdamW moments, from the device into the trainer (set_state).
   void sync_host();
@@ -63,6 +70,7 @@ class GpuGateStep {
   void layer_loss(Variant& v, const cuda::LayerCapture& c);
 
   cuda::LlamaRuntime& runtime_;
+  const cuda::Communicator* data_parallel_;
   std::vector<Variant> variants_;
   cuda::ForwardOptions forward_;
 };

@@ -1,0 +1,53 @@
+#include "cuda/tensor_parallel.h"
+
+#include <iostream>
+
+namespace seer::cuda {
+
+TensorParallelLlama::TensorParallelLlama(const LlamaConfig& config, int ranks)
+    : config_(config), group_(ranks), parts_(size_t(ranks)) {
+  tensor_shard(config, 0, ranks);  // checks the split before any upload
+}
+
+TensorParallelLlama::TensorParallelLlama(const LlamaWeights& weights, int ranks)
+    : TensorParallelLlama(weights.config, ranks) {
+  run([&](int r) { parts_[size_t(r)] = DeviceLlama::upload(weights, tensor_shard(weights.config, r, ranks)); });
+}
+
+TensorParallelLlama::TensorParallelLlama(const LlamaConfig& config, uint64_t seed, int ranks)
+    : TensorParallelLlama(config, ranks) {
+  run([&](int r) { parts_[size_t(r)] = DeviceLlama::synthetic(config, seed, tensor_shard(config, r, ranks)); });
+}
+
+TensorParallelLlama::~TensorParallelLlama() {
+  try {
+    run([&](int r) { parts_[size_t(r)] = DeviceLlama{}; });
+  } catch (const std::exception& e) {  // a destructor must not throw; the process frees the rest
+    std::cerr << "seer: freeing a model part failed: " << e.what() << "\n";
+  }
+}
+
+int64_t TensorParallelLlama::parameter_count() const {
+  int64_t n = 0;
+  for (const DeviceLlama& p : parts_) n += p.parameter_count();
+  // embedding, LM head, final and per-layer norms are on every rank
+  const DeviceLlama& p = parts_.front();
+  int64_t replicated = int64_t(p.embed.size() + p.lm_head.size() + p.final_norm.size());
+  for (const DeviceLlama::Layer& l : p.layers) replicated += int64_t(l.attn_norm.size() + l.ffn_norm.size());
+  return n - (ranks() - 1) * replicated;
+}
+
+void TensorParallelLlama::run(const std::function<void(int rank)>& work) {
+  run_on_ranks(ranks(), work, &group_);
+}
+
+std::vector<DeviceGate> TensorParallelLlama::upload_gates(int rank, const std::vector<GateWeights<float>>& gates,
+                                                          int64_t max_blocks) const {
+  const TensorShard& shard = parts_[size_t(rank)].shard;
+  std::vector<DeviceGate> out;
+  for (const GateWeights<float>& g : gates)
+    out.push_back(DeviceGate::upload(ranks() == 1 ? g : shard_gate(g, shard), config_.rope, max_blocks));
+  return out;
+}
+
+}  // namespace seer::cuda
