@@ -6,6 +6,9 @@
 #   multi     on a machine of several GPUs (the device tool's nvidia-h200-x2 or larger): the GPU
 #             links, the tensor- and data-parallel tests, and seer bench-model on 1 GPU and on all
 #             of them (Llama-3-8B shape up to 128k), then the 70B shape at 32k on all of them
+#   multi-model  on several GPUs and the staged built-in model: perplexity (dense, SeerAttention)
+#             and greedy generation on 1 GPU and split over 2 (its 3 KV heads as 1 + 2), and
+#             train-gates data-parallel on 2 GPUs against 1 GPU on the same sequences, and resumed
 #   peer      PyTorch SDPA on the same shapes
 #   sanitize  compute-sanitizer memcheck and racecheck over every kernel
 #   model     reassemble the staged built-in model in /tmp/seer (stage_model.sh) and run the GPU
@@ -78,12 +81,13 @@ if has sanitize; then
     done
   done
 fi
+# seer loads libnccl.so.2 at run time (several GPUs); the device image has it with PyTorch
+# (nvidia-nccl-cu13).
+nccl=$(find /opt /usr -name 'libnccl.so.2' 2>/dev/null | head -1)
+[ -n "$nccl" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$nccl")
+export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts (the device tool's KINDS.md)
+gpus=$(nvidia-smi -L | wc -l)
 if has multi; then
-  # seer loads libnccl.so.2 at run time; the device image has it with PyTorch (nvidia-nccl-cu13).
-  nccl=$(find /opt /usr -name 'libnccl.so.2' 2>/dev/null | head -1)
-  [ -n "$nccl" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$nccl")
-  export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts (the device tool's KINDS.md)
-  gpus=$(nvidia-smi -L | wc -l)
   echo "GPUs: $gpus; NCCL: ${nccl:-not found}"
   nvidia-smi topo -m
   run_for 300 ./.devbin/seer_cuda_tests --gtest_filter='TensorParallelCuda.*' 2>&1 | tee "$out/multi_tests.log" |
@@ -95,7 +99,7 @@ if has multi; then
   [ "$gpus" -ge 2 ] && run_for 240 ./.devbin/seer bench-model --shape 70b --gpus $gpus --lengths 32768 --repeats 2 \
     --decode-tokens 16 --train-steps 0 2>&1 | tee "$out/bench_model_70b.txt"
 fi
-if has model || has train || has calibrate || has eval || has sweep || has sweep-eval; then
+if has model || has multi-model || has train || has calibrate || has eval || has sweep || has sweep-eval; then
   [ -f /tmp/seer/model.gguf ] || { cp .xfer3/* /tmp/seer/ && cat /tmp/seer/model.part0? > /tmp/seer/model.gguf; }
   [ -d /tmp/seer/train ] || tar xJf /tmp/seer/train.tar.xz -C /tmp/seer
   sha256sum /tmp/seer/model.gguf
@@ -120,6 +124,35 @@ evaluate_gates() {
 }
 if has model; then
   run_for 300 ./.devbin/seer_cuda_tests --gtest_filter=CudaLlama.* 2>&1 | grep -E '^\[measured\]|FAILED|PASSED|Failure|rror'
+fi
+if has multi-model; then
+  book=/tmp/seer/dev/$(ls /tmp/seer/dev | head -1)
+  # The shipped gates, named (they are the default only for the model at its usual path).
+  declare -A gates_of=([dense]="" [seer]="--gates gates/smollm2-135m-instruct.safetensors")
+  for attn in dense seer; do
+    for g in 1 2; do
+      echo "perplexity, $attn, $g GPU(s):"
+      run_for 120 ./.devbin/seer perplexity "$book" --model "$SEER_MODEL" --device cuda --gpus $g --attn $attn \
+        ${gates_of[$attn]} --max-windows 6 --json 2>&1 |
+        grep -E '^  "(ppl|mean_density|gpus|tokens_per_second)"|error'
+    done
+  done
+  for attn in dense seer; do
+    for g in 1 2; do
+      run_for 60 ./.devbin/seer generate --model "$SEER_MODEL" --device cuda --gpus $g --temperature 0 --max-tokens 40 \
+        --attn $attn ${gates_of[$attn]} --prompt "The old house at the end of the lane had been empty for years, until" 2>&1
+    done
+  done
+  # Data-parallel training: 2 GPUs x 1 sequence against 1 GPU x 2 (the same sequences each step);
+  # then 2 GPUs stopped at step 20 and resumed to 30.
+  common=(--steps 30 --seq-len 4096 --checkpoint-every 10 --seed 3)
+  train_gates 200 --gpus 2 --batch 1 "${common[@]}" --out /tmp/seer/dp2.safetensors | tail -3
+  train_gates 200 --gpus 1 --batch 2 "${common[@]}" --out /tmp/seer/dp1.safetensors | tail -3
+  train_gates 200 --gpus 2 --batch 1 --steps 20 --seq-len 4096 --checkpoint-every 10 --seed 3 \
+    --out /tmp/seer/dpr.safetensors | tail -1
+  train_gates 200 --gpus 2 --batch 1 "${common[@]}" --resume --out /tmp/seer/dpr.safetensors | tail -3
+  for f in dp2 dp1 dpr; do echo "$f: $(tail -2 /tmp/seer/$f.safetensors.csv | tr '\n' ' ')"; done
+  cp /tmp/seer/dp2.safetensors.csv /tmp/seer/dp1.safetensors.csv /tmp/seer/dpr.safetensors.csv "$out/"
 fi
 if has train; then
   train_gates 540 ${SEER_TRAIN_ARGS:---steps 3000 --batch 2 --target-pooling peak-mass --skip-fraction 0 --checkpoint-every 250} \

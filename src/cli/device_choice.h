@@ -5,7 +5,9 @@
 
 namespace seer::cli {
 
-// True for the GPU. Throws for --device cuda in a build without CUDA or on a machine without a GPU.
-bool use_gpu(const std::string& device);
+// True for the GPU. Throws for --device cuda in a build without CUDA or on a machine without a GPU,
+// and for --gpus N > 1 (the model split over N GPUs, cuda/tensor_parallel.h) anywhere but on a
+// machine with N GPUs.
+bool use_gpu(const std::string& device, int gpus = 1);
 
 }  // namespace seer::cli

@@ -18,6 +18,7 @@
 #include "model/sampling.h"
 #ifdef SEER_HAVE_CUDA
 #include "cuda/llama_cuda.h"
+#include "cuda/tensor_parallel.h"
 #endif
 
 namespace seer::cli {
@@ -27,6 +28,7 @@ struct GenerateOptions {
   std::string model, prompt, chat, attention = "dense", gates, device = "auto";
   SelectionFlags selection;
   int max_tokens = 128;
+  int gpus = 1;  // tensor parallelism
   SamplingOptions sampling{.temperature = 0.8, .top_k = 40, .top_p = 0.95, .seed = 0};
   bool seed_given = false;
 };
@@ -55,44 +57,63 @@ class CpuGenerator final : public Generator {
 };
 
 #ifdef SEER_HAVE_CUDA
-// The prefill's runtime lives only for the prefill; the KV cache and the decoder stay.
+// On the GPU, or on several with the model split over them (cuda/tensor_parallel.h): each GPU holds
+// its heads' part of the KV cache and runs its part of every step. The prefill's runtime lives only
+// for the prefill; the caches and the decoders stay.
 class GpuGenerator final : public Generator {
  public:
   GpuGenerator(const LlamaWeights& weights, std::span<const GateWeights<float>> gates,
-               const SelectionOptions& selection, int64_t capacity)
-      : model_(cuda::DeviceLlama::upload(weights)),
-        cache_(cuda::DeviceKvCache::create(weights.config, capacity)),
-        gate_weights_(gates.begin(), gates.end()) {
-    options_.mode = gates.empty() ? cuda::AttentionMode::dense : cuda::AttentionMode::seer;
-    options_.selection = selection;
-    options_.kv_cache = &cache_;
+               const SelectionOptions& selection, int64_t capacity, int gpus)
+      : model_(weights, gpus), gate_weights_(gates.begin(), gates.end()), selection_(selection), ranks_(size_t(gpus)) {
+    model_.run([&](int r) {
+      ranks_[size_t(r)].cache = std::make_unique<cuda::DeviceKvCache>(
+          cuda::DeviceKvCache::create(model_.part(r).config, capacity));
+    });
+  }
+  ~GpuGenerator() override {
+    model_.run([&](int r) { ranks_[size_t(r)] = Rank{}; });  // each GPU's buffers freed with it current
   }
   std::span<const float> prefill(std::span<const int32_t> prompt) override {
     const int64_t n = int64_t(prompt.size());
-    gates_.clear();
-    for (const GateWeights<float>& g : gate_weights_)
-      gates_.push_back(cuda::DeviceGate::upload(g, model_.config.rope, ceil_div(n, cuda::kBlock)));
-    options_.gates = &gates_;
-    {
-      cuda::LlamaRuntime runtime(model_, Sequences::single(n));
-      runtime.forward(prompt, options_);
-      prefill_logits_ = runtime.logits();  // synchronizes: the cache is complete
-    }
-    decoder_ = std::make_unique<cuda::LlamaDecoder>(model_, cache_);
-    return prefill_logits_;
+    model_.run([&](int r) {
+      Rank& k = ranks_[size_t(r)];
+      const std::vector<cuda::DeviceGate> gates = model_.upload_gates(r, gate_weights_, ceil_div(n, cuda::kBlock));
+      cuda::ForwardOptions options;
+      options.mode = gates.empty() ? cuda::AttentionMode::dense : cuda::AttentionMode::seer;
+      options.selection = selection_;
+      options.gates = &gates;
+      options.kv_cache = k.cache.get();
+      {
+        cuda::LlamaRuntime runtime(model_.part(r), Sequences::single(n), cuda::kPrefillChunkTokens,
+                                   model_.communicator(r));
+        runtime.forward(prompt, options);
+        std::vector<float> logits = runtime.logits();  // synchronizes: the cache is complete
+        if (r == 0) logits_ = std::move(logits);
+      }
+      k.decoder = std::make_unique<cuda::LlamaDecoder>(model_.part(r), *k.cache, model_.communicator(r));
+    });
+    return logits_;
   }
-  std::span<const float> decode(int32_t token) override { return decoder_->step(token); }
-  int64_t position() const override { return cache_.length; }
-  int64_t capacity() const override { return cache_.capacity; }
+  std::span<const float> decode(int32_t token) override {
+    model_.run([&](int r) {
+      const std::span<const float> logits = ranks_[size_t(r)].decoder->step(token);
+      if (r == 0) logits_.assign(logits.begin(), logits.end());
+    });
+    return logits_;
+  }
+  int64_t position() const override { return ranks_.front().cache->length; }
+  int64_t capacity() const override { return ranks_.front().cache->capacity; }
 
  private:
-  cuda::DeviceLlama model_;
-  cuda::DeviceKvCache cache_;
+  struct Rank {
+    std::unique_ptr<cuda::DeviceKvCache> cache;  // the rank's KV heads
+    std::unique_ptr<cuda::LlamaDecoder> decoder;
+  };
+  cuda::TensorParallelLlama model_;
   std::vector<GateWeights<float>> gate_weights_;
-  std::vector<cuda::DeviceGate> gates_;
-  cuda::ForwardOptions options_;
-  std::unique_ptr<cuda::LlamaDecoder> decoder_;
-  std::vector<float> prefill_logits_;
+  SelectionOptions selection_;
+  std::vector<Rank> ranks_;
+  std::vector<float> logits_;  // rank 0's: every rank has the same
 };
 #endif
 
@@ -131,10 +152,10 @@ void run_generate(GenerateOptions o) {
     selection = o.selection.resolve(gates_path, c.layers, int64_t(prompt.size()));
   }
   selection.dense_last_blocks = 2;
-  const bool on_gpu = use_gpu(o.device);
+  const bool on_gpu = use_gpu(o.device, o.gpus);
   std::unique_ptr<Generator> model;
 #ifdef SEER_HAVE_CUDA
-  if (on_gpu) model = std::make_unique<GpuGenerator>(weights, gates, selection, capacity);
+  if (on_gpu) model = std::make_unique<GpuGenerator>(weights, gates, selection, capacity, o.gpus);
 #endif
   if (!model)
     model = std::make_unique<CpuGenerator>(
@@ -183,7 +204,8 @@ void run_generate(GenerateOptions o) {
                "stop: %s; seed %llu; %s]\n",
                prompt.size(), prefill_seconds, double(prompt.size()) / prefill_seconds, generated, decode_seconds,
                generated > 0 ? double(generated) / decode_seconds : 0.0, stop.c_str(),
-               (unsigned long long)o.sampling.seed, on_gpu ? "GPU" : "CPU");
+               (unsigned long long)o.sampling.seed,
+               on_gpu ? (o.gpus > 1 ? std::to_string(o.gpus) + " GPUs" : std::string("GPU")).c_str() : "CPU");
 }
 
 }  // namespace
@@ -198,6 +220,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--attn", options->attention, "prefill attention: dense or seer (SeerAttention)")
       ->check(CLI::IsMember({"dense", "seer"}));
   cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)");
+  cmd->add_option("--gpus", options->gpus,
+                  "split the model and its KV cache over this many GPUs (tensor parallelism)")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--gates", options->gates, "gate weights (default: the shipped gates of the built-in model)");
   options->selection.add_to(*cmd);
   cmd->add_option("--max-tokens", options->max_tokens, "tokens to generate at most")->check(CLI::Range(1, 1 << 20));

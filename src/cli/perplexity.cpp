@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -26,6 +27,7 @@
 #include "model/llama_loader.h"
 #ifdef SEER_HAVE_CUDA
 #include "cuda/llama_cuda.h"
+#include "cuda/tensor_parallel.h"
 #endif
 
 namespace seer::cli {
@@ -34,6 +36,7 @@ namespace {
 struct PerplexityOptions {
   std::vector<std::string> files;
   std::string model, attention = "dense", gates, device = "auto";
+  int gpus = 1;  // tensor parallelism
   int64_t context = 8192, stride = 0, chunk = 2048, max_windows = 0;
   std::optional<bool> bos;  // default: the model's add_bos
   SelectionFlags selection;
@@ -41,35 +44,50 @@ struct PerplexityOptions {
 };
 
 #ifdef SEER_HAVE_CUDA
-// Scores windows on the GPU (cuda/llama_cuda.h), with the CPU path's window and BOS handling: the
-// runtime is rebuilt only when the window length changes.
+// Scores windows on the GPU (cuda/llama_cuda.h), or on several with the model split over them
+// (cuda/tensor_parallel.h), with the CPU path's window and BOS handling: the runtimes are rebuilt
+// only when the window length changes.
 class GpuWindowScorer {
  public:
-  GpuWindowScorer(const LlamaWeights& weights, std::span<const GateWeights<float>> gates,
-                  const SelectionOptions& selection, int64_t longest)
-      : model_(cuda::DeviceLlama::upload(weights)) {
-    for (const GateWeights<float>& g : gates)
-      gates_.push_back(cuda::DeviceGate::upload(g, weights.config.rope, ceil_div(longest, 64)));
+  GpuWindowScorer(const LlamaWeights& weights, const std::vector<GateWeights<float>>& gates,
+                  const SelectionOptions& selection, int64_t longest, int gpus)
+      : model_(weights, gpus), gates_(size_t(gpus)), runtimes_(size_t(gpus)) {
+    model_.run([&](int r) { gates_[size_t(r)] = model_.upload_gates(r, gates, ceil_div(longest, cuda::kBlock)); });
     options_.mode = gates.empty() ? cuda::AttentionMode::dense : cuda::AttentionMode::seer;
-    options_.gates = &gates_;
     options_.selection = selection;
     options_.all_logits = true;
   }
+  ~GpuWindowScorer() {
+    model_.run([&](int r) {  // each GPU's buffers freed with it current
+      runtimes_[size_t(r)].reset();
+      gates_[size_t(r)].clear();
+    });
+  }
   // Adds the NLL of predictions [first, length - 1) of `window`; returns the block density.
   double score(std::span<const int32_t> window, int64_t first, NllStats& stats) {
-    if (!runtime_ || runtime_->layout().tokens != int64_t(window.size()))
-      runtime_ = std::make_unique<cuda::LlamaRuntime>(model_, Sequences::single(int64_t(window.size())));
-    runtime_->forward(window, options_);
-    const std::vector<float> nll = runtime_->next_token_nll(window);
+    std::vector<float> nll;
+    std::vector<double> kept(runtimes_.size());
+    model_.run([&](int r) {
+      std::unique_ptr<cuda::LlamaRuntime>& runtime = runtimes_[size_t(r)];
+      if (!runtime || runtime->layout().tokens != int64_t(window.size()))
+        runtime = std::make_unique<cuda::LlamaRuntime>(model_.part(r), Sequences::single(int64_t(window.size())),
+                                                       cuda::kPrefillChunkTokens, model_.communicator(r));
+      cuda::ForwardOptions options = options_;
+      options.gates = &gates_[size_t(r)];
+      runtime->forward(window, options);
+      if (r == 0) nll = runtime->next_token_nll(window);  // every rank has the logits
+      // The rank's kept blocks, weighed by its share of the heads.
+      kept[size_t(r)] = runtime->last_density() * model_.part(r).config.q_heads / model_.config().q_heads;
+    });
     for (size_t t = size_t(first); t + 1 < window.size(); ++t) stats.add(nll[t]);
-    return runtime_->last_density();
+    return std::accumulate(kept.begin(), kept.end(), 0.0);
   }
 
  private:
-  cuda::DeviceLlama model_;
-  std::vector<cuda::DeviceGate> gates_;
+  cuda::TensorParallelLlama model_;
+  std::vector<std::vector<cuda::DeviceGate>> gates_;
   cuda::ForwardOptions options_;
-  std::unique_ptr<cuda::LlamaRuntime> runtime_;
+  std::vector<std::unique_ptr<cuda::LlamaRuntime>> runtimes_;
 };
 #endif
 
@@ -140,10 +158,10 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   SEER_CHECK(!jobs.empty(), "nothing to score: the files hold fewer than 2 tokens");
 
-  const bool on_gpu = use_gpu(o.device);
+  const bool on_gpu = use_gpu(o.device, o.gpus);
 #ifdef SEER_HAVE_CUDA
   std::unique_ptr<GpuWindowScorer> gpu;
-  if (on_gpu) gpu = std::make_unique<GpuWindowScorer>(weights, gates, selection, longest);
+  if (on_gpu) gpu = std::make_unique<GpuWindowScorer>(weights, gates, selection, longest, o.gpus);
 #endif
   std::optional<LlamaCpu> model;  // the CPU path
   if (!on_gpu)
@@ -190,6 +208,7 @@ void run_perplexity(const PerplexityOptions& o) {
                       {"bos", bos},
                       {"attention", o.attention},
                       {"device", on_gpu ? "cuda" : "cpu"},
+                      {"gpus", on_gpu ? o.gpus : 0},
                       {"windows", jobs.size()},
                       {"scored_tokens", total.count},
                       {"mean_nll", total.mean()},
@@ -225,7 +244,8 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   std::printf("%zu windows of up to %lld tokens, %lld scored tokens, %.1f s (%.0f tokens/s, %s)%s\n",
               jobs.size(), (long long)longest, (long long)total.count, seconds, double(window_tokens) / seconds,
-              on_gpu ? "GPU" : (std::to_string(omp_get_max_threads()) + " threads").c_str(),
+              on_gpu ? (o.gpus > 1 ? std::to_string(o.gpus) + " GPUs" : std::string("GPU")).c_str()
+                     : (std::to_string(omp_get_max_threads()) + " threads").c_str(),
               seer ? (", mean block density " + std::to_string(density_sum / double(jobs.size()))).c_str() : "");
   std::printf("PPL = %.4f +/- %.5f\n", total.perplexity(), total.perplexity_error());
 }
@@ -255,6 +275,10 @@ void add_perplexity_command(CLI::App& app) {
   options->selection.add_to(*cmd);
   cmd->add_option("--device", options->device, "cpu, cuda, or auto (the GPU when there is one)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_option("--gpus", options->gpus,
+                  "split the model over this many GPUs (tensor parallelism: each GPU holds its share of the heads "
+                  "and MLP features)")
+      ->check(CLI::Range(1, 64));
   cmd->add_flag("--json", options->json, "print JSON");
   cmd->callback([options] { run_perplexity(*options); });
 }

@@ -62,19 +62,34 @@ void check_cache(const DeviceKvCache& cache, const LlamaConfig& c) {
 // Under tensor parallelism (comm over several ranks) both products are partial sums over the ranks'
 // heads and features (model/tensor_shard.h): rank 0 adds its own to the residual stream, the others
 // write theirs in its place, and an all-reduce leaves the stream plus the whole update everywhere.
+GemmOut residual_update(const Communicator* comm) {
+  return comm != nullptr && comm->rank() != 0 ? GemmOut::fp32 : GemmOut::fp32_accumulate;
+}
+
+// residual += attn · W_oᵀ (the first half of attention_output_and_mlp).
+void attention_output(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c, const __nv_bfloat16* attn,
+                      float* residual, int64_t rows, const Communicator* comm, cudaStream_t stream) {
+  gemm(w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, residual_update(comm));
+  if (comm && comm->ranks() > 1) comm->all_reduce_sum(residual, rows * c.hidden, stream);
+}
+
+// residual += SwiGLU MLP of RMSNorm(residual) (the second half).
+void mlp_block(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c, float* residual, int64_t rows,
+               __nv_bfloat16* normed, __nv_bfloat16* gate_up, __nv_bfloat16* mlp, const Communicator* comm,
+               cudaStream_t stream) {
+  rms_norm(residual, w.ffn_norm.data(), rows, c.hidden, float(c.rms_eps), normed, stream);
+  gemm(w.w_gate_up.data(), normed, gate_up, rows, 2 * c.intermediate, c.hidden, GemmOut::bf16);
+  swiglu(gate_up, rows, c.intermediate, mlp, stream);
+  gemm(w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, residual_update(comm));
+  if (comm && comm->ranks() > 1) comm->all_reduce_sum(residual, rows * c.hidden, stream);
+}
+
 void attention_output_and_mlp(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c,
                               const __nv_bfloat16* attn, float* residual, int64_t rows, __nv_bfloat16* normed,
                               __nv_bfloat16* gate_up, __nv_bfloat16* mlp, const Communicator* comm,
                               cudaStream_t stream) {
-  const bool partial = comm != nullptr && comm->ranks() > 1;
-  const GemmOut update = partial && comm->rank() != 0 ? GemmOut::fp32 : GemmOut::fp32_accumulate;
-  gemm(w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, update);
-  if (partial) comm->all_reduce_sum(residual, rows * c.hidden, stream);
-  rms_norm(residual, w.ffn_norm.data(), rows, c.hidden, float(c.rms_eps), normed, stream);
-  gemm(w.w_gate_up.data(), normed, gate_up, rows, 2 * c.intermediate, c.hidden, GemmOut::bf16);
-  swiglu(gate_up, rows, c.intermediate, mlp, stream);
-  gemm(w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, update);
-  if (partial) comm->all_reduce_sum(residual, rows * c.hidden, stream);
+  attention_output(gemm, w, c, attn, residual, rows, comm, stream);
+  mlp_block(gemm, w, c, residual, rows, normed, gate_up, mlp, comm, stream);
 }
 
 // A communicator made for the model's split: as many ranks as it was cut into, this one its rank.
@@ -199,6 +214,9 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int6
   check_communicator(model, comm);
   SEER_CHECK(chunk_tokens > 0, "prefill chunk must be positive, got ", chunk_tokens);
   chunk_ = std::min(chunk_tokens, std::max<int64_t>(seqs.tokens(), 1));
+  const bool split = comm != nullptr && comm->ranks() > 1;
+  // Split over GPUs, at least two chunks, so that their all-reduces overlap (side_stream_).
+  if (split) chunk_ = std::min(chunk_, std::max<int64_t>(64, ceil_div(ceil_div(seqs.tokens(), 2), 64) * 64));
   const LlamaConfig& c = model.config;
   const size_t t = size_t(seqs.tokens()), hidden = size_t(c.hidden), d = size_t(c.head_dim);
   const size_t chunk = size_t(chunk_);
@@ -211,6 +229,15 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int6
   check_context(c, longest);
   SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = std::make_unique<Gemm>(stream_);
+  if (split) {
+    SEER_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
+    side_gemm_ = std::make_unique<Gemm>(side_stream_);
+    SEER_CUDA_CHECK(cudaEventCreateWithFlags(&attention_done_, cudaEventDisableTiming));
+    SEER_CUDA_CHECK(cudaEventCreateWithFlags(&side_done_, cudaEventDisableTiming));
+    side_normed_ = DeviceBuffer<__nv_bfloat16>(chunk * hidden);
+    side_gate_up_ = DeviceBuffer<__nv_bfloat16>(chunk * 2 * size_t(c.intermediate));
+    side_mlp_ = DeviceBuffer<__nv_bfloat16>(chunk * size_t(c.intermediate));
+  }
 
   rope_ = rope_table(c, longest);
   positions_ = DeviceBuffer<int32_t>::upload(positions);
@@ -229,12 +256,17 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int6
   last_normed_ = DeviceBuffer<__nv_bfloat16>(size_t(seqs.count()) * hidden);
   activation_bytes_ = int64_t(residual_.size() * 4 + normed_.size() * 2 + qkv_.size() * 2 + q_.size() * 2 +
                               k_.size() * 4 + attn_.size() * 2 + lse_.size() * 4 + gate_up_.size() * 2 +
-                              mlp_.size() * 2 + rope_.size() * 8);
+                              mlp_.size() * 2 + rope_.size() * 8 + side_normed_.size() * 2 +
+                              side_gate_up_.size() * 2 + side_mlp_.size() * 2);
 }
 
 LlamaRuntime::~LlamaRuntime() {
   gemm_.reset();
+  side_gemm_.reset();
   if (stream_) cudaStreamDestroy(stream_);
+  if (side_stream_) cudaStreamDestroy(side_stream_);
+  if (attention_done_) cudaEventDestroy(attention_done_);
+  if (side_done_) cudaEventDestroy(side_done_);
 }
 
 void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions& o) {
@@ -317,10 +349,13 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
                              o.mask_for_layer({l, q_pre_.data(), k_pre_.data(), nullptr, attn_args, &layout_}), stream_);
         break;
     }
-    for (int64_t c0 = 0; c0 < t; c0 += chunk_)
-      attention_output_and_mlp(*gemm_, w, c, attn_.data() + c0 * hq * d, residual_.data() + c0 * c.hidden,
-                               std::min(chunk_, t - c0), normed_.data(), gate_up_.data(), mlp_.data(), comm_,
-                               stream_);
+    if (side_stream_)
+      overlapped_output_and_mlp(l);
+    else
+      for (int64_t c0 = 0; c0 < t; c0 += chunk_)
+        attention_output_and_mlp(*gemm_, w, c, attn_.data() + c0 * hq * d, residual_.data() + c0 * c.hidden,
+                                 std::min(chunk_, t - c0), normed_.data(), gate_up_.data(), mlp_.data(), comm_,
+                                 stream_);
   }
   if (o.kv_cache) o.kv_cache->length = t;
   if (o.all_logits) {
@@ -338,6 +373,40 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions
     (*gemm_)(model_.output_matrix(), last_normed_.data(), logits_.data(), seqs_.count(), c.vocab, c.hidden,
              GemmOut::fp32);
   }
+}
+
+void LlamaRuntime::overlapped_output_and_mlp(int layer) {
+  const LlamaConfig& c = model_.config;
+  const DeviceLlama::Layer& w = model_.layers[size_t(layer)];
+  const int64_t t = seqs_.tokens(), qd = int64_t(c.q_heads) * c.head_dim;
+  SEER_CUDA_CHECK(cudaEventRecord(attention_done_, stream_));
+  SEER_CUDA_CHECK(cudaStreamWaitEvent(side_stream_, attention_done_));
+  struct Lane {
+    Gemm& gemm;
+    cudaStream_t stream;
+    __nv_bfloat16 *normed, *gate_up, *mlp;
+  };
+  const Lane lanes[2] = {{*gemm_, stream_, normed_.data(), gate_up_.data(), mlp_.data()},
+                         {*side_gemm_, side_stream_, side_normed_.data(), side_gate_up_.data(), side_mlp_.data()}};
+  // Chunks in pairs, the second of each on the side stream. Every rank issues the collectives in
+  // one order (NCCL runs a communicator's operations in that order, whatever their streams): both
+  // chunks' W_o all-reduces, then both MLP ones. So one chunk's all-reduce runs beside the other's
+  // products: W_o of the second beside the first's all-reduce, the MLP of the first beside the
+  // second's, and so on.
+  for (int64_t pair = 0; pair < t; pair += 2 * chunk_) {
+    for (int i = 0; i < 2 && pair + i * chunk_ < t; ++i) {
+      const int64_t c0 = pair + i * chunk_;
+      attention_output(lanes[i].gemm, w, c, attn_.data() + c0 * qd, residual_.data() + c0 * c.hidden,
+                       std::min(chunk_, t - c0), comm_, lanes[i].stream);
+    }
+    for (int i = 0; i < 2 && pair + i * chunk_ < t; ++i) {
+      const int64_t c0 = pair + i * chunk_;
+      mlp_block(lanes[i].gemm, w, c, residual_.data() + c0 * c.hidden, std::min(chunk_, t - c0), lanes[i].normed,
+                lanes[i].gate_up, lanes[i].mlp, comm_, lanes[i].stream);
+    }
+  }
+  SEER_CUDA_CHECK(cudaEventRecord(side_done_, side_stream_));
+  SEER_CUDA_CHECK(cudaStreamWaitEvent(stream_, side_done_));
 }
 
 LlamaDecoder::LlamaDecoder(const DeviceLlama& model, DeviceKvCache& cache, const Communicator* comm)

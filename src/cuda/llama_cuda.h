@@ -140,6 +140,15 @@ class LlamaRuntime {
   std::unique_ptr<SelectionWorkspace> select_work_;
   std::unique_ptr<DeviceMask> mask_;
   std::vector<int32_t> layer_nnz_;  // blocks each layer's mask kept (SeerAttention)
+
+  // Split over GPUs, the token-wise work after attention alternates its chunks between stream_ and
+  // side_stream_ (each with its own GEMM handle and scratch), so that one chunk's all-reduces run
+  // while the other's products do; at least two chunks then, and the layer's end joins the streams.
+  void overlapped_output_and_mlp(int layer);
+  cudaStream_t side_stream_ = nullptr;
+  std::unique_ptr<Gemm> side_gemm_;
+  cudaEvent_t attention_done_ = nullptr, side_done_ = nullptr;
+  DeviceBuffer<__nv_bfloat16> side_normed_, side_gate_up_, side_mlp_;
 };
 
 // Generation after a prefill: appends one token per step at position cache.length, attends through
