@@ -275,7 +275,7 @@ void run(const BenchModelOptions& o) {
 
 void add_bench_model_command(CLI::App& app) {
   auto o = std::make_shared<BenchModelOptions>();
-  CLI::App* cmd = app.add_subcommand("bench-model", "time to first token of a Llama-3-8B-shaped model on the GPU");
+  CLI::App* cmd = app.add_subcommand("bench-model", "time to first token of a Llama-3-shaped model on one or more GPUs");
   cmd->add_option("--shape", o->shape, "the synthetic model's shape: Llama-3 8b or 70b")
       ->check(CLI::IsMember({"8b", "70b"}));
   cmd->add_option("--gpus", o->gpus,

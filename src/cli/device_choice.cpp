@@ -17,7 +17,7 @@ bool use_gpu(const std::string& device, int gpus) {
   const bool present = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
   if (!present) count = 0;
   SEER_CHECK(device != "cuda" || present, "--device cuda: no CUDA GPU is available");
-  SEER_CHECK(gpus <= count, "--gpus ", gpus, ": this machine has ", count, count == 1 ? " GPU" : " GPUs");
+  SEER_CHECK(gpus == 1 || gpus <= count, "--gpus ", gpus, ": this machine has ", count, count == 1 ? " GPU" : " GPUs");
   return device == "cuda" || (device == "auto" && present);
 #else
   SEER_CHECK(device != "cuda", "--device cuda: this build has no CUDA support");
