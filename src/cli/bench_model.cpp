@@ -82,8 +82,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Each GPU's memory in use now, less what it had at the start (`base`); the largest over the GPUs.
-double peak_gib(cuda::TensorParallelLlama& model, const std::vector<double>& base) {
+// Each GPU's memory in use now, less what it had at the start (`base`); the most on one GPU.
+double gib_in_use(cuda::TensorParallelLlama& model, const std::vector<double>& base) {
   std::vector<double> used(base.size());
   model.run([&](int r) { used[size_t(r)] = used_gib() - base[size_t(r)]; });
   return *std::max_element(used.begin(), used.end());
@@ -96,7 +96,7 @@ void time_prefill_and_decode(const BenchModelOptions& o, const LlamaConfig& conf
   cuda::run_on_ranks(o.gpus, [&](int r) { base[size_t(r)] = used_gib(); });
   cuda::TensorParallelLlama model(config, 42, o.gpus);
   report["parameters"] = model.parameter_count();
-  report["weights_gib_per_gpu"] = peak_gib(model, base);
+  report["weights_gib_per_gpu"] = gib_in_use(model, base);
   const GateConfig gate_config{{config.q_heads, config.kv_heads, config.head_dim}, config.head_dim, cuda::kBlock};
   const size_t ranks = size_t(o.gpus);
   for (const int64_t n : o.lengths) {
@@ -135,7 +135,7 @@ void time_prefill_and_decode(const BenchModelOptions& o, const LlamaConfig& conf
       const bool finite = std::all_of(logits.begin(), logits.end(), [](float x) { return std::isfinite(x); });
       report["results"].push_back({{"tokens", n}, {"attention", sparse ? "seer" : "dense"},
                                    {"density", sparse ? o.density : 1.0}, {"ttft_ms", times[times.size() / 2]},
-                                   {"gpu_memory_gib", peak_gib(model, base)}, {"finite_logits", finite}});
+                                   {"gpu_memory_gib", gib_in_use(model, base)}, {"finite_logits", finite}});
     }
     model.run([&](int r) {
       runtimes[size_t(r)].reset();
@@ -173,9 +173,10 @@ void time_prefill_and_decode(const BenchModelOptions& o, const LlamaConfig& conf
     int64_t cache_bytes = 0;
     for (const auto& c : caches) cache_bytes += c->bytes();
     report["decode"] = {{"context", o.decode_context}, {"tokens", o.decode_tokens},
-                        {"tokens_per_s", double(o.decode_tokens) / s}, {"ms_per_token", 1e3 * s / double(o.decode_tokens)},
+                        {"tokens_per_s", double(o.decode_tokens) / s},
+                        {"ms_per_token", 1e3 * s / double(o.decode_tokens)},
                         {"kv_cache_gib", double(cache_bytes) / double(1 << 30)},
-                        {"gpu_memory_gib", peak_gib(model, base)},
+                        {"gpu_memory_gib", gib_in_use(model, base)},
                         {"finite_logits", std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; })}};
     model.run([&](int r) {
       decoders[size_t(r)].reset();
@@ -275,7 +276,8 @@ void run(const BenchModelOptions& o) {
 
 void add_bench_model_command(CLI::App& app) {
   auto o = std::make_shared<BenchModelOptions>();
-  CLI::App* cmd = app.add_subcommand("bench-model", "time to first token of a Llama-3-shaped model on one or more GPUs");
+  CLI::App* cmd =
+      app.add_subcommand("bench-model", "time to first token of a Llama-3-shaped model on one or more GPUs");
   cmd->add_option("--shape", o->shape, "the synthetic model's shape: Llama-3 8b or 70b")
       ->check(CLI::IsMember({"8b", "70b"}));
   cmd->add_option("--gpus", o->gpus,

@@ -11,7 +11,8 @@ bool use_gpu(const std::string& device, int gpus) {
   SEER_CHECK(device == "cpu" || device == "cuda" || device == "auto", "--device must be cpu, cuda or auto, got '",
              device, "'");
   SEER_CHECK(gpus >= 1, "--gpus must be positive, got ", gpus);
-  SEER_CHECK(gpus == 1 || device != "cpu", "--gpus ", gpus, " splits the model over GPUs; --device cpu runs on the CPU");
+  SEER_CHECK(gpus == 1 || device != "cpu", "--gpus ", gpus,
+             " splits the model over GPUs; --device cpu runs on the CPU");
 #ifdef SEER_HAVE_CUDA
   int count = 0;
   const bool present = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;

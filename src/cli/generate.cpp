@@ -64,14 +64,20 @@ class GpuGenerator final : public Generator {
  public:
   GpuGenerator(const LlamaWeights& weights, std::span<const GateWeights<float>> gates,
                const SelectionOptions& selection, int64_t capacity, int gpus)
-      : model_(weights, gpus), gate_weights_(gates.begin(), gates.end()), selection_(selection), ranks_(size_t(gpus)) {
+      : model_(weights, gpus),
+        gate_weights_(gates.begin(), gates.end()),
+        selection_(selection),
+        ranks_(size_t(gpus)) {
     model_.run([&](int r) {
       ranks_[size_t(r)].cache = std::make_unique<cuda::DeviceKvCache>(
           cuda::DeviceKvCache::create(model_.part(r).config, capacity));
     });
   }
   ~GpuGenerator() override {
-    model_.run([&](int r) { ranks_[size_t(r)] = Rank{}; });  // each GPU's buffers freed with it current
+    try {
+      model_.run([&](int r) { ranks_[size_t(r)] = Rank{}; });  // each GPU's buffers freed with it current
+    } catch (const std::exception&) {  // after an earlier error: the members free the rest
+    }
   }
   std::span<const float> prefill(std::span<const int32_t> prompt) override {
     const int64_t n = int64_t(prompt.size());

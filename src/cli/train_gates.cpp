@@ -266,7 +266,8 @@ void run(const TrainGatesOptions& o) {
         for (size_t l = 0; l < r.layer_kl_sum.size(); ++l) r.layer_kl_sum[l] += r.trainer.last_layer_kl()[l];
       r.losses.push_back(losses[i]);
       // Flushed every step, so that a killed run leaves at most its last row unfinished.
-      r.log << step << ',' << losses[i] << ',' << r.trainer.learning_rate(step) << ',' << double(t * o.gpus) / step_s << ','
+      r.log << step << ',' << losses[i] << ',' << r.trainer.learning_rate(step) << ','
+            << double(t * o.gpus) / step_s << ','
             << r.earlier.seconds + now << std::endl;
       char loss[32];
       std::snprintf(loss, sizeof loss, "%s%.4f", i ? " " : "", losses[i]);

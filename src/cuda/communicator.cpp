@@ -4,9 +4,6 @@
 #include <nccl.h>
 
 #include <cstdlib>
-#include <exception>
-#include <mutex>
-#include <thread>
 
 #include "cuda/cuda_check.h"
 
@@ -49,9 +46,10 @@ void check(ncclResult_t status, const char* what) {
   if (status != ncclSuccess) fail("NCCL ", what, " failed: ", Nccl::get().error_string(status));
 }
 
-void all_reduce(const Communicator& c, void* comm, void* data, int64_t count, ncclDataType_t type, ncclRedOp_t op,
-                cudaStream_t stream) {
+void all_reduce(const Communicator& c, void* comm, const std::atomic<bool>* aborted, void* data, int64_t count,
+                ncclDataType_t type, ncclRedOp_t op, cudaStream_t stream) {
   if (c.ranks() == 1 || count == 0) return;
+  SEER_CHECK(!aborted->load(), "the GPUs' NCCL group was aborted after an error on one of them");
   check(Nccl::get().all_reduce(data, data, size_t(count), type, op, static_cast<ncclComm_t>(comm), stream),
         "all-reduce");
 }
@@ -67,13 +65,13 @@ void check_gpus(int ranks) {
 }  // namespace
 
 void Communicator::all_reduce_sum(float* data, int64_t count, cudaStream_t stream) const {
-  all_reduce(*this, comm_, data, count, ncclFloat32, ncclSum, stream);
+  all_reduce(*this, comm_, aborted_, data, count, ncclFloat32, ncclSum, stream);
 }
 void Communicator::all_reduce_mean(float* data, int64_t count, cudaStream_t stream) const {
-  all_reduce(*this, comm_, data, count, ncclFloat32, ncclAvg, stream);
+  all_reduce(*this, comm_, aborted_, data, count, ncclFloat32, ncclAvg, stream);
 }
 void Communicator::all_reduce_mean(double* data, int64_t count, cudaStream_t stream) const {
-  all_reduce(*this, comm_, data, count, ncclFloat64, ncclAvg, stream);
+  all_reduce(*this, comm_, aborted_, data, count, ncclFloat64, ncclAvg, stream);
 }
 
 CommunicatorGroup::CommunicatorGroup(int ranks) {
@@ -82,6 +80,7 @@ CommunicatorGroup::CommunicatorGroup(int ranks) {
   for (int r = 0; r < ranks; ++r) {
     ranks_[size_t(r)].rank_ = r;
     ranks_[size_t(r)].ranks_ = ranks;
+    ranks_[size_t(r)].aborted_ = &aborted_;
   }
   if (ranks == 1) return;  // collectives over one rank are no-ops: NCCL is not needed
   // NVLink multicast can take a shared host's GPUs out of service; leave it off unless told.
@@ -100,8 +99,7 @@ CommunicatorGroup::~CommunicatorGroup() {
 }
 
 void CommunicatorGroup::abort() {
-  if (aborted_) return;
-  aborted_ = true;
+  if (aborted_.exchange(true)) return;
   for (Communicator& c : ranks_)
     if (c.comm_) Nccl::get().comm_abort(static_cast<ncclComm_t>(c.comm_));
 }
@@ -113,31 +111,72 @@ std::string CommunicatorGroup::version() {
   return "NCCL " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
 }
 
-void run_on_ranks(int ranks, const std::function<void(int rank)>& work, CommunicatorGroup* group) {
+RankThreads::RankThreads(int ranks) : ranks_(ranks) {
   check_gpus(ranks);
-  if (ranks == 1) {  // on the caller's thread: one GPU needs no threads
+  if (ranks > 1)
+    for (int r = 0; r < ranks; ++r) threads_.emplace_back([this, r] { serve(r); });
+}
+
+RankThreads::~RankThreads() {
+  {
+    const std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+void RankThreads::serve(int rank) {
+  uint64_t seen = 0;
+  for (;;) {
+    std::unique_lock lock(mutex_);
+    wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+    if (stop_) return;
+    seen = generation_;
+    const std::function<void(int)>& work = *work_;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      SEER_CUDA_CHECK(cudaSetDevice(rank));
+      work(rank);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    const bool first_error = error && !error_;
+    if (first_error) error_ = error;
+    if (--pending_ == 0 || first_error) done_.notify_all();
+  }
+}
+
+void RankThreads::run(const std::function<void(int rank)>& work, CommunicatorGroup* group) {
+  if (ranks_ == 1) {  // on the caller's thread: one GPU needs no threads
     SEER_CUDA_CHECK(cudaSetDevice(0));
     work(0);
     return;
   }
-  std::mutex mutex;
-  std::exception_ptr first_error;
-  std::vector<std::thread> threads;
-  for (int r = 0; r < ranks; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        SEER_CUDA_CHECK(cudaSetDevice(r));
-        work(r);
-      } catch (...) {
-        const std::lock_guard lock(mutex);
-        if (!first_error) {
-          first_error = std::current_exception();
-          if (group) group->abort();
-        }
-      }
-    });
-  for (std::thread& t : threads) t.join();
-  if (first_error) std::rethrow_exception(first_error);
+  std::unique_lock lock(mutex_);
+  work_ = &work;
+  error_ = nullptr;
+  pending_ = ranks_;
+  ++generation_;
+  wake_.notify_all();
+  // The first error aborts the group at once: the other ranks may be waiting for the failed one
+  // in a collective, and would never return.
+  bool aborted = false;
+  for (;;) {
+    done_.wait(lock, [&] { return pending_ == 0 || (error_ && group && !aborted); });
+    if (pending_ == 0) break;
+    aborted = true;
+    lock.unlock();
+    group->abort();
+    lock.lock();
+  }
+  if (error_) std::rethrow_exception(error_);
+}
+
+void run_on_ranks(int ranks, const std::function<void(int rank)>& work, CommunicatorGroup* group) {
+  RankThreads(ranks).run(work, group);
 }
 
 int device_count() {

@@ -35,8 +35,8 @@ void once_per_device(std::atomic<uint64_t>& configured, Configure configure) {
   configured.fetch_or(bit, std::memory_order_release);
 }
 
-// The current device's multiprocessor count, looked up once per process (the GPUs of one machine
-// are alike).
+// The current device's multiprocessor count, looked up once per process: seer's several-GPU runs
+// assume the GPUs of one machine are alike (as on the H200 machines it runs on).
 inline int sm_count() {
   static const int count = [] {
     int device = 0, sms = 0;

@@ -66,22 +66,43 @@ GemmOut residual_update(const Communicator* comm) {
   return comm != nullptr && comm->rank() != 0 ? GemmOut::fp32 : GemmOut::fp32_accumulate;
 }
 
+// All-reduces issued on two streams run in their issue order: each waits for the one before it.
+// (NCCL runs one communicator's operations in issue order whatever their streams; this makes that
+// order the streams' own too, at no cost, as each waits for its predecessor anyway.)
+struct CollectiveOrder {
+  cudaEvent_t done;
+  cudaStream_t last = nullptr;
+};
+
+// The residual stream's update summed over the ranks, in place (nothing on one GPU).
+void reduce_update(const Communicator* comm, float* residual, int64_t count, cudaStream_t stream,
+                   CollectiveOrder* order) {
+  if (!comm || comm->ranks() == 1) return;
+  if (order && order->last && order->last != stream) SEER_CUDA_CHECK(cudaStreamWaitEvent(stream, order->done));
+  comm->all_reduce_sum(residual, count, stream);
+  if (order) {
+    SEER_CUDA_CHECK(cudaEventRecord(order->done, stream));
+    order->last = stream;
+  }
+}
+
 // residual += attn · W_oᵀ (the first half of attention_output_and_mlp).
 void attention_output(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c, const __nv_bfloat16* attn,
-                      float* residual, int64_t rows, const Communicator* comm, cudaStream_t stream) {
+                      float* residual, int64_t rows, const Communicator* comm, cudaStream_t stream,
+                      CollectiveOrder* order = nullptr) {
   gemm(w.wo.data(), attn, residual, rows, c.hidden, c.q_heads * c.head_dim, residual_update(comm));
-  if (comm && comm->ranks() > 1) comm->all_reduce_sum(residual, rows * c.hidden, stream);
+  reduce_update(comm, residual, rows * c.hidden, stream, order);
 }
 
 // residual += SwiGLU MLP of RMSNorm(residual) (the second half).
 void mlp_block(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c, float* residual, int64_t rows,
                __nv_bfloat16* normed, __nv_bfloat16* gate_up, __nv_bfloat16* mlp, const Communicator* comm,
-               cudaStream_t stream) {
+               cudaStream_t stream, CollectiveOrder* order = nullptr) {
   rms_norm(residual, w.ffn_norm.data(), rows, c.hidden, float(c.rms_eps), normed, stream);
   gemm(w.w_gate_up.data(), normed, gate_up, rows, 2 * c.intermediate, c.hidden, GemmOut::bf16);
   swiglu(gate_up, rows, c.intermediate, mlp, stream);
   gemm(w.w_down.data(), mlp, residual, rows, c.hidden, c.intermediate, residual_update(comm));
-  if (comm && comm->ranks() > 1) comm->all_reduce_sum(residual, rows * c.hidden, stream);
+  reduce_update(comm, residual, rows * c.hidden, stream, order);
 }
 
 void attention_output_and_mlp(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c,
@@ -95,8 +116,9 @@ void attention_output_and_mlp(Gemm& gemm, const DeviceLlama::Layer& w, const Lla
 // A communicator made for the model's split: as many ranks as it was cut into, this one its rank.
 void check_communicator(const DeviceLlama& model, const Communicator* comm) {
   const int ranks = comm ? comm->ranks() : 1, rank = comm ? comm->rank() : 0;
-  SEER_CHECK(ranks == model.shard.ranks && rank == model.shard.rank, "a model part ", model.shard.rank, " of ",
-             model.shard.ranks, " run as rank ", rank, " of ", ranks);
+  SEER_CHECK(ranks == model.shard.ranks && rank == model.shard.rank, "this model is part ", model.shard.rank,
+             " of a model split over ", model.shard.ranks, " GPUs: run it with that rank's communicator "
+             "(TensorParallelLlama::communicator), not rank ", rank, " of ", ranks);
 }
 
 void check_context(const LlamaConfig& c, int64_t tokens) {
@@ -109,16 +131,17 @@ void check_context(const LlamaConfig& c, int64_t tokens) {
 
 DeviceLlama DeviceLlama::upload(const LlamaWeights& w) { return upload(w, tensor_shard(w.config, 0, 1)); }
 
-DeviceLlama DeviceLlama::upload(const LlamaWeights& whole, const TensorShard& shard) {
-  check_supported(whole.config);
-  const LlamaWeights part = shard.ranks == 1 ? LlamaWeights{} : shard_weights(whole, shard);
-  const LlamaWeights& w = shard.ranks == 1 ? whole : part;
-  DeviceLlama m{w.config};
+DeviceLlama DeviceLlama::upload(const LlamaWeights& w, const TensorShard& shard) {
+  check_supported(w.config);
+  DeviceLlama m{shard_config(w.config, shard)};
   m.shard = shard;
-  m.embed = upload_bf16({&w.embed});
+  m.embed = upload_bf16({&w.embed});  // replicated
   if (!w.lm_head.empty()) m.lm_head = upload_bf16({&w.lm_head});
   m.final_norm = DeviceBuffer<float>::upload(w.final_norm);
-  for (const LlamaLayerWeights& l : w.layers) {
+  for (const LlamaLayerWeights& whole : w.layers) {
+    // A layer's slices at a time: a rank's host copy stays one layer big.
+    const LlamaLayerWeights part = shard.ranks == 1 ? LlamaLayerWeights{} : shard_layer(whole, w.config, shard);
+    const LlamaLayerWeights& l = shard.ranks == 1 ? whole : part;
     Layer d;
     d.attn_norm = DeviceBuffer<float>::upload(l.attn_norm);
     d.ffn_norm = DeviceBuffer<float>::upload(l.ffn_norm);
@@ -137,6 +160,8 @@ DeviceLlama DeviceLlama::synthetic(const LlamaConfig& c, uint64_t seed) {
 
 DeviceLlama DeviceLlama::synthetic(const LlamaConfig& c, uint64_t seed, const TensorShard& s) {
   check_supported(c);
+  SEER_CHECK(s.q_end <= c.q_heads && s.kv_end <= c.kv_heads && s.inter_end <= c.intermediate && s.ranks >= 1,
+             "the shard was made for another model shape");
   DeviceLlama m{shard_config(c, s)};
   m.shard = s;
   const int64_t hidden = c.hidden, d = c.head_dim, qd = int64_t(c.q_heads) * d, kvd = int64_t(c.kv_heads) * d;
@@ -215,7 +240,8 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int6
   SEER_CHECK(chunk_tokens > 0, "prefill chunk must be positive, got ", chunk_tokens);
   chunk_ = std::min(chunk_tokens, std::max<int64_t>(seqs.tokens(), 1));
   const bool split = comm != nullptr && comm->ranks() > 1;
-  // Split over GPUs, at least two chunks, so that their all-reduces overlap (side_stream_).
+  // Split over GPUs: two chunks at least (past 64 tokens), so that their all-reduces overlap
+  // (side_stream_).
   if (split) chunk_ = std::min(chunk_, std::max<int64_t>(64, ceil_div(ceil_div(seqs.tokens(), 2), 64) * 64));
   const LlamaConfig& c = model.config;
   const size_t t = size_t(seqs.tokens()), hidden = size_t(c.hidden), d = size_t(c.head_dim);
@@ -234,6 +260,7 @@ LlamaRuntime::LlamaRuntime(const DeviceLlama& model, const Sequences& seqs, int6
     side_gemm_ = std::make_unique<Gemm>(side_stream_);
     SEER_CUDA_CHECK(cudaEventCreateWithFlags(&attention_done_, cudaEventDisableTiming));
     SEER_CUDA_CHECK(cudaEventCreateWithFlags(&side_done_, cudaEventDisableTiming));
+    SEER_CUDA_CHECK(cudaEventCreateWithFlags(&collective_done_, cudaEventDisableTiming));
     side_normed_ = DeviceBuffer<__nv_bfloat16>(chunk * hidden);
     side_gate_up_ = DeviceBuffer<__nv_bfloat16>(chunk * 2 * size_t(c.intermediate));
     side_mlp_ = DeviceBuffer<__nv_bfloat16>(chunk * size_t(c.intermediate));
@@ -267,6 +294,7 @@ LlamaRuntime::~LlamaRuntime() {
   if (side_stream_) cudaStreamDestroy(side_stream_);
   if (attention_done_) cudaEventDestroy(attention_done_);
   if (side_done_) cudaEventDestroy(side_done_);
+  if (collective_done_) cudaEventDestroy(collective_done_);
 }
 
 void LlamaRuntime::forward(std::span<const int32_t> tokens, const ForwardOptions& o) {
@@ -389,20 +417,20 @@ void LlamaRuntime::overlapped_output_and_mlp(int layer) {
   const Lane lanes[2] = {{*gemm_, stream_, normed_.data(), gate_up_.data(), mlp_.data()},
                          {*side_gemm_, side_stream_, side_normed_.data(), side_gate_up_.data(), side_mlp_.data()}};
   // Chunks in pairs, the second of each on the side stream. Every rank issues the collectives in
-  // one order (NCCL runs a communicator's operations in that order, whatever their streams): both
-  // chunks' W_o all-reduces, then both MLP ones. So one chunk's all-reduce runs beside the other's
-  // products: W_o of the second beside the first's all-reduce, the MLP of the first beside the
-  // second's, and so on.
+  // one order: both chunks' W_o all-reduces, then both MLP ones (CollectiveOrder). So one chunk's
+  // all-reduce runs beside the other's products: W_o of the second beside the first's all-reduce,
+  // the MLP of the first beside the second's, and so on.
+  CollectiveOrder order{collective_done_};
   for (int64_t pair = 0; pair < t; pair += 2 * chunk_) {
     for (int i = 0; i < 2 && pair + i * chunk_ < t; ++i) {
       const int64_t c0 = pair + i * chunk_;
       attention_output(lanes[i].gemm, w, c, attn_.data() + c0 * qd, residual_.data() + c0 * c.hidden,
-                       std::min(chunk_, t - c0), comm_, lanes[i].stream);
+                       std::min(chunk_, t - c0), comm_, lanes[i].stream, &order);
     }
     for (int i = 0; i < 2 && pair + i * chunk_ < t; ++i) {
       const int64_t c0 = pair + i * chunk_;
       mlp_block(lanes[i].gemm, w, c, residual_.data() + c0 * c.hidden, std::min(chunk_, t - c0), lanes[i].normed,
-                lanes[i].gate_up, lanes[i].mlp, comm_, lanes[i].stream);
+                lanes[i].gate_up, lanes[i].mlp, comm_, lanes[i].stream, &order);
     }
   }
   SEER_CUDA_CHECK(cudaEventRecord(side_done_, side_stream_));

@@ -147,7 +147,7 @@ class LlamaRuntime {
   void overlapped_output_and_mlp(int layer);
   cudaStream_t side_stream_ = nullptr;
   std::unique_ptr<Gemm> side_gemm_;
-  cudaEvent_t attention_done_ = nullptr, side_done_ = nullptr;
+  cudaEvent_t attention_done_ = nullptr, side_done_ = nullptr, collective_done_ = nullptr;
   DeviceBuffer<__nv_bfloat16> side_normed_, side_gate_up_, side_mlp_;
 };
 

@@ -4,10 +4,17 @@
 
 namespace seer::cuda {
 
-TensorParallelLlama::TensorParallelLlama(const LlamaConfig& config, int ranks)
-    : config_(config), group_(ranks), parts_(size_t(ranks)) {
-  tensor_shard(config, 0, ranks);  // checks the split before any upload
+namespace {
+
+const LlamaConfig& splittable(const LlamaConfig& config, int ranks) {
+  tensor_shard(config, 0, ranks);  // throws for a split that cannot be made
+  return config;
 }
+
+}  // namespace
+
+TensorParallelLlama::TensorParallelLlama(const LlamaConfig& config, int ranks)
+    : config_(splittable(config, ranks)), group_(ranks), threads_(ranks), parts_(size_t(ranks)) {}
 
 TensorParallelLlama::TensorParallelLlama(const LlamaWeights& weights, int ranks)
     : TensorParallelLlama(weights.config, ranks) {
@@ -37,9 +44,7 @@ int64_t TensorParallelLlama::parameter_count() const {
   return n - (ranks() - 1) * replicated;
 }
 
-void TensorParallelLlama::run(const std::function<void(int rank)>& work) {
-  run_on_ranks(ranks(), work, &group_);
-}
+void TensorParallelLlama::run(const std::function<void(int rank)>& work) { threads_.run(work, &group_); }
 
 std::vector<DeviceGate> TensorParallelLlama::upload_gates(int rank, const std::vector<GateWeights<float>>& gates,
                                                           int64_t max_blocks) const {

@@ -31,9 +31,10 @@ class TensorParallelLlama {
   const Communicator* communicator(int rank) const { return &group_.rank(rank); }
   int64_t parameter_count() const;  // over all parts, the replicated ones once
 
-  // Runs work(rank) for every rank on its own thread, GPU `rank` current, and returns when all
-  // have; rethrows the first error (the group aborted first, so no rank waits for ever). Objects
-  // made inside (runtimes, caches) belong to that rank's GPU and should be freed inside run() too.
+  // Runs work(rank) for every rank on its own (persistent) thread, GPU `rank` current, and returns
+  // when all have; rethrows the first error (the group aborted first, so no rank waits for ever;
+  // the model is unusable after that). Objects made inside (runtimes, caches) belong to that rank's
+  // GPU and should be freed inside run() too.
   void run(const std::function<void(int rank)>& work);
 
   // The rank's parts of one gate per layer, on its GPU (call from inside run()).
@@ -42,8 +43,9 @@ class TensorParallelLlama {
 
  private:
   explicit TensorParallelLlama(const LlamaConfig& config, int ranks);
-  LlamaConfig config_;
+  LlamaConfig config_;  // checked first: a split that cannot be made starts no NCCL group
   CommunicatorGroup group_;
+  RankThreads threads_;
   std::vector<DeviceLlama> parts_;
 };
 

@@ -29,8 +29,8 @@ int boundary(int count, int unit, int rank, int ranks) {
 
 TensorShard tensor_shard(const LlamaConfig& c, int rank, int ranks) {
   c.validate();
-  SEER_CHECK(ranks >= 1 && ranks <= c.kv_heads, "tensor parallelism over ", ranks, " ranks: the model has ", c.kv_heads,
-             " KV heads, and each rank needs at least one (ranks must be in [1, ", c.kv_heads, "])");
+  SEER_CHECK(ranks >= 1 && ranks <= c.kv_heads, "the model cannot be split over ", ranks, " GPUs: it has ",
+             c.kv_heads, " KV heads and each GPU takes whole ones (1 to ", c.kv_heads, " GPUs)");
   SEER_CHECK(rank >= 0 && rank < ranks, "rank ", rank, " outside [0, ", ranks, ")");
   const int group = c.q_heads / c.kv_heads;
   // 64-feature units when every rank gets at least one; single features otherwise.
@@ -58,34 +58,35 @@ LlamaConfig shard_config(const LlamaConfig& config, const TensorShard& s) {
 }
 
 LlamaWeights shard_weights(const LlamaWeights& w, const TensorShard& s) {
-  const LlamaConfig& c = w.config;
-  SEER_CHECK(s.q_end <= c.q_heads && s.kv_end <= c.kv_heads && s.inter_end <= c.intermediate,
-             "the shard was made for another model shape");
-  const int64_t d = c.head_dim, hidden = c.hidden;
   LlamaWeights out;
-  out.config = shard_config(c, s);
+  out.config = shard_config(w.config, s);
   out.embed = w.embed;
   out.final_norm = w.final_norm;
   out.lm_head = w.lm_head;
-  for (const LlamaLayerWeights& l : w.layers) {
-    LlamaLayerWeights o;
-    o.attn_norm = l.attn_norm;
-    o.ffn_norm = l.ffn_norm;
-    o.wq = row_slice(l.wq, hidden, s.q_begin * d, s.q_end * d);
-    o.wk = row_slice(l.wk, hidden, s.kv_begin * d, s.kv_end * d);
-    o.wv = row_slice(l.wv, hidden, s.kv_begin * d, s.kv_end * d);
-    if (c.qkv_bias) {
-      o.bq = row_slice(l.bq, 1, s.q_begin * d, s.q_end * d);
-      o.bk = row_slice(l.bk, 1, s.kv_begin * d, s.kv_end * d);
-      o.bv = row_slice(l.bv, 1, s.kv_begin * d, s.kv_end * d);
-    }
-    o.wo = column_slice(l.wo, int64_t(c.q_heads) * d, s.q_begin * d, s.q_end * d);
-    o.w_gate = row_slice(l.w_gate, hidden, s.inter_begin, s.inter_end);
-    o.w_up = row_slice(l.w_up, hidden, s.inter_begin, s.inter_end);
-    o.w_down = column_slice(l.w_down, c.intermediate, s.inter_begin, s.inter_end);
-    out.layers.push_back(std::move(o));
-  }
+  for (const LlamaLayerWeights& l : w.layers) out.layers.push_back(shard_layer(l, w.config, s));
   return out;
+}
+
+LlamaLayerWeights shard_layer(const LlamaLayerWeights& l, const LlamaConfig& c, const TensorShard& s) {
+  SEER_CHECK(s.q_end <= c.q_heads && s.kv_end <= c.kv_heads && s.inter_end <= c.intermediate,
+             "the shard was made for another model shape");
+  const int64_t d = c.head_dim, hidden = c.hidden;
+  LlamaLayerWeights o;
+  o.attn_norm = l.attn_norm;
+  o.ffn_norm = l.ffn_norm;
+  o.wq = row_slice(l.wq, hidden, s.q_begin * d, s.q_end * d);
+  o.wk = row_slice(l.wk, hidden, s.kv_begin * d, s.kv_end * d);
+  o.wv = row_slice(l.wv, hidden, s.kv_begin * d, s.kv_end * d);
+  if (c.qkv_bias) {
+    o.bq = row_slice(l.bq, 1, s.q_begin * d, s.q_end * d);
+    o.bk = row_slice(l.bk, 1, s.kv_begin * d, s.kv_end * d);
+    o.bv = row_slice(l.bv, 1, s.kv_begin * d, s.kv_end * d);
+  }
+  o.wo = column_slice(l.wo, int64_t(c.q_heads) * d, s.q_begin * d, s.q_end * d);
+  o.w_gate = row_slice(l.w_gate, hidden, s.inter_begin, s.inter_end);
+  o.w_up = row_slice(l.w_up, hidden, s.inter_begin, s.inter_end);
+  o.w_down = column_slice(l.w_down, c.intermediate, s.inter_begin, s.inter_end);
+  return o;
 }
 
 GateWeights<float> shard_gate(const GateWeights<float>& gate, const TensorShard& s) {

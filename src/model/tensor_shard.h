@@ -34,7 +34,7 @@ struct TensorShard {
 };
 
 // Rank `rank`'s part of `config`. Throws seer::Error when ranks is out of [1, kv_heads] or rank
-// out of [0, ranks).
+// out of [0, ranks). Ranks are GPUs (or, in the CPU test, threads).
 TensorShard tensor_shard(const LlamaConfig& config, int rank, int ranks);
 
 // The rank's model as the single-device code sees it: its own head and feature counts, the full
@@ -43,6 +43,8 @@ LlamaConfig shard_config(const LlamaConfig& config, const TensorShard& shard);
 
 // The rank's slices of every weight (host copies; float, [out, in] as loaded).
 LlamaWeights shard_weights(const LlamaWeights& weights, const TensorShard& shard);
+// One layer's: an upload can slice a layer at a time, without a copy of the replicated tensors.
+LlamaLayerWeights shard_layer(const LlamaLayerWeights& layer, const LlamaConfig& config, const TensorShard& shard);
 
 // The rank's slices of a layer's gate: W_k's heads (query heads, or KV heads with W_q), W_q's and
 // the block bias's query heads. The gate's config is given the shard's heads.

@@ -21,8 +21,9 @@ namespace {
 #define SEER_REQUIRE_GPUS(n) \
   if (cuda::device_count() < (n)) GTEST_SKIP() << "needs " << (n) << " GPUs, this machine has " << cuda::device_count()
 
-// Small Llama shapes: GQA with d = 128 split evenly, and the built-in model's heads (9 query, 3 KV
-// of d = 64) split unevenly, 1 + 2 KV heads.
+// Small Llama shapes: GQA with d = 128 split evenly; the built-in model's heads (9 query, 3 KV of
+// d = 64) split unevenly, 1 + 2 KV heads; and an MLP of 1000 features, cut feature by feature
+// (not on 64-wide tiles: odd GEMM sizes).
 LlamaConfig small_config(int q_heads, int kv_heads, int head_dim, int hidden, int intermediate) {
   LlamaConfig c;
   c.architecture = "llama";
@@ -40,7 +41,7 @@ LlamaConfig small_config(int q_heads, int kv_heads, int head_dim, int hidden, in
 }
 
 std::vector<LlamaConfig> configs() {
-  return {small_config(16, 4, 128, 2048, 5632), small_config(9, 3, 64, 576, 1536)};
+  return {small_config(16, 4, 128, 2048, 5632), small_config(9, 3, 64, 576, 1536), small_config(8, 2, 128, 1024, 1000)};
 }
 
 std::vector<int32_t> some_tokens(int64_t n, int vocab) {
@@ -90,9 +91,9 @@ std::vector<float> split_logits(const LlamaConfig& c, int ranks, const std::vect
     densities[size_t(r)] = runtime.last_density();
   });
   for (int r = 1; r < ranks; ++r) EXPECT_EQ(logits[size_t(r)], logits[0]) << "rank " << r << " of " << ranks;
-  if (kept) {  // the ranks hold equal numbers of heads in configs() where this is asked
+  if (kept) {  // each rank's kept fraction weighed by its share of the heads
     *kept = 0;
-    for (double d : densities) *kept += d / ranks;
+    for (int r = 0; r < ranks; ++r) *kept += densities[size_t(r)] * tensor_shard(c, r, ranks).q_heads() / c.q_heads;
   }
   return logits[0];
 }
@@ -103,32 +104,36 @@ TEST(TensorParallelCuda, TwoGpusGiveTheOneGpuLogits) {
     const std::vector<int32_t> tokens = some_tokens(2300, c.vocab);
     const std::vector<float> one = split_logits(c, 1, tokens, nullptr, 1.0);
     const Comparison d = compare(split_logits(c, 2, tokens, nullptr, 1.0), one);
-    std::printf("[measured] %d/%d heads, d = %d, dense, 2 GPUs vs 1: max |logit diff| %.3g, mean %.3g (max |logit| %.3g)\n",
-                c.q_heads, c.kv_heads, c.head_dim, d.max_diff, d.mean_diff, d.max_logit);
+    std::printf("[measured] %d/%d heads, d = %d, MLP %d, dense, 2 GPUs vs 1: max |logit diff| %.3g, mean %.3g "
+                "(max |logit| %.3g)\n",
+                c.q_heads, c.kv_heads, c.head_dim, c.intermediate, d.max_diff, d.mean_diff, d.max_logit);
     EXPECT_LT(d.max_diff, 0.05 * d.max_logit);
     EXPECT_LT(d.mean_diff, 2e-3 * d.max_logit);
   }
 }
 
+// Both W_k layouts: per query head (d_g = d, the released gates), and per KV head beside a W_q
+// (d_g = 16, the shipped gates), the latter on the uneven split.
 TEST(TensorParallelCuda, TwoGpusRunSeerAttentionOnTheirOwnHeads) {
   SEER_REQUIRE_GPUS(2);
-  const LlamaConfig c = configs()[0];
-  std::vector<GateWeights<float>> gates;
-  for (int l = 0; l < c.layers; ++l)
-    gates.push_back(GateWeights<float>::random(GateConfig{{c.q_heads, c.kv_heads, c.head_dim}, c.head_dim, 64}, 11 + l));
-  const std::vector<int32_t> tokens = some_tokens(4096, c.vocab);
-  double one_density = 0, two_density = 0;
-  const std::vector<float> one = split_logits(c, 1, tokens, &gates, 0.2, &one_density);
-  const Comparison d = compare(split_logits(c, 2, tokens, &gates, 0.2, &two_density), one);
-  const Comparison dense = compare(split_logits(c, 1, tokens, nullptr, 1.0), one);
-  std::printf("[measured] SeerAttention at density %.3f (2 GPUs: %.3f): 2 GPUs vs 1: max |logit diff| %.3g, mean %.3g; "
-              "dense vs sparse: mean %.3g\n",
-              one_density, two_density, d.max_diff, d.mean_diff, dense.mean_diff);
-  EXPECT_LT(one_density, 0.5);
-  EXPECT_NEAR(two_density, one_density, 2e-3);
-  // A near-tie in a gate's top-k may fall the other way; the logits stay far closer than dense's.
-  EXPECT_LT(d.mean_diff, 0.1 * dense.mean_diff);
-  EXPECT_LT(d.mean_diff, 2e-3 * d.max_logit);
+  for (const auto& [c, gate_dim] : {std::pair{configs()[0], 128}, std::pair{configs()[1], 16}}) {
+    const GateConfig gc{{c.q_heads, c.kv_heads, c.head_dim}, gate_dim, 64};
+    std::vector<GateWeights<float>> gates;
+    for (int l = 0; l < c.layers; ++l) gates.push_back(GateWeights<float>::random(gc, 11 + l));
+    const std::vector<int32_t> tokens = some_tokens(4096, c.vocab);
+    double one_density = 0, two_density = 0;
+    const std::vector<float> one = split_logits(c, 1, tokens, &gates, 0.2, &one_density);
+    const Comparison d = compare(split_logits(c, 2, tokens, &gates, 0.2, &two_density), one);
+    const Comparison dense = compare(split_logits(c, 1, tokens, nullptr, 1.0), one);
+    std::printf("[measured] %d/%d heads, d_g %d, SeerAttention at density %.3f (2 GPUs: %.3f): 2 GPUs vs 1: max "
+                "|logit diff| %.3g, mean %.3g; dense vs sparse: mean %.3g\n",
+                c.q_heads, c.kv_heads, gate_dim, one_density, two_density, d.max_diff, d.mean_diff, dense.mean_diff);
+    EXPECT_LT(one_density, 0.5);
+    EXPECT_NEAR(two_density, one_density, 2e-3);
+    // A near-tie in a gate's top-k may fall the other way; the logits stay far closer than dense's.
+    EXPECT_LT(d.mean_diff, 0.1 * dense.mean_diff);
+    EXPECT_LT(d.mean_diff, 2e-3 * d.max_logit);
+  }
 }
 
 TEST(TensorParallelCuda, TwoGpusDecodeThroughTheirCacheParts) {
@@ -199,7 +204,8 @@ TEST(TensorParallelCuda, DataParallelTrainingTakesTheBatchStep) {
     const cuda::DeviceLlama model = cuda::DeviceLlama::synthetic(c, 5);
     cuda::LlamaRuntime runtime(model, Sequences::single(kLen));
     GpuGateStep step(two[size_t(r)], c, runtime, &group.rank(r));
-    for (int s = 0; s < 3; ++s) two_losses[r].push_back(step.run(std::span(tokens).subspan(size_t(r * kLen), kLen)).front());
+    for (int s = 0; s < 3; ++s)
+      two_losses[r].push_back(step.run(std::span(tokens).subspan(size_t(r * kLen), kLen)).front());
     step.sync_host();
   }, &group);
 
@@ -236,14 +242,37 @@ TEST(TensorParallelCuda, RejectsSplitsItCannotRun) {
   SEER_REQUIRE_GPUS(1);
   const LlamaConfig c = configs()[1];  // 3 KV heads
   test::expect_error([&] { cuda::TensorParallelLlama(c, 5, cuda::device_count() + 1); }, {"GPUs asked for"});
-  if (cuda::device_count() >= 4)
-    test::expect_error([&] { cuda::TensorParallelLlama(c, 5, 4); }, {"4 ranks", "3 KV heads"});
+  // Checked before any GPU is touched.
+  test::expect_error([&] { cuda::TensorParallelLlama(c, 5, 4); }, {"cannot be split over 4 GPUs", "3 KV heads"});
   // A part of a split run without its communicator (every rank must take part).
   if (cuda::device_count() >= 2) {
     cuda::TensorParallelLlama model(c, 5, 2);
     test::expect_error([&] { model.run([&](int r) { cuda::LlamaRuntime(model.part(r), Sequences::single(64)); }); },
-                       {"run as rank 0 of 1"});
+                       {"split over 2 GPUs: run it with that rank's communicator"});
   }
+}
+
+// One GPU fails while the other is in (or about to enter) the forward's all-reduces: the group is
+// aborted, the failure comes back, nothing waits for ever; the model then refuses collectives.
+// Last in this file: it leaves its model's NCCL group aborted.
+TEST(TensorParallelCuda, AFailedGpuStopsTheOthers) {
+  SEER_REQUIRE_GPUS(2);
+  const LlamaConfig c = configs()[0];
+  cuda::TensorParallelLlama model(c, 5, 2);
+  const std::vector<int32_t> tokens = some_tokens(2048, c.vocab);
+  const auto forward = [&](int r) {
+    cuda::LlamaRuntime runtime(model.part(r), Sequences::single(int64_t(tokens.size())), cuda::kPrefillChunkTokens,
+                               model.communicator(r));
+    runtime.forward(tokens, {});
+    runtime.logits();
+  };
+  test::expect_error([&] {
+    model.run([&](int r) {
+      if (r == 1) throw Error("planted failure on GPU 1");
+      forward(r);
+    });
+  }, {"planted failure on GPU 1"});
+  test::expect_error([&] { model.run(forward); }, {"NCCL group was aborted"});
 }
 
 }  // namespace

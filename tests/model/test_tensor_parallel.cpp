@@ -5,6 +5,7 @@
 // caches. The GPU runs the same split with NCCL (tests/cuda/test_tensor_parallel_cuda.cpp).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <thread>
@@ -21,13 +22,15 @@ namespace {
 constexpr double kTolerance = 5e-4;
 
 // Sums one buffer per thread over `ranks` threads, in place, adding in rank order (so every
-// rank gets the same bits): the in-process counterpart of an all-reduce.
+// rank gets the same bits): the in-process counterpart of an all-reduce. A thread that fails
+// calls fail(): the others then throw at their next reduction instead of waiting for it for ever.
 class ThreadAllReduce {
  public:
   explicit ThreadAllReduce(int ranks) : slots_(size_t(ranks)), sync_(ranks) {}
   void operator()(int rank, std::span<float> x) {
     slots_[size_t(rank)] = x;
     sync_.arrive_and_wait();
+    if (failed_) throw Error("another rank failed");
     if (rank == 0) {
       sum_.assign(x.begin(), x.end());
       for (size_t r = 1; r < slots_.size(); ++r)
@@ -37,11 +40,16 @@ class ThreadAllReduce {
     std::copy(sum_.begin(), sum_.end(), x.begin());
     sync_.arrive_and_wait();  // nobody overwrites sum_ before every rank has read it
   }
+  void fail() {
+    failed_ = true;
+    sync_.arrive_and_drop();
+  }
 
  private:
   std::vector<std::span<float>> slots_;
   std::vector<float> sum_;
   std::barrier<> sync_;
+  std::atomic<bool> failed_{false};
 };
 
 // Logits of every prompt position, then of `decoded` tokens decoded after it.
@@ -54,7 +62,8 @@ ForwardRun run_model(const LlamaWeights& weights, const CpuForwardOptions& optio
               std::span<const int32_t> decoded) {
   LlamaCpu model(weights, options);
   ForwardRun run;
-  model.forward(prompt, 0, [&](int64_t, std::span<const float> row) { run.logits.emplace_back(row.begin(), row.end()); });
+  model.forward(prompt, 0,
+                [&](int64_t, std::span<const float> row) { run.logits.emplace_back(row.begin(), row.end()); });
   run.density = model.last_density();
   for (int32_t t : decoded) {
     const std::span<const float> row = model.decode(t);
@@ -69,20 +78,28 @@ ForwardRun run_split(const LlamaWeights& weights, int ranks, CpuForwardOptions o
               std::span<const int32_t> decoded) {
   ThreadAllReduce reduce(ranks);
   std::vector<ForwardRun> runs(static_cast<size_t>(ranks));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(ranks));
   std::vector<std::thread> threads;
   for (int r = 0; r < ranks; ++r)
     threads.emplace_back([&, r] {
-      const TensorShard shard = tensor_shard(weights.config, r, ranks);
-      const LlamaWeights part = shard_weights(weights, shard);
-      std::vector<GateWeights<float>> part_gates;
-      for (const GateWeights<float>& g : gates) part_gates.push_back(shard_gate(g, shard));
-      CpuForwardOptions o = options;
-      o.gates = part_gates;
-      o.rank = r;
-      o.all_reduce = [&reduce, r](std::span<float> x) { reduce(r, x); };
-      runs[size_t(r)] = run_model(part, o, prompt, decoded);
+      try {
+        const TensorShard shard = tensor_shard(weights.config, r, ranks);
+        const LlamaWeights part = shard_weights(weights, shard);
+        std::vector<GateWeights<float>> part_gates;
+        for (const GateWeights<float>& g : gates) part_gates.push_back(shard_gate(g, shard));
+        CpuForwardOptions o = options;
+        o.gates = part_gates;
+        o.rank = r;
+        o.all_reduce = [&reduce, r](std::span<float> x) { reduce(r, x); };
+        runs[size_t(r)] = run_model(part, o, prompt, decoded);
+      } catch (...) {
+        errors[size_t(r)] = std::current_exception();
+        reduce.fail();
+      }
     });
   for (std::thread& t : threads) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
   for (int r = 1; r < ranks; ++r) EXPECT_EQ(runs[size_t(r)].logits, runs[0].logits) << "rank " << r;
   return runs[0];
 }
@@ -133,9 +150,9 @@ TEST(TensorShard, SplitsHeadsByGroupAndFeaturesIntoTiles) {
   c.intermediate = 100;  // not a multiple of 64: feature by feature
   EXPECT_EQ(tensor_shard(c, 1, 3).inter_begin, 33);
   EXPECT_EQ(tensor_shard(c, 2, 3).inter_end, 100);
-  test::expect_error([&] { tensor_shard(c, 0, 4); }, {"4 ranks", "3 KV heads"});
+  test::expect_error([&] { tensor_shard(c, 0, 4); }, {"cannot be split over 4 GPUs", "3 KV heads"});
   test::expect_error([&] { tensor_shard(c, 2, 2); }, {"rank 2 outside [0, 2)"});
-  test::expect_error([&] { tensor_shard(c, 0, 0); }, {"0 ranks"});
+  test::expect_error([&] { tensor_shard(c, 0, 0); }, {"over 0 GPUs"});
 }
 
 TEST(TensorShard, ShardsOfTheBuiltInModelGiveItsLogits) {
