@@ -219,7 +219,10 @@ void time_training(const BenchModelOptions& o, const LlamaConfig& config, nlohma
       loss = last;
     }
     used[size_t(r)] = used_gib() - base;
-    k = Rank{};  // freed with its GPU current
+    // Freed with its GPU current, each before what it refers to.
+    k.step.reset();
+    k.runtime.reset();
+    k.model.reset();
   }, &group);
   report["train"] = {{"sequence_length", o.train_seq_len}, {"steps", o.train_steps}, {"gpus", o.gpus},
                      {"tokens_per_s", double(o.train_seq_len * o.train_steps * o.gpus) / seconds},

@@ -75,7 +75,10 @@ class GpuGenerator final : public Generator {
   }
   ~GpuGenerator() override {
     try {
-      model_.run([&](int r) { ranks_[size_t(r)] = Rank{}; });  // each GPU's buffers freed with it current
+      model_.run([&](int r) {  // each GPU's buffers freed with it current, the decoder before its cache
+        ranks_[size_t(r)].decoder.reset();
+        ranks_[size_t(r)].cache.reset();
+      });
     } catch (const std::exception&) {  // after an earlier error: the members free the rest
     }
   }

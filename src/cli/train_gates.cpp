@@ -281,7 +281,12 @@ void run(const TrainGatesOptions& o) {
   std::fprintf(stderr, "\n");
   sync_host();
   // Each GPU's buffers freed with that GPU current.
-  cuda::run_on_ranks(o.gpus, [&](int rank) { ranks[size_t(rank)] = Rank{}; }, &group);
+  cuda::run_on_ranks(o.gpus, [&](int rank) {
+    Rank& k = ranks[size_t(rank)];
+    k.step.reset();  // each before what it refers to
+    k.runtime.reset();
+    k.model.reset();
+  }, &group);
   for (const auto& run : runs) {
     GateRun& r = *run;
     std::map<std::string, std::string> final_metadata = r.metadata;

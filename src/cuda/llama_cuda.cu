@@ -57,11 +57,10 @@ void check_cache(const DeviceKvCache& cache, const LlamaConfig& c) {
              " layers, ", c.kv_heads, " KV heads of dimension ", c.head_dim, ")");
 }
 
-// The rest of a layer after attention, for `rows` tokens: residual += attn · W_oᵀ, then
-// residual += SwiGLU MLP of RMSNorm(residual). normed, gate_up and mlp are scratch for those rows.
-// Under tensor parallelism (comm over several ranks) both products are partial sums over the ranks'
-// heads and features (model/tensor_shard.h): rank 0 adds its own to the residual stream, the others
-// write theirs in its place, and an all-reduce leaves the stream plus the whole update everywhere.
+// How W_o and W_down write the residual stream. Under tensor parallelism (comm over several ranks)
+// both products are partial sums over the ranks' heads and features (model/tensor_shard.h): rank 0
+// adds its own to the residual stream, the others write theirs in its place, and an all-reduce
+// leaves the stream plus the whole update everywhere.
 GemmOut residual_update(const Communicator* comm) {
   return comm != nullptr && comm->rank() != 0 ? GemmOut::fp32 : GemmOut::fp32_accumulate;
 }
@@ -105,6 +104,8 @@ void mlp_block(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c, fl
   reduce_update(comm, residual, rows * c.hidden, stream, order);
 }
 
+// The rest of a layer after attention, for `rows` tokens: residual += attn · W_oᵀ, then
+// residual += SwiGLU MLP of RMSNorm(residual). normed, gate_up and mlp are scratch for those rows.
 void attention_output_and_mlp(Gemm& gemm, const DeviceLlama::Layer& w, const LlamaConfig& c,
                               const __nv_bfloat16* attn, float* residual, int64_t rows, __nv_bfloat16* normed,
                               __nv_bfloat16* gate_up, __nv_bfloat16* mlp, const Communicator* comm,
