@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -137,51 +138,44 @@ void time_prefill_and_decode(const BenchModelOptions& o, const LlamaConfig& conf
                                    {"density", sparse ? o.density : 1.0}, {"ttft_ms", times[times.size() / 2]},
                                    {"gpu_memory_gib", gib_in_use(model, base)}, {"finite_logits", finite}});
     }
-    model.run([&](int r) {
-      runtimes[size_t(r)].reset();
-      gates[size_t(r)].clear();
-    });
+    model.release(runtimes);
+    model.release(gates);
   }
   if (o.decode_tokens > 0) {
     const std::vector<int32_t> prompt = random_tokens(o.decode_context, config.vocab, 11);
-    std::vector<std::unique_ptr<cuda::DeviceKvCache>> caches(ranks);
-    std::vector<std::unique_ptr<cuda::LlamaDecoder>> decoders(ranks);
-    std::vector<double> seconds(ranks);
+    std::vector<double> seconds(ranks), used(ranks);
+    std::vector<int64_t> cache_bytes(ranks);
     std::vector<char> finite(ranks, 1);
-    model.run([&](int r) {
+    model.run([&](int r) {  // the cache and decoder live on this rank's thread and GPU
       const cuda::DeviceLlama& part = model.part(r);
-      caches[size_t(r)] = std::make_unique<cuda::DeviceKvCache>(
-          cuda::DeviceKvCache::create(part.config, o.decode_context + o.decode_tokens + 4));
+      cuda::DeviceKvCache cache = cuda::DeviceKvCache::create(part.config, o.decode_context + o.decode_tokens + 4);
       {
         cuda::LlamaRuntime runtime(part, Sequences::single(o.decode_context), cuda::kPrefillChunkTokens,
                                    model.communicator(r));
         cuda::ForwardOptions options;
-        options.kv_cache = caches[size_t(r)].get();
+        options.kv_cache = &cache;
         runtime.forward(prompt, options);
         runtime.logits();  // synchronizes: the cache is complete
       }
-      decoders[size_t(r)] = std::make_unique<cuda::LlamaDecoder>(part, *caches[size_t(r)], model.communicator(r));
-      for (int w = 0; w < 4; ++w) decoders[size_t(r)]->step(prompt[size_t(w)]);  // warm-up
+      cuda::LlamaDecoder decoder(part, cache, model.communicator(r));
+      for (int w = 0; w < 4; ++w) decoder.step(prompt[size_t(w)]);  // warm-up
       const auto start = std::chrono::steady_clock::now();
       for (int64_t i = 0; i < o.decode_tokens; ++i) {
-        const std::span<const float> logits = decoders[size_t(r)]->step(prompt[size_t(i)]);
+        const std::span<const float> logits = decoder.step(prompt[size_t(i)]);
         finite[size_t(r)] = finite[size_t(r)] && std::isfinite(logits[0]);
       }
       seconds[size_t(r)] = seconds_since(start);
+      cache_bytes[size_t(r)] = cache.bytes();
+      used[size_t(r)] = used_gib() - base[size_t(r)];
     });
     const double s = *std::max_element(seconds.begin(), seconds.end());
-    int64_t cache_bytes = 0;
-    for (const auto& c : caches) cache_bytes += c->bytes();
     report["decode"] = {{"context", o.decode_context}, {"tokens", o.decode_tokens},
                         {"tokens_per_s", double(o.decode_tokens) / s},
                         {"ms_per_token", 1e3 * s / double(o.decode_tokens)},
-                        {"kv_cache_gib", double(cache_bytes) / double(1 << 30)},
-                        {"gpu_memory_gib", gib_in_use(model, base)},
+                        {"kv_cache_gib",
+                         double(std::accumulate(cache_bytes.begin(), cache_bytes.end(), int64_t(0))) / double(1 << 30)},
+                        {"gpu_memory_gib", *std::max_element(used.begin(), used.end())},
                         {"finite_logits", std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; })}};
-    model.run([&](int r) {
-      decoders[size_t(r)].reset();
-      caches[size_t(r)].reset();
-    });
   }
 }
 

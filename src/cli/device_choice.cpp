@@ -2,7 +2,7 @@
 
 #include "core/error.h"
 #ifdef SEER_HAVE_CUDA
-#include <cuda_runtime_api.h>
+#include "cuda/communicator.h"
 #endif
 
 namespace seer::cli {
@@ -14,9 +14,8 @@ bool use_gpu(const std::string& device, int gpus) {
   SEER_CHECK(gpus == 1 || device != "cpu", "--gpus ", gpus,
              " splits the model over GPUs; --device cpu runs on the CPU");
 #ifdef SEER_HAVE_CUDA
-  int count = 0;
-  const bool present = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-  if (!present) count = 0;
+  const int count = cuda::device_count();
+  const bool present = count > 0;
   SEER_CHECK(device != "cuda" || present, "--device cuda: no CUDA GPU is available");
   SEER_CHECK(gpus == 1 || gpus <= count, "--gpus ", gpus, ": this machine has ", count, count == 1 ? " GPU" : " GPUs");
   return device == "cuda" || (device == "auto" && present);

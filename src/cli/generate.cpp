@@ -73,15 +73,7 @@ class GpuGenerator final : public Generator {
           cuda::DeviceKvCache::create(model_.part(r).config, capacity));
     });
   }
-  ~GpuGenerator() override {
-    try {
-      model_.run([&](int r) {  // each GPU's buffers freed with it current, the decoder before its cache
-        ranks_[size_t(r)].decoder.reset();
-        ranks_[size_t(r)].cache.reset();
-      });
-    } catch (const std::exception&) {  // after an earlier error: the members free the rest
-    }
-  }
+  ~GpuGenerator() override { model_.release(ranks_); }
   std::span<const float> prefill(std::span<const int32_t> prompt) override {
     const int64_t n = int64_t(prompt.size());
     model_.run([&](int r) {
@@ -114,7 +106,7 @@ class GpuGenerator final : public Generator {
   int64_t capacity() const override { return ranks_.front().cache->capacity; }
 
  private:
-  struct Rank {
+  struct Rank {  // destroyed in reverse: the decoder before its cache
     std::unique_ptr<cuda::DeviceKvCache> cache;  // the rank's KV heads
     std::unique_ptr<cuda::LlamaDecoder> decoder;
   };

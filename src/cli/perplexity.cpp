@@ -58,13 +58,8 @@ class GpuWindowScorer {
     options_.all_logits = true;
   }
   ~GpuWindowScorer() {
-    try {
-      model_.run([&](int r) {  // each GPU's buffers freed with it current
-        runtimes_[size_t(r)].reset();
-        gates_[size_t(r)].clear();
-      });
-    } catch (const std::exception&) {  // after an earlier error: the members free the rest
-    }
+    model_.release(runtimes_);
+    model_.release(gates_);
   }
   // Adds the NLL of predictions [first, length - 1) of `window`; returns the block density.
   double score(std::span<const int32_t> window, int64_t first, NllStats& stats) {

@@ -201,8 +201,9 @@ void run(const TrainGatesOptions& o) {
     std::unique_ptr<GpuGateStep> step;
   };
   cuda::CommunicatorGroup group(o.gpus);
+  cuda::RankThreads threads(o.gpus);  // one per GPU for the whole run: a step wakes them
   std::vector<Rank> ranks(static_cast<size_t>(o.gpus));
-  cuda::run_on_ranks(o.gpus, [&](int rank) {
+  threads.run([&](int rank) {
     Rank& k = ranks[size_t(rank)];
     std::vector<GateTrainer*> trainers;
     if (rank > 0)
@@ -215,7 +216,11 @@ void run(const TrainGatesOptions& o) {
   if (o.gpus > 1) std::fprintf(stderr, "train-gates: data-parallel over %d GPUs (%s)\n", o.gpus,
                                cuda::CommunicatorGroup::version().c_str());
   // Brings GPU 0's weights and moments into the runs' trainers (checkpoints, the end).
-  const auto sync_host = [&] { cuda::run_on_ranks(1, [&](int) { ranks[0].step->sync_host(); }); };
+  const auto sync_host = [&] {
+    threads.run([&](int rank) {
+      if (rank == 0) ranks[0].step->sync_host();
+    });
+  };
 
   // The logs only now, when nothing is left to fail before the first step. On --resume a log keeps
   // its rows up to the checkpoint (the killed run's later ones are done again), the curve shows every
@@ -247,7 +252,7 @@ void run(const TrainGatesOptions& o) {
     // The step's gpus × batch sequences; GPU r takes the r-th `batch` of them.
     const std::vector<int32_t> tokens = corpus.batch(step, o.batch * o.gpus, o.seed);
     std::vector<double> losses;
-    cuda::run_on_ranks(o.gpus, [&](int rank) {
+    threads.run([&](int rank) {
       const std::span<const int32_t> own = std::span(tokens).subspan(size_t(rank * t), size_t(t));
       const std::vector<double> l = ranks[size_t(rank)].step->run(own);
       if (rank == 0) losses = l;
@@ -281,7 +286,7 @@ void run(const TrainGatesOptions& o) {
   std::fprintf(stderr, "\n");
   sync_host();
   // Each GPU's buffers freed with that GPU current.
-  cuda::run_on_ranks(o.gpus, [&](int rank) {
+  threads.run([&](int rank) {
     Rank& k = ranks[size_t(rank)];
     k.step.reset();  // each before what it refers to
     k.runtime.reset();

@@ -161,8 +161,7 @@ DeviceLlama DeviceLlama::synthetic(const LlamaConfig& c, uint64_t seed) {
 
 DeviceLlama DeviceLlama::synthetic(const LlamaConfig& c, uint64_t seed, const TensorShard& s) {
   check_supported(c);
-  SEER_CHECK(s.q_end <= c.q_heads && s.kv_end <= c.kv_heads && s.inter_end <= c.intermediate && s.ranks >= 1,
-             "the shard was made for another model shape");
+  check_shard(c, s);
   DeviceLlama m{shard_config(c, s)};
   m.shard = s;
   const int64_t hidden = c.hidden, d = c.head_dim, qd = int64_t(c.q_heads) * d, kvd = int64_t(c.kv_heads) * d;

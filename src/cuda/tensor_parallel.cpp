@@ -1,7 +1,5 @@
 #include "cuda/tensor_parallel.h"
 
-#include <iostream>
-
 namespace seer::cuda {
 
 namespace {
@@ -26,13 +24,7 @@ TensorParallelLlama::TensorParallelLlama(const LlamaConfig& config, uint64_t see
   run([&](int r) { parts_[size_t(r)] = DeviceLlama::synthetic(config, seed, tensor_shard(config, r, ranks)); });
 }
 
-TensorParallelLlama::~TensorParallelLlama() {
-  try {
-    run([&](int r) { parts_[size_t(r)] = DeviceLlama{}; });
-  } catch (const std::exception& e) {  // a destructor must not throw; the process frees the rest
-    std::cerr << "seer: freeing a model part failed: " << e.what() << "\n";
-  }
-}
+TensorParallelLlama::~TensorParallelLlama() { release(parts_); }
 
 int64_t TensorParallelLlama::parameter_count() const {
   int64_t n = 0;

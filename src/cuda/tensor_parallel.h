@@ -5,6 +5,7 @@
 // rank it is the single-GPU model, run on the caller's thread, through the same code.
 #pragma once
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <vector>
 
@@ -37,6 +38,12 @@ class TensorParallelLlama {
   // GPU and should be freed inside run() too.
   void run(const std::function<void(int rank)>& work);
 
+  // Destroys each rank's element of `per_rank` (runtimes, caches, gates: one per rank) on that
+  // rank's thread, its GPU current. It never throws, so destructors may call it: an error (only
+  // after an earlier one) is reported on stderr.
+  template <typename T>
+  void release(std::vector<T>& per_rank) noexcept;
+
   // The rank's parts of one gate per layer, on its GPU (call from inside run()).
   std::vector<DeviceGate> upload_gates(int rank, const std::vector<GateWeights<float>>& gates,
                                        int64_t max_blocks) const;
@@ -48,5 +55,14 @@ class TensorParallelLlama {
   RankThreads threads_;
   std::vector<DeviceLlama> parts_;
 };
+
+template <typename T>
+void TensorParallelLlama::release(std::vector<T>& per_rank) noexcept {
+  try {
+    run([&](int r) { [[maybe_unused]] const T gone = std::move(per_rank[size_t(r)]); });
+  } catch (const std::exception& e) {
+    std::cerr << "seer: freeing GPU state failed: " << e.what() << "\n";
+  }
+}
 
 }  // namespace seer::cuda

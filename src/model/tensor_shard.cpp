@@ -35,7 +35,7 @@ TensorShard tensor_shard(const LlamaConfig& c, int rank, int ranks) {
   const int group = c.q_heads / c.kv_heads;
   // 64-feature units when every rank gets at least one; single features otherwise.
   const int unit = c.intermediate % 64 == 0 && c.intermediate / 64 >= ranks ? 64 : 1;
-  SEER_CHECK(c.intermediate >= ranks, "tensor parallelism over ", ranks, " ranks: the MLP has only ",
+  SEER_CHECK(c.intermediate >= ranks, "the model cannot be split over ", ranks, " GPUs: its MLP has only ",
              c.intermediate, " features");
   TensorShard s;
   s.rank = rank;
@@ -47,6 +47,11 @@ TensorShard tensor_shard(const LlamaConfig& c, int rank, int ranks) {
   s.inter_begin = boundary(c.intermediate, unit, rank, ranks);
   s.inter_end = rank + 1 == ranks ? c.intermediate : boundary(c.intermediate, unit, rank + 1, ranks);
   return s;
+}
+
+void check_shard(const LlamaConfig& c, const TensorShard& s) {
+  SEER_CHECK(s.ranks >= 1 && s.q_end <= c.q_heads && s.kv_end <= c.kv_heads && s.inter_end <= c.intermediate,
+             "the shard was made for another model shape");
 }
 
 LlamaConfig shard_config(const LlamaConfig& config, const TensorShard& s) {
@@ -68,8 +73,7 @@ LlamaWeights shard_weights(const LlamaWeights& w, const TensorShard& s) {
 }
 
 LlamaLayerWeights shard_layer(const LlamaLayerWeights& l, const LlamaConfig& c, const TensorShard& s) {
-  SEER_CHECK(s.q_end <= c.q_heads && s.kv_end <= c.kv_heads && s.inter_end <= c.intermediate,
-             "the shard was made for another model shape");
+  check_shard(c, s);
   const int64_t d = c.head_dim, hidden = c.hidden;
   LlamaLayerWeights o;
   o.attn_norm = l.attn_norm;

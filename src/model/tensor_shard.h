@@ -37,6 +37,9 @@ struct TensorShard {
 // out of [0, ranks). Ranks are GPUs (or, in the CPU test, threads).
 TensorShard tensor_shard(const LlamaConfig& config, int rank, int ranks);
 
+// Throws unless `shard` was made for a model of `config`'s head and feature counts.
+void check_shard(const LlamaConfig& config, const TensorShard& shard);
+
 // The rank's model as the single-device code sees it: its own head and feature counts, the full
 // hidden size, and the same name (the base model's identity).
 LlamaConfig shard_config(const LlamaConfig& config, const TensorShard& shard);
