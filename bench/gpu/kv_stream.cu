@@ -11,11 +11,18 @@
 // kernel at 32k, density 0.5 moves (32 heads x 65,664 tiles) x 32 KB in its time: set that rate, and
 // the time per tile here, against the kernel's (bench/RESULTS.md, v23).
 //
+// Clusters of 2 or 4 thread blocks stream the same tiles, each 64 x 64 box read from L2 once and
+// multicast to every block of the cluster: what query heads of one KV head could share. `union 0.5`
+// rows are two query heads' rows drawn independently at density 0.5, streamed as their union, each
+// tile multicast to the blocks whose rows keep it (kv_union_kernel). us/tile is per tile a pipeline
+// uses (bench/RESULTS.md, v24).
+//
 // A CMake target (bench/CMakeLists.txt; CI compiles it), carried by bench/gpu/build_for_device.sh
 // as .devbin/kv_stream; run: ./kv_stream [tokens]
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,11 +53,43 @@ constexpr int smem_bytes() {
   return kPipes * (2 * kStages * Stage::kElems * 2 + KvBarriers<kStages>::kCount * 8) + 1024;
 }
 
-// Warps 0 .. kPipes-1: producers (lane 0); warps kPipes .. 2 kPipes-1: their consumers.
-template <int kPipes, int kStages>
+// Tile `it` of a multicast pipeline: its four 64 x 64 boxes (K's two column chunks, then V's) are
+// dealt round-robin to the kCluster blocks of the cluster, each loading its boxes into every block.
+// A stage is refilled once every block's consumer has released it, so each consumer arrives on the
+// empty barrier of every block.
+template <int kCluster, int kStages, class BlockAt>
+__device__ void produce_kv_multicast(int n_tiles, const CUtensorMap* k_map, const CUtensorMap* v_map, int per_head,
+                                    T* k_tiles, T* v_tiles, const KvBarriers<kStages>& bar, BlockAt&& block_at) {
+  using namespace seer::cuda::detail;
+  const uint32_t rank = cluster_ctarank();
+  const uint64_t policy = l2_evict_last();
+  constexpr uint16_t kEveryBlock = (1u << kCluster) - 1;
+#pragma unroll 1
+  for (int it = 0; it < n_tiles; ++it) {
+    const int head = it / per_head, block = block_at(it);
+    const int stage = bar.stage(it);
+    const uint32_t empty_parity = bar.parity(it) ^ 1u;
+    for (int kv = 0; kv < 2; ++kv) {
+      uint64_t* const full = kv == 0 ? &bar.k_full[stage] : &bar.v_full[stage];
+      if (it >= kStages) mbarrier_wait(kv == 0 ? &bar.k_empty[stage] : &bar.v_empty[stage], empty_parity);
+      mbarrier_expect_tx(full, Stage::kElems * int(sizeof(T)));  // what all blocks' boxes bring here
+      T* const tiles = (kv == 0 ? k_tiles : v_tiles) + stage * Stage::kElems;
+      for (int chunk = 0; chunk < kD / 64; ++chunk)
+        if ((kv * (kD / 64) + chunk) % kCluster == int(rank))
+          tma_load_3d_multicast(tiles + chunk * Stage::kChunkElems, kv == 0 ? k_map : v_map, full, chunk * 64, head,
+                                block * 64, kEveryBlock, policy);
+    }
+  }
+}
+
+// Warps 0 .. kPipes-1: producers (lane 0); warps kPipes .. 2 kPipes-1: their consumers. kCluster > 1:
+// the blocks of a cluster stream the same tiles, each box loaded once by multicast (the pattern of
+// query heads that share a KV head and a query block).
+template <int kPipes, int kStages, int kCluster>
 __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_constant__ CUtensorMap k_map,
                                                                 const __grid_constant__ CUtensorMap v_map,
                                                                 int tiles, int blocks, bool sequential) {
+  using namespace seer::cuda::detail;
   extern __shared__ unsigned char smem_raw[];
   const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);  // TMA's swizzle
   unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
@@ -62,34 +101,145 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
   uint64_t* const bars = reinterpret_cast<uint64_t*>(base + kPipes * kPipeBytes) + pipe * KvBarriers<kStages>::kCount;
   const auto bar = KvBarriers<kStages>::at(bars);
   if (warp < kPipes && lane == 0) {
-    bar.init(1);
-    seer::cuda::detail::fence_barrier_init();
+    bar.init(kCluster);  // one consumer warp per block of the cluster
+    fence_barrier_init();
   }
-  __syncthreads();
-  const uint32_t stream = blockIdx.x * kPipes + pipe;
+  // Multicast loads and remote arrivals reach the other blocks' barriers: all must be initialized.
+  if constexpr (kCluster > 1)
+    cluster_sync();
+  else
+    __syncthreads();
+  // The blocks of a cluster draw the same blocks.
+  const uint32_t stream = blockIdx.x / kCluster * kPipes + pipe;
   // Every pipeline spends tiles / kKvHeads tiles on each KV head in turn.
   const int per_head = tiles / kKvHeads;
+  // The key block of the pipeline's tile t (of KV head t / per_head).
+  const auto block_at = [&](int t) {
+    return sequential ? int((stream * 97u + uint32_t(t % per_head)) % uint32_t(blocks))
+                      : int(mix(stream * 0x9e3779b9u ^ uint32_t(t)) % uint32_t(blocks));
+  };
   if (warp < kPipes) {
-    if (lane != 0) return;
-    for (int head = 0; head < kKvHeads; ++head)
-      seer::cuda::detail::produce_kv<T, kD, 64>(
-          per_head, &k_map, &v_map, head, 0, k_tiles, v_tiles, bar,
-          [&](int it, int) {
-            return sequential ? int((stream * 97u + uint32_t(it)) % uint32_t(blocks))
-                              : int(mix(stream * 0x9e3779b9u ^ uint32_t(head * per_head + it)) % uint32_t(blocks));
-          },
-          head * per_head);
+    if (lane == 0) {
+      if constexpr (kCluster == 1) {
+        for (int head = 0; head < kKvHeads; ++head)
+          produce_kv<T, kD, 64>(
+              per_head, &k_map, &v_map, head, 0, k_tiles, v_tiles, bar,
+              [&](int it, int) { return block_at(head * per_head + it); }, head * per_head);
+      } else {
+        produce_kv_multicast<kCluster>(kKvHeads * per_head, &k_map, &v_map, per_head, k_tiles, v_tiles, bar, block_at);
+      }
+    }
   } else {
     for (int it = 0; it < kKvHeads * per_head; ++it) {
       const int stage = bar.stage(it);
-      seer::cuda::detail::mbarrier_wait(&bar.k_full[stage], bar.parity(it));
-      seer::cuda::detail::mbarrier_wait(&bar.v_full[stage], bar.parity(it));
+      mbarrier_wait(&bar.k_full[stage], bar.parity(it));
+      mbarrier_wait(&bar.v_full[stage], bar.parity(it));
       if (lane == 0) {
-        seer::cuda::detail::mbarrier_arrive(&bar.k_empty[stage]);
-        seer::cuda::detail::mbarrier_arrive(&bar.v_empty[stage]);
+        if constexpr (kCluster == 1) {
+          mbarrier_arrive(&bar.k_empty[stage]);
+          mbarrier_arrive(&bar.v_empty[stage]);
+        } else {
+          for (int cta = 0; cta < kCluster; ++cta) {
+            mbarrier_arrive_cluster(&bar.k_empty[stage], uint32_t(cta));
+            mbarrier_arrive_cluster(&bar.v_empty[stage], uint32_t(cta));
+          }
+        }
       }
     }
   }
+  // No block may leave while others' multicasts and arrivals can still reach its shared memory.
+  if constexpr (kCluster > 1) {
+    __syncwarp();
+    cluster_sync();
+  }
+}
+
+// A pair of query heads of one KV head at one query block, each with its own mask row: a cluster of
+// two blocks streams the union of their rows, and each union tile goes by multicast to the blocks
+// whose rows hold it (`need`: bit r for rank r), read from L2 once. Rows drawn independently at density
+// 0.5 give a union of 0.75 of the blocks: a third of its tiles needed by both, a third by each alone.
+// A consumer waits for its own tiles only: a block's full barrier of a stage completes once per tile
+// delivered to it there, so its consumer counts its own tiles per stage for the parity. A stage of
+// block q is refilled once q's consumer has released its last tile there: each producer keeps an
+// empty barrier per destination block and stage (K and V apart), on which q's consumer arrives in
+// both blocks, and waits on those of the blocks a tile goes to, counting its deliveries to each.
+template <int kPipes, int kStages>
+struct UnionBarriers {
+  static constexpr int kCount = 2 * kStages + 2 * 2 * kStages;
+  uint64_t* bars;
+  __device__ uint64_t* full(int kv, int stage) const { return bars + kv * kStages + stage; }
+  __device__ uint64_t* empty(int kv, int dest, int stage) const {
+    return bars + 2 * kStages + (kv * 2 + dest) * kStages + stage;
+  }
+};
+
+template <int kPipes, int kStages>
+__global__ void __launch_bounds__(64 * kPipes) kv_union_kernel(const __grid_constant__ CUtensorMap k_map,
+                                                               const __grid_constant__ CUtensorMap v_map,
+                                                               int tiles, int blocks, unsigned long long* own_tiles) {
+  using namespace seer::cuda::detail;
+  using Barriers = UnionBarriers<kPipes, kStages>;
+  extern __shared__ unsigned char smem_raw[];
+  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
+  unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
+  constexpr int kPipeBytes = 2 * kStages * Stage::kElems * 2;
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  const int pipe = warp % kPipes;
+  T* const k_tiles = reinterpret_cast<T*>(base + pipe * kPipeBytes);
+  T* const v_tiles = k_tiles + kStages * Stage::kElems;
+  const Barriers bar{reinterpret_cast<uint64_t*>(base + kPipes * kPipeBytes) + pipe * Barriers::kCount};
+  if (warp < kPipes && lane == 0) {
+    for (int b = 0; b < Barriers::kCount; ++b) mbarrier_init(bar.bars + b, 1);
+    fence_barrier_init();
+  }
+  cluster_sync();
+  const uint32_t rank = cluster_ctarank();
+  const uint32_t stream = blockIdx.x / 2 * kPipes + pipe;
+  const int per_head = tiles / kKvHeads;
+  const auto block_at = [&](int t) { return int(mix(stream * 0x9e3779b9u ^ uint32_t(t)) % uint32_t(blocks)); };
+  const auto need = [&](int t) { return 1u + mix(stream * 0x85ebca6bu + uint32_t(t) * 0xc2b2ae35u) % 3u; };
+  if (warp < kPipes) {
+    if (lane == 0) {
+      const uint64_t policy = l2_evict_last();
+      int delivered[2][kStages] = {};  // tiles sent to each block's stage so far
+#pragma unroll 1
+      for (int t = 0; t < tiles; ++t) {
+        const uint32_t to = need(t);
+        const int stage = t % kStages, head = t / per_head, block = block_at(t);
+        for (int kv = 0; kv < 2; ++kv) {
+          for (int dest = 0; dest < 2; ++dest)
+            if ((to >> dest & 1u) && delivered[dest][stage] > 0)
+              mbarrier_wait(bar.empty(kv, dest, stage), uint32_t(delivered[dest][stage] - 1) & 1u);
+          if (to >> rank & 1u) mbarrier_expect_tx(bar.full(kv, stage), Stage::kElems * int(sizeof(T)));
+          T* const dst = (kv == 0 ? k_tiles : v_tiles) + stage * Stage::kElems;
+          // Box `chunk` of K and of V from rank chunk % 2.
+          for (int chunk = 0; chunk < kD / 64; ++chunk)
+            if (chunk % 2 == int(rank))
+              tma_load_3d_multicast(dst + chunk * Stage::kChunkElems, kv == 0 ? &k_map : &v_map, bar.full(kv, stage),
+                                    chunk * 64, head, block * 64, uint16_t(to), policy);
+        }
+        for (int dest = 0; dest < 2; ++dest) delivered[dest][stage] += int(to >> dest & 1u);
+      }
+    }
+  } else {
+    int own[kStages] = {};
+    unsigned long long count = 0;
+#pragma unroll 1
+    for (int t = 0; t < tiles; ++t) {
+      if (!(need(t) >> rank & 1u)) continue;
+      const int stage = t % kStages;
+      const uint32_t parity = uint32_t(own[stage]++) & 1u;
+      mbarrier_wait(bar.full(0, stage), parity);
+      mbarrier_wait(bar.full(1, stage), parity);
+      ++count;
+      if (lane == 0)
+        for (int kv = 0; kv < 2; ++kv)
+          for (int cta = 0; cta < 2; ++cta) mbarrier_arrive_cluster(bar.empty(kv, int(rank), stage), uint32_t(cta));
+    }
+    if (lane == 0) atomicAdd(own_tiles, count);
+  }
+  __syncwarp();
+  cluster_sync();
 }
 
 CUtensorMap kv_map(const void* data, int tokens, bool head_major) {
@@ -114,21 +264,16 @@ CUtensorMap kv_map(const void* data, int tokens, bool head_major) {
   return map;
 }
 
-template <int kPipes, int kStages>
-void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks, bool sequential,
-         const char* layout) {
-  constexpr int kBytes = smem_bytes<kPipes, kStages>();
-  auto* kernel = kv_stream_kernel<kPipes, kStages>;
-  SEER_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  const int tiles = 8 * 1024;  // per pipeline (a multiple of kKvHeads): 256 MB a pipeline, some 70 GB in all
-  static_assert(8 * 1024 % kKvHeads == 0);
+// The best of 5 timed launches after a warm-up, in ms.
+template <class Kernel, class... Args>
+float time_launches(const cudaLaunchConfig_t& config, Kernel* kernel, Args... args) {
   cudaEvent_t start, stop;
   SEER_CUDA_CHECK(cudaEventCreate(&start));
   SEER_CUDA_CHECK(cudaEventCreate(&stop));
   float best = 1e30f;
-  for (int rep = 0; rep < 6; ++rep) {  // the first is a warm-up
+  for (int rep = 0; rep < 6; ++rep) {
     SEER_CUDA_CHECK(cudaEventRecord(start));
-    kernel<<<sms, 64 * kPipes, kBytes>>>(k_map, v_map, tiles, blocks, sequential);
+    SEER_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
     SEER_CUDA_CHECK(cudaEventRecord(stop));
     SEER_CUDA_CHECK(cudaEventSynchronize(stop));
     SEER_CUDA_CHECK(cudaGetLastError());
@@ -136,12 +281,76 @@ void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks
     SEER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     if (rep > 0 && ms < best) best = ms;
   }
-  const double bytes = double(sms) * kPipes * tiles * 2.0 * Stage::kElems * sizeof(T);
-  std::printf("%-12s %-10s %5d %6d %8.3f %8.2f %10.3f\n", layout, sequential ? "sequential" : "random", kPipes,
-              kStages, best,
-              bytes / (best * 1e-3) / 1e12, best * 1e3 / tiles);
   SEER_CUDA_CHECK(cudaEventDestroy(start));
   SEER_CUDA_CHECK(cudaEventDestroy(stop));
+  return best;
+}
+
+// A launch of one block per multiprocessor in clusters of `cluster` (as many as fit: a cluster
+// needs that many free multiprocessors in one GPC).
+template <class Kernel>
+cudaLaunchConfig_t cluster_launch(Kernel* kernel, int sms, int cluster, int threads, int smem,
+                                  cudaLaunchAttribute& attribute) {
+  SEER_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  cudaLaunchConfig_t config{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim = {unsigned(cluster), 1, 1};
+  config.blockDim = dim3(unsigned(threads));
+  config.dynamicSmemBytes = size_t(smem);
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  int clusters = sms / cluster;
+  if (cluster > 1) {
+    config.gridDim = dim3(unsigned(clusters * cluster));
+    SEER_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+    clusters = std::min(clusters, sms / cluster);
+  }
+  config.gridDim = dim3(unsigned(clusters * cluster));
+  return config;
+}
+
+constexpr int kTilesPerPipe = 8 * 1024;  // a multiple of kKvHeads: 256 MB a pipeline, some 70 GB in all
+static_assert(kTilesPerPipe % kKvHeads == 0);
+
+// landed: bytes into shared memory per second; read: from L2 (a multicast box lands in several
+// blocks); us/tile: per pipeline and tile it consumes, the kernel's per-consumer figure.
+void print_row(const char* layout, const char* blocks, int pipes, int stages, int cluster, int grid, float ms,
+               double landed, double read, double consumed_per_pipe) {
+  std::printf("%-12s %-10s %5d %6d %7d %6d %8.3f %9.2f %8.2f %10.3f\n", layout, blocks, pipes, stages, cluster, grid,
+              ms, landed / (ms * 1e-3) / 1e12, read / (ms * 1e-3) / 1e12, ms * 1e3 / consumed_per_pipe);
+}
+
+template <int kPipes, int kStages, int kCluster = 1>
+void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks, bool sequential,
+         const char* layout) {
+  auto* kernel = kv_stream_kernel<kPipes, kStages, kCluster>;
+  cudaLaunchAttribute attribute{};
+  const cudaLaunchConfig_t config =
+      cluster_launch(kernel, sms, kCluster, 64 * kPipes, smem_bytes<kPipes, kStages>(), attribute);
+  const int grid = int(config.gridDim.x);
+  const float ms = time_launches(config, kernel, k_map, v_map, kTilesPerPipe, blocks, sequential);
+  const double landed = double(grid) * kPipes * kTilesPerPipe * 2.0 * Stage::kElems * sizeof(T);
+  print_row(layout, sequential ? "sequential" : "random", kPipes, kStages, kCluster, grid, ms, landed,
+            landed / kCluster, kTilesPerPipe);
+}
+
+// Two query heads' rows at density 0.5 through multicast of their union (kv_union_kernel).
+template <int kPipes, int kStages>
+void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks) {
+  auto* kernel = kv_union_kernel<kPipes, kStages>;
+  constexpr int kSmem = kPipes * (2 * kStages * Stage::kElems * 2 + UnionBarriers<kPipes, kStages>::kCount * 8) + 1024;
+  cudaLaunchAttribute attribute{};
+  const cudaLaunchConfig_t config = cluster_launch(kernel, sms, 2, 64 * kPipes, kSmem, attribute);
+  const int grid = int(config.gridDim.x);
+  const seer::cuda::DeviceBuffer<unsigned long long> own(1);
+  SEER_CUDA_CHECK(cudaMemset(own.data(), 0, sizeof(unsigned long long)));
+  const float ms = time_launches(config, kernel, k_map, v_map, kTilesPerPipe, blocks, own.data());
+  unsigned long long own_tiles = 0;  // summed over the 6 launches and every consumer
+  SEER_CUDA_CHECK(cudaMemcpy(&own_tiles, own.data(), sizeof own_tiles, cudaMemcpyDeviceToHost));
+  const double consumed_per_pipe = double(own_tiles) / 6.0 / (double(grid) * kPipes);
+  const double tile_bytes = 2.0 * Stage::kElems * sizeof(T);
+  print_row("token-major", "union 0.5", kPipes, kStages, 2, grid, ms, consumed_per_pipe * grid * kPipes * tile_bytes,
+            double(grid / 2) * kPipes * kTilesPerPipe * tile_bytes, consumed_per_pipe);
 }
 
 void stream(int tokens) {
@@ -152,9 +361,10 @@ void stream(int tokens) {
   T* const v = v_buffer.data();
   SEER_CUDA_CHECK(cudaMemset(k, 0, elems * sizeof(T)));
   SEER_CUDA_CHECK(cudaMemset(v, 0, elems * sizeof(T)));
-  std::printf("K/V stream, %d tokens, %d KV heads, d = %d, %d thread blocks (one per SM)\n", tokens, kKvHeads, kD, sms);
-  // us/tile: per pipeline, the kernel's per-consumer figure when there are two.
-  std::printf("%-12s %-10s %5s %6s %8s %8s %10s\n", "layout", "blocks", "pipes", "stages", "ms", "TB/s", "us/tile");
+  std::printf("K/V stream, %d tokens, %d KV heads, d = %d, up to one thread block per SM (%d)\n", tokens, kKvHeads,
+              kD, sms);
+  std::printf("%-12s %-10s %5s %6s %7s %6s %8s %9s %8s %10s\n", "layout", "blocks", "pipes", "stages", "cluster",
+              "grid", "ms", "landed/s", "read/s", "us/tile");
   for (const bool head_major : {false, true}) {
     const CUtensorMap k_map = kv_map(k, tokens, head_major), v_map = kv_map(v, tokens, head_major);
     const char* layout = head_major ? "head-major" : "token-major";
@@ -162,6 +372,14 @@ void stream(int tokens) {
       run<2, 3>(k_map, v_map, sms, tokens / 64, sequential, layout);  // the block-sparse kernel's until v22
       run<2, 2>(k_map, v_map, sms, tokens / 64, sequential, layout);  // since v23
       run<1, 6>(k_map, v_map, sms, tokens / 64, sequential, layout);
+      if (head_major) continue;
+      // Query heads of one KV head sharing its blocks through TMA multicast (issue 5, density 0.5).
+      run<2, 2, 2>(k_map, v_map, sms, tokens / 64, sequential, layout);
+      run<2, 3, 2>(k_map, v_map, sms, tokens / 64, sequential, layout);
+      run<2, 2, 4>(k_map, v_map, sms, tokens / 64, sequential, layout);
+      if (sequential) continue;
+      run_union<2, 2>(k_map, v_map, sms, tokens / 64);
+      run_union<2, 3>(k_map, v_map, sms, tokens / 64);
     }
   }
 }
