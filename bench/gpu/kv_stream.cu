@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
 // block q is refilled once q's consumer has released its last tile there: each producer keeps an
 // empty barrier per destination block and stage (K and V apart), on which q's consumer arrives in
 // both blocks, and waits on those of the blocks a tile goes to, counting its deliveries to each.
-template <int kPipes, int kStages>
+template <int kStages>
 struct UnionBarriers {
   static constexpr int kCount = 2 * kStages + 2 * 2 * kStages;
   uint64_t* bars;
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(64 * kPipes) kv_union_kernel(const __grid_cons
                                                                const __grid_constant__ CUtensorMap v_map,
                                                                int tiles, int blocks, unsigned long long* own_tiles) {
   using namespace seer::cuda::detail;
-  using Barriers = UnionBarriers<kPipes, kStages>;
+  using Barriers = UnionBarriers<kStages>;
   extern __shared__ unsigned char smem_raw[];
   const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
   unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
@@ -338,7 +338,7 @@ void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks
 template <int kPipes, int kStages>
 void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks) {
   auto* kernel = kv_union_kernel<kPipes, kStages>;
-  constexpr int kSmem = kPipes * (2 * kStages * Stage::kElems * 2 + UnionBarriers<kPipes, kStages>::kCount * 8) + 1024;
+  constexpr int kSmem = kPipes * (2 * kStages * Stage::kElems * 2 + UnionBarriers<kStages>::kCount * 8) + 1024;
   cudaLaunchAttribute attribute{};
   const cudaLaunchConfig_t config = cluster_launch(kernel, sms, 2, 64 * kPipes, kSmem, attribute);
   const int grid = int(config.gridDim.x);
