@@ -48,10 +48,23 @@ __device__ __forceinline__ uint32_t mix(uint32_t x) {  // a 32-bit integer hash 
   return x;
 }
 
-template <int kPipes, int kStages>
-constexpr int smem_bytes() {
-  return kPipes * (2 * kStages * Stage::kElems * 2 + KvBarriers<kStages>::kCount * 8) + 1024;
-}
+// Shared memory of kPipes pipelines of kStages K and V stages, then kBarriers barrier words each.
+template <int kPipes, int kStages, int kBarriers>
+struct PipeSmem {
+  static constexpr int kPipeBytes = 2 * kStages * Stage::kElems * 2;
+  static constexpr int kBytes = kPipes * (kPipeBytes + kBarriers * 8) + 1024;
+  T* k_tiles;
+  T* v_tiles;
+  uint64_t* bars;
+  __device__ static PipeSmem of(int pipe) {
+    extern __shared__ unsigned char smem_raw[];
+    const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);  // TMA's swizzle
+    unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
+    T* const k_tiles = reinterpret_cast<T*>(base + pipe * kPipeBytes);
+    return {k_tiles, k_tiles + kStages * Stage::kElems,
+            reinterpret_cast<uint64_t*>(base + kPipes * kPipeBytes) + pipe * kBarriers};
+  }
+};
 
 // Tile `it` of a multicast pipeline: its four 64 x 64 boxes (K's two column chunks, then V's) are
 // dealt round-robin to the kCluster blocks of the cluster, each loading its boxes into every block.
@@ -90,16 +103,12 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
                                                                 const __grid_constant__ CUtensorMap v_map,
                                                                 int tiles, int blocks, bool sequential) {
   using namespace seer::cuda::detail;
-  extern __shared__ unsigned char smem_raw[];
-  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);  // TMA's swizzle
-  unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
-  constexpr int kPipeBytes = 2 * kStages * Stage::kElems * 2;
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int pipe = warp % kPipes;
-  T* const k_tiles = reinterpret_cast<T*>(base + pipe * kPipeBytes);
-  T* const v_tiles = k_tiles + kStages * Stage::kElems;
-  uint64_t* const bars = reinterpret_cast<uint64_t*>(base + kPipes * kPipeBytes) + pipe * KvBarriers<kStages>::kCount;
-  const auto bar = KvBarriers<kStages>::at(bars);
+  const auto smem = PipeSmem<kPipes, kStages, KvBarriers<kStages>::kCount>::of(pipe);
+  T* const k_tiles = smem.k_tiles;
+  T* const v_tiles = smem.v_tiles;
+  const auto bar = KvBarriers<kStages>::at(smem.bars);
   if (warp < kPipes && lane == 0) {
     bar.init(kCluster);  // one consumer warp per block of the cluster
     fence_barrier_init();
@@ -179,15 +188,12 @@ __global__ void __launch_bounds__(64 * kPipes) kv_union_kernel(const __grid_cons
                                                                int tiles, int blocks, unsigned long long* own_tiles) {
   using namespace seer::cuda::detail;
   using Barriers = UnionBarriers<kStages>;
-  extern __shared__ unsigned char smem_raw[];
-  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
-  unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
-  constexpr int kPipeBytes = 2 * kStages * Stage::kElems * 2;
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int pipe = warp % kPipes;
-  T* const k_tiles = reinterpret_cast<T*>(base + pipe * kPipeBytes);
-  T* const v_tiles = k_tiles + kStages * Stage::kElems;
-  const Barriers bar{reinterpret_cast<uint64_t*>(base + kPipes * kPipeBytes) + pipe * Barriers::kCount};
+  const auto smem = PipeSmem<kPipes, kStages, Barriers::kCount>::of(pipe);
+  T* const k_tiles = smem.k_tiles;
+  T* const v_tiles = smem.v_tiles;
+  const Barriers bar{smem.bars};
   if (warp < kPipes && lane == 0) {
     for (int b = 0; b < Barriers::kCount; ++b) mbarrier_init(bar.bars + b, 1);
     fence_barrier_init();
@@ -326,7 +332,8 @@ void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks
   auto* kernel = kv_stream_kernel<kPipes, kStages, kCluster>;
   cudaLaunchAttribute attribute{};
   const cudaLaunchConfig_t config =
-      cluster_launch(kernel, sms, kCluster, 64 * kPipes, smem_bytes<kPipes, kStages>(), attribute);
+      cluster_launch(kernel, sms, kCluster, 64 * kPipes, PipeSmem<kPipes, kStages, KvBarriers<kStages>::kCount>::kBytes,
+                     attribute);
   const int grid = int(config.gridDim.x);
   const float ms = time_launches(config, kernel, k_map, v_map, kTilesPerPipe, blocks, sequential);
   const double landed = double(grid) * kPipes * kTilesPerPipe * 2.0 * Stage::kElems * sizeof(T);
@@ -338,7 +345,7 @@ void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks
 template <int kPipes, int kStages>
 void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks) {
   auto* kernel = kv_union_kernel<kPipes, kStages>;
-  constexpr int kSmem = kPipes * (2 * kStages * Stage::kElems * 2 + UnionBarriers<kStages>::kCount * 8) + 1024;
+  constexpr int kSmem = PipeSmem<kPipes, kStages, UnionBarriers<kStages>::kCount>::kBytes;
   cudaLaunchAttribute attribute{};
   const cudaLaunchConfig_t config = cluster_launch(kernel, sms, 2, 64 * kPipes, kSmem, attribute);
   const int grid = int(config.gridDim.x);
