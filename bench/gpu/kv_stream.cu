@@ -51,7 +51,7 @@ __device__ __forceinline__ uint32_t mix(uint32_t x) {  // a 32-bit integer hash 
 // Shared memory of kPipes pipelines of kStages K and V stages, then kBarriers barrier words each.
 template <int kPipes, int kStages, int kBarriers>
 struct PipeSmem {
-  static constexpr int kPipeBytes = 2 * kStages * Stage::kElems * 2;
+  static constexpr int kPipeBytes = 2 * kStages * Stage::kElems * int(sizeof(T));
   static constexpr int kBytes = kPipes * (kPipeBytes + kBarriers * 8) + 1024;
   T* k_tiles;
   T* v_tiles;
@@ -77,6 +77,9 @@ __device__ void produce_kv_multicast(int n_tiles, const CUtensorMap* k_map, cons
   const uint32_t rank = cluster_ctarank();
   const uint64_t policy = l2_evict_last();
   constexpr uint16_t kEveryBlock = (1u << kCluster) - 1;
+  // Every rank must load a box of every tile: one that loads none would pass its empty waits
+  // unheard and put its expect_tx into a phase not yet due.
+  static_assert(kCluster <= 2 * (kD / 64), "more blocks than boxes a tile");
 #pragma unroll 1
   for (int it = 0; it < n_tiles; ++it) {
     const int head = it / per_head, block = block_at(it);
@@ -118,7 +121,7 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
     cluster_sync();
   else
     __syncthreads();
-  // The blocks of a cluster draw the same blocks.
+  // The thread blocks of a cluster draw the same key blocks.
   const uint32_t stream = blockIdx.x / kCluster * kPipes + pipe;
   // Every pipeline spends tiles / kKvHeads tiles on each KV head in turn.
   const int per_head = tiles / kKvHeads;
@@ -163,15 +166,7 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
   }
 }
 
-// A pair of query heads of one KV head at one query block, each with its own mask row: a cluster of
-// two blocks streams the union of their rows, and each union tile goes by multicast to the blocks
-// whose rows hold it (`need`: bit r for rank r), read from L2 once. Rows drawn independently at density
-// 0.5 give a union of 0.75 of the blocks: a third of its tiles needed by both, a third by each alone.
-// A consumer waits for its own tiles only: a block's full barrier of a stage completes once per tile
-// delivered to it there, so its consumer counts its own tiles per stage for the parity. A stage of
-// block q is refilled once q's consumer has released its last tile there: each producer keeps an
-// empty barrier per destination block and stage (K and V apart), on which q's consumer arrives in
-// both blocks, and waits on those of the blocks a tile goes to, counting its deliveries to each.
+// The union kernel's barriers, per pipeline: K and V full [kv][stage], empty [kv][destination][stage].
 template <int kStages>
 struct UnionBarriers {
   static constexpr int kCount = 2 * kStages + 2 * 2 * kStages;
@@ -182,6 +177,18 @@ struct UnionBarriers {
   }
 };
 
+// A pair of query heads of one KV head at one query block, each with its own mask row: a cluster of
+// two blocks streams the union of their rows, and each union tile goes by multicast to the blocks
+// whose rows hold it (`need`: bit r for rank r), read from L2 once. Rows drawn independently at density
+// 0.5 give a union of 0.75 of the blocks: a third of its tiles needed by both, a third by each alone.
+// Union tile t goes to stage t % kStages in both blocks, so that a shared tile lands at the same place
+// in both; a row's consecutive tiles may then share a stage, which a kernel would have to avoid
+// (bench/RESULTS.md, v24). A consumer waits for its own tiles only: a block's full barrier of a
+// stage completes once per tile delivered to it there, so its consumer counts its own tiles per
+// stage for the parity. A stage of
+// block q is refilled once q's consumer has released its last tile there: each producer keeps an
+// empty barrier per destination block and stage (K and V apart), on which q's consumer arrives in
+// both blocks, and waits on those of the blocks a tile goes to, counting its deliveries to each.
 template <int kPipes, int kStages>
 __global__ void __launch_bounds__(64 * kPipes) kv_union_kernel(const __grid_constant__ CUtensorMap k_map,
                                                                const __grid_constant__ CUtensorMap v_map,
@@ -207,15 +214,17 @@ __global__ void __launch_bounds__(64 * kPipes) kv_union_kernel(const __grid_cons
   if (warp < kPipes) {
     if (lane == 0) {
       const uint64_t policy = l2_evict_last();
-      int delivered[2][kStages] = {};  // tiles sent to each block's stage so far
+      // Per destination block and stage (bit kStages·dest + stage): delivered there at least once,
+      // and the parity of the deliveries (bits, not an array indexed at run time: local memory).
+      uint32_t delivered = 0, delivery_parity = 0;
 #pragma unroll 1
       for (int t = 0; t < tiles; ++t) {
         const uint32_t to = need(t);
         const int stage = t % kStages, head = t / per_head, block = block_at(t);
         for (int kv = 0; kv < 2; ++kv) {
           for (int dest = 0; dest < 2; ++dest)
-            if ((to >> dest & 1u) && delivered[dest][stage] > 0)
-              mbarrier_wait(bar.empty(kv, dest, stage), uint32_t(delivered[dest][stage] - 1) & 1u);
+            if ((to >> dest & 1u) && (delivered >> (kStages * dest + stage) & 1u))
+              mbarrier_wait(bar.empty(kv, dest, stage), (delivery_parity >> (kStages * dest + stage) & 1u) ^ 1u);
           if (to >> rank & 1u) mbarrier_expect_tx(bar.full(kv, stage), Stage::kElems * int(sizeof(T)));
           T* const dst = (kv == 0 ? k_tiles : v_tiles) + stage * Stage::kElems;
           // Box `chunk` of K and of V from rank chunk % 2.
@@ -224,17 +233,22 @@ __global__ void __launch_bounds__(64 * kPipes) kv_union_kernel(const __grid_cons
               tma_load_3d_multicast(dst + chunk * Stage::kChunkElems, kv == 0 ? &k_map : &v_map, bar.full(kv, stage),
                                     chunk * 64, head, block * 64, uint16_t(to), policy);
         }
-        for (int dest = 0; dest < 2; ++dest) delivered[dest][stage] += int(to >> dest & 1u);
+        for (int dest = 0; dest < 2; ++dest)
+          if (to >> dest & 1u) {
+            delivered |= 1u << (kStages * dest + stage);
+            delivery_parity ^= 1u << (kStages * dest + stage);
+          }
       }
     }
   } else {
-    int own[kStages] = {};
+    uint32_t own_parity = 0;  // bit s: parity of this block's tiles so far in stage s
     unsigned long long count = 0;
 #pragma unroll 1
     for (int t = 0; t < tiles; ++t) {
       if (!(need(t) >> rank & 1u)) continue;
       const int stage = t % kStages;
-      const uint32_t parity = uint32_t(own[stage]++) & 1u;
+      const uint32_t parity = own_parity >> stage & 1u;
+      own_parity ^= 1u << stage;
       mbarrier_wait(bar.full(0, stage), parity);
       mbarrier_wait(bar.full(1, stage), parity);
       ++count;
@@ -270,14 +284,16 @@ CUtensorMap kv_map(const void* data, int tokens, bool head_major) {
   return map;
 }
 
-// The best of 5 timed launches after a warm-up, in ms.
+constexpr int kLaunches = 6;  // the first a warm-up
+
+// The best of the timed launches after the warm-up, in ms.
 template <class Kernel, class... Args>
 float time_launches(const cudaLaunchConfig_t& config, Kernel* kernel, Args... args) {
   cudaEvent_t start, stop;
   SEER_CUDA_CHECK(cudaEventCreate(&start));
   SEER_CUDA_CHECK(cudaEventCreate(&stop));
   float best = 1e30f;
-  for (int rep = 0; rep < 6; ++rep) {
+  for (int rep = 0; rep < kLaunches; ++rep) {
     SEER_CUDA_CHECK(cudaEventRecord(start));
     SEER_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
     SEER_CUDA_CHECK(cudaEventRecord(stop));
@@ -343,7 +359,7 @@ void run(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks
 
 // Two query heads' rows at density 0.5 through multicast of their union (kv_union_kernel).
 template <int kPipes, int kStages>
-void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks) {
+void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int blocks, const char* layout) {
   auto* kernel = kv_union_kernel<kPipes, kStages>;
   constexpr int kSmem = PipeSmem<kPipes, kStages, UnionBarriers<kStages>::kCount>::kBytes;
   cudaLaunchAttribute attribute{};
@@ -352,11 +368,11 @@ void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int 
   const seer::cuda::DeviceBuffer<unsigned long long> own(1);
   SEER_CUDA_CHECK(cudaMemset(own.data(), 0, sizeof(unsigned long long)));
   const float ms = time_launches(config, kernel, k_map, v_map, kTilesPerPipe, blocks, own.data());
-  unsigned long long own_tiles = 0;  // summed over the 6 launches and every consumer
+  unsigned long long own_tiles = 0;  // summed over the launches and every consumer
   SEER_CUDA_CHECK(cudaMemcpy(&own_tiles, own.data(), sizeof own_tiles, cudaMemcpyDeviceToHost));
-  const double consumed_per_pipe = double(own_tiles) / 6.0 / (double(grid) * kPipes);
+  const double consumed_per_pipe = double(own_tiles) / kLaunches / (double(grid) * kPipes);
   const double tile_bytes = 2.0 * Stage::kElems * sizeof(T);
-  print_row("token-major", "union 0.5", kPipes, kStages, 2, grid, ms, consumed_per_pipe * grid * kPipes * tile_bytes,
+  print_row(layout, "union 0.5", kPipes, kStages, 2, grid, ms, consumed_per_pipe * grid * kPipes * tile_bytes,
             double(grid / 2) * kPipes * kTilesPerPipe * tile_bytes, consumed_per_pipe);
 }
 
@@ -385,8 +401,8 @@ void stream(int tokens) {
       run<2, 3, 2>(k_map, v_map, sms, tokens / 64, sequential, layout);
       run<2, 2, 4>(k_map, v_map, sms, tokens / 64, sequential, layout);
       if (sequential) continue;
-      run_union<2, 2>(k_map, v_map, sms, tokens / 64);
-      run_union<2, 3>(k_map, v_map, sms, tokens / 64);
+      run_union<2, 2>(k_map, v_map, sms, tokens / 64, layout);
+      run_union<2, 3>(k_map, v_map, sms, tokens / 64, layout);
     }
   }
 }
