@@ -62,7 +62,7 @@ __device__ __forceinline__ void cluster_sync() {
 // Plain arrival on the barrier at `bar`'s offset in the shared memory of cluster rank `cta` (this
 // block's own included): a consumer releasing a stage that another block's multicast refills. Its
 // default release.cta order suffices there, the stage's reads being done; .release.cluster put a
-// MEMBAR.ALL.GPU before every arrival and ran the multicast probe (bench/gpu/kv_stream.cu) at half speed.
+// MEMBAR.ALL.GPU before every arrival: the multicast probe (bench/gpu/kv_stream.cu) ran 3x slower.
 __device__ __forceinline__ void mbarrier_arrive_cluster(uint64_t* bar, uint32_t cta) {
   asm volatile(
       "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
