@@ -26,4 +26,6 @@ bool use_gpu(const std::string& device, int gpus) {
 #endif
 }
 
+std::string gpu_label(int gpus) { return gpus > 1 ? std::to_string(gpus) + " GPUs" : "GPU"; }
+
 }  // namespace seer::cli

@@ -10,4 +10,7 @@ namespace seer::cli {
 // machine with N GPUs.
 bool use_gpu(const std::string& device, int gpus = 1);
 
+// "GPU", or "N GPUs" for the model split over N: how the commands' summaries name where they ran.
+std::string gpu_label(int gpus);
+
 }  // namespace seer::cli

@@ -206,7 +206,7 @@ void run_generate(GenerateOptions o) {
                prompt.size(), prefill_seconds, double(prompt.size()) / prefill_seconds, generated, decode_seconds,
                generated > 0 ? double(generated) / decode_seconds : 0.0, stop.c_str(),
                (unsigned long long)o.sampling.seed,
-               on_gpu ? (o.gpus > 1 ? std::to_string(o.gpus) + " GPUs" : std::string("GPU")).c_str() : "CPU");
+               on_gpu ? gpu_label(o.gpus).c_str() : "CPU");
 }
 
 }  // namespace

@@ -242,8 +242,7 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   std::printf("%zu windows of up to %lld tokens, %lld scored tokens, %.1f s (%.0f tokens/s, %s)%s\n",
               jobs.size(), (long long)longest, (long long)total.count, seconds, double(window_tokens) / seconds,
-              on_gpu ? (o.gpus > 1 ? std::to_string(o.gpus) + " GPUs" : std::string("GPU")).c_str()
-                     : (std::to_string(omp_get_max_threads()) + " threads").c_str(),
+              (on_gpu ? gpu_label(o.gpus) : std::to_string(omp_get_max_threads()) + " threads").c_str(),
               seer ? (", mean block density " + std::to_string(density_sum / double(jobs.size()))).c_str() : "");
   std::printf("PPL = %.4f +/- %.5f\n", total.perplexity(), total.perplexity_error());
 }
