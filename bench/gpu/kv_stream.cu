@@ -15,7 +15,8 @@
 // multicast to every block of the cluster: what query heads of one KV head could share. `union 0.5`
 // rows are two query heads' rows drawn independently at density 0.5, streamed as their union, each
 // tile multicast to the blocks whose rows keep it (kv_union_kernel). us/tile is per tile a pipeline
-// uses (bench/RESULTS.md, v24).
+// uses (bench/RESULTS.md, v24). `items+Q/O` rows add the kernel's per-item Q load and O store to
+// the stream, at its ratio at 32k, density 0.1 (kv_items_kernel; v25).
 //
 // A CMake target (bench/CMakeLists.txt; CI compiles it), carried by bench/gpu/build_for_device.sh
 // as .devbin/kv_stream; run: ./kv_stream [tokens]
@@ -48,20 +49,22 @@ __device__ __forceinline__ uint32_t mix(uint32_t x) {  // a 32-bit integer hash 
   return x;
 }
 
-// Shared memory of kPipes pipelines of kStages K and V stages, then kBarriers barrier words each.
-template <int kPipes, int kStages, int kBarriers>
+// Shared memory of kPipes pipelines of kStages K and V stages and kQTiles Q tiles, then kBarriers
+// barrier words each.
+template <int kPipes, int kStages, int kBarriers, int kQTiles = 0>
 struct PipeSmem {
-  static constexpr int kPipeBytes = 2 * kStages * Stage::kElems * int(sizeof(T));
+  static constexpr int kPipeBytes = (2 * kStages + kQTiles) * Stage::kElems * int(sizeof(T));
   static constexpr int kBytes = kPipes * (kPipeBytes + kBarriers * 8) + 1024;
   T* k_tiles;
   T* v_tiles;
+  T* q_tiles;
   uint64_t* bars;
   __device__ static PipeSmem of(int pipe) {
     extern __shared__ unsigned char smem_raw[];
     const uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);  // TMA's swizzle
     unsigned char* base = reinterpret_cast<unsigned char*>(aligned);
     T* const k_tiles = reinterpret_cast<T*>(base + pipe * kPipeBytes);
-    return {k_tiles, k_tiles + kStages * Stage::kElems,
+    return {k_tiles, k_tiles + kStages * Stage::kElems, k_tiles + 2 * kStages * Stage::kElems,
             reinterpret_cast<uint64_t*>(base + kPipes * kPipeBytes) + pipe * kBarriers};
   }
 };
@@ -166,6 +169,80 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
   }
 }
 
+// The kernel's whole traffic at density 0.1, without its math: each pipeline runs items of
+// kItemTiles random K/V tiles (32k at 0.1: 1,592 tiles in 62 items a consumer, 25.7 an item), and
+// per item also loads a Q tile (64 rows of one query head, 16 KB, evict_first, as the kernel does)
+// and writes it back as the item's O (16 KB of streaming stores, as store_rows does). Q is
+// double-buffered, so an item's Q loads while the previous item runs, as the kernel's does. The Q
+// tile of item g of the grid is tile g of the [tokens, 32 heads, d] Q: read from HBM, as the
+// kernel's are. us/tile is per K/V tile, Q and O included.
+constexpr int kItemTiles = 26;
+constexpr int kItemsPerHead = 39;  // 8 heads x 39 items x 26 tiles = 8,112 tiles a pipeline
+constexpr int kQHeads = 32;
+
+template <int kPipes, int kStages>
+__global__ void __launch_bounds__(64 * kPipes) kv_items_kernel(const __grid_constant__ CUtensorMap k_map,
+                                                               const __grid_constant__ CUtensorMap v_map,
+                                                               const __grid_constant__ CUtensorMap q_map, T* out,
+                                                               int blocks) {
+  using namespace seer::cuda::detail;
+  using Barriers = KvBarriers<kStages>;
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  const int pipe = warp % kPipes;
+  const auto smem = PipeSmem<kPipes, kStages, Barriers::kCount + 4, 2>::of(pipe);
+  const auto bar = Barriers::at(smem.bars);
+  uint64_t* const q_full = smem.bars + Barriers::kCount;  // [2]
+  uint64_t* const q_empty = q_full + 2;                   // [2]
+  if (warp < kPipes && lane == 0) {
+    bar.init(1);
+    for (int s = 0; s < 2; ++s) mbarrier_init(&q_full[s], 1), mbarrier_init(&q_empty[s], 1);
+    fence_barrier_init();
+  }
+  __syncthreads();
+  const uint32_t stream = blockIdx.x * kPipes + pipe;
+  const int items = kKvHeads * kItemsPerHead;
+  const int q_tiles = blocks * kQHeads;  // (query block, head) tiles of Q
+  const auto q_tile_of = [&](int n) { return int((stream * uint32_t(items) + uint32_t(n)) % uint32_t(q_tiles)); };
+  if (warp < kPipes) {
+    if (lane == 0)
+      for (int n = 0; n < items; ++n) {
+        const int slot = n & 1, q_tile = q_tile_of(n);
+        if (n >= 2) mbarrier_wait(&q_empty[slot], uint32_t((n >> 1) - 1) & 1u);
+        mbarrier_expect_tx(&q_full[slot], Stage::kElems * int(sizeof(T)));
+        for (int chunk = 0; chunk < kD / 64; ++chunk)
+          tma_load_3d(smem.q_tiles + slot * Stage::kElems + chunk * Stage::kChunkElems, &q_map, &q_full[slot],
+                      chunk * 64, q_tile % kQHeads, q_tile / kQHeads * 64, l2_evict_first());
+        produce_kv<T, kD, 64>(
+            kItemTiles, &k_map, &v_map, n / kItemsPerHead, 0, smem.k_tiles, smem.v_tiles, bar,
+            [&](int it, int) { return int(mix(stream * 0x9e3779b9u ^ uint32_t(n * kItemTiles + it)) % uint32_t(blocks)); },
+            n * kItemTiles);
+      }
+  } else {
+    for (int n = 0; n < items; ++n) {
+      const int slot = n & 1, q_tile = q_tile_of(n);
+      mbarrier_wait(&q_full[slot], uint32_t(n >> 1) & 1u);
+      for (int it = n * kItemTiles; it < (n + 1) * kItemTiles; ++it) {
+        const int stage = bar.stage(it);
+        mbarrier_wait(&bar.k_full[stage], bar.parity(it));
+        mbarrier_wait(&bar.v_full[stage], bar.parity(it));
+        if (lane == 0) {
+          mbarrier_arrive(&bar.k_empty[stage]);
+          mbarrier_arrive(&bar.v_empty[stage]);
+        }
+      }
+      // O: the Q tile's 64 rows of 256 bytes, two rows an instruction.
+      const uint4* src = reinterpret_cast<const uint4*>(smem.q_tiles + slot * Stage::kElems);
+      T* const dst = out + (int64_t(q_tile / kQHeads) * 64 * kQHeads + q_tile % kQHeads) * kD;
+      for (int r = 0; r < 32; ++r) {
+        const int row = 2 * r + lane / 16;
+        st_global_cs_v4_if(dst + int64_t(row) * kQHeads * kD + (lane % 16) * 8, src[r * 32 + lane], true);
+      }
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(&q_empty[slot]);
+    }
+  }
+}
+
 // The union kernel's barriers, per pipeline: K and V full [kv][stage], empty [kv][destination][stage].
 template <int kStages>
 struct UnionBarriers {
@@ -262,18 +339,19 @@ __global__ void __launch_bounds__(64 * kPipes) kv_union_kernel(const __grid_cons
   cluster_sync();
 }
 
-CUtensorMap kv_map(const void* data, int tokens, bool head_major) {
+// A [tokens, heads, d] tensor (head-major: [heads, tokens, d]) in 64 x 64 boxes, as the kernels map K, V and Q.
+CUtensorMap tensor_map_3d(const void* data, int heads, int tokens, bool head_major) {
   void* fn = nullptr;
   cudaDriverEntryPointQueryResult found{};
   SEER_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
   SEER_CHECK(fn && found == cudaDriverEntryPointSuccess, "cuTensorMapEncodeTiled is not available");
   CUtensorMap map;
   std::memset(&map, 0, sizeof(map));
-  const cuuint64_t dims[3] = {kD, kKvHeads, cuuint64_t(tokens)};
+  const cuuint64_t dims[3] = {kD, cuuint64_t(heads), cuuint64_t(tokens)};
   // Byte strides of dims 1 (heads) and 2 (tokens).
   const cuuint64_t row = kD * sizeof(T);
   const cuuint64_t strides[2] = {head_major ? cuuint64_t(tokens) * row : row,
-                                 head_major ? row : cuuint64_t(kKvHeads) * row};
+                                 head_major ? row : cuuint64_t(heads) * row};
   const cuuint32_t box[3] = {64, 1, 64};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   const CUresult status = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn)(
@@ -376,6 +454,25 @@ void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int 
             double(grid / 2) * kPipes * kTilesPerPipe * tile_bytes, consumed_per_pipe);
 }
 
+// K/V tiles with the kernel's Q and O traffic per item (kv_items_kernel).
+template <int kPipes, int kStages>
+void run_items(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int tokens) {
+  auto* kernel = kv_items_kernel<kPipes, kStages>;
+  constexpr int kSmem = PipeSmem<kPipes, kStages, KvBarriers<kStages>::kCount + 4, 2>::kBytes;
+  const size_t q_elems = size_t(tokens) * kQHeads * kD;
+  const seer::cuda::DeviceBuffer<T> q(q_elems), out(q_elems);
+  SEER_CUDA_CHECK(cudaMemset(q.data(), 0, q_elems * sizeof(T)));
+  const CUtensorMap q_map = tensor_map_3d(q.data(), kQHeads, tokens, false);
+  cudaLaunchAttribute attribute{};
+  const cudaLaunchConfig_t config = cluster_launch(kernel, sms, 1, 64 * kPipes, kSmem, attribute);
+  const int grid = int(config.gridDim.x);
+  const float ms = time_launches(config, kernel, k_map, v_map, q_map, out.data(), tokens / 64);
+  constexpr int kTiles = kKvHeads * kItemsPerHead * kItemTiles;
+  const double tile_bytes = 2.0 * Stage::kElems * sizeof(T);
+  const double bytes = double(grid) * kPipes * (kTiles * tile_bytes + kKvHeads * kItemsPerHead * tile_bytes);
+  print_row("token-major", "items+Q/O", kPipes, kStages, 1, grid, ms, bytes, bytes, kTiles);
+}
+
 void stream(int tokens) {
   const int sms = seer::cuda::sm_count();
   const size_t elems = size_t(tokens) * kKvHeads * kD;
@@ -389,7 +486,8 @@ void stream(int tokens) {
   std::printf("%-12s %-10s %5s %6s %7s %6s %8s %9s %8s %10s\n", "layout", "blocks", "pipes", "stages", "cluster",
               "grid", "ms", "landed/s", "read/s", "us/tile");
   for (const bool head_major : {false, true}) {
-    const CUtensorMap k_map = kv_map(k, tokens, head_major), v_map = kv_map(v, tokens, head_major);
+    const CUtensorMap k_map = tensor_map_3d(k, kKvHeads, tokens, head_major),
+                      v_map = tensor_map_3d(v, kKvHeads, tokens, head_major);
     const char* layout = head_major ? "head-major" : "token-major";
     for (const bool sequential : {false, true}) {
       run<2, 3>(k_map, v_map, sms, tokens / 64, sequential, layout);  // the block-sparse kernel's until v22
@@ -403,6 +501,7 @@ void stream(int tokens) {
       if (sequential) continue;
       run_union<2, 2>(k_map, v_map, sms, tokens / 64, layout);
       run_union<2, 3>(k_map, v_map, sms, tokens / 64, layout);
+      run_items<2, 2>(k_map, v_map, sms, tokens);  // the kernel's geometry at 32k, 0.1, Q and O included
     }
   }
 }

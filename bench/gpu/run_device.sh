@@ -10,6 +10,8 @@
 #             and greedy generation on 1 GPU and split over 2 (its 3 KV heads as 1 + 2), and
 #             train-gates data-parallel on 2 GPUs against 1 GPU on the same sequences, and resumed
 #   peer      PyTorch SDPA on the same shapes
+#   energy    dense and block-sparse sustained at 32k (bench/gpu/energy.py): time, power, SM clock
+#             and energy per call, the block-sparse masks random, exact-k and paired
 #   sanitize  compute-sanitizer memcheck and racecheck over every kernel
 #   model     reassemble the staged built-in model in /tmp/seer (stage_model.sh) and run the GPU
 #             model tests against it
@@ -69,6 +71,9 @@ if has peer; then
   run_for 180 python3 bench/gpu/sdpa_peer.py --seer-lib .devbin/libseer_attention.so --json-out "$out/peer_gqa128.json"
   run_for 90 python3 bench/gpu/sdpa_peer.py --seer-lib .devbin/libseer_attention.so --q-heads 9 --kv-heads 3 \
     --head-dim 64 --lengths 8192,32768
+fi
+if has energy; then
+  run_for 240 python3 bench/gpu/energy.py --seer-lib .devbin/libseer_attention.so --json-out "$out/energy.json"
 fi
 if has sanitize; then
   # Both head dims: their block-sparse kernels differ (one 64-key block per tile at d = 128, pairs at 64).
