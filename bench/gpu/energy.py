@@ -7,15 +7,15 @@ The H200 runs these kernels at its 700 W power cap within a fraction of a second
 sustained time is its energy per call over the cap (bench/RESULTS.md, v25). Each kernel is replayed
 back to back from a CUDA graph of about 20 ms of calls for --seconds; the last 60% of that is timed
 with CUDA events while nvidia-smi reads the instantaneous power and SM clock every 10 ms. The ratio
-to dense here is of sustained times: of energies. `seer bench` and sdpa_peer.py time kernels
-alternately with a partner instead, at the clock of the pair's average power: of work at equal
-clocks.
+to dense here is of sustained times, about that of energies (the power differs by a few percent
+between kernels). `seer bench` with several kernels and sdpa_peer.py time a kernel alternately with
+a partner instead, at the clock of the pair's average power: a ratio of work at equal clocks.
 
 Masks (64 x 64 blocks, causal, 32/8 heads by default): `random` keeps the diagonal and each other
 causal block with a probability that makes the density (as `seer bench` draws them); `exact-k`
-keeps exactly round(density (i + 1)) blocks of row i, the diagonal among them, as top-k selection
-does; `paired` is `random` with each odd head's rows the even head's before it (the query heads of a
-KV head agreeing).
+keeps max(1, round(density (i + 1))) blocks of row i (halves to even), the diagonal among them, as
+top-k selection does; `paired` is `random` with each odd head's rows the even head's before it (the
+query heads of a KV head agreeing; an even number of heads).
 """
 import argparse
 import json
@@ -74,6 +74,8 @@ def causal_kept(kind, n, heads, density, seed=11):
     below, _ = sdpa_peer.random_block_mask(n, heads, density, seed)
     kept = below | torch.eye(nb, dtype=torch.bool, device="cuda")
     if kind == "paired":
+        if heads % 2:
+            raise ValueError("paired masks need an even number of query heads")
         kept[1::2] = kept[0::2]
     elif kind != "random":
         raise ValueError(f"unknown mask kind {kind!r}")
@@ -132,8 +134,17 @@ def main():
     a = p.parse_args()
     seer = sdpa_peer.seer_attention.SeerAttention(a.seer_lib)
     sampler = PowerSampler()
-    time.sleep(1.0)
-    idle = sampler.samples[:]
+    try:
+        time.sleep(1.0)
+        idle = sampler.samples[:]
+        results = measure(a, seer, sampler)
+    finally:
+        sampler.close()
+    report(a, idle, results)
+
+
+def measure(a, seer, sampler):
+    """Dense, then block-sparse at each density and mask kind, at each length."""
     results = []
     for n in [int(x) for x in a.lengths.split(",")]:
         torch.manual_seed(0)
@@ -154,7 +165,10 @@ def main():
                                 "vs_dense": dense["ms"] / r["ms"]})
         del q, k, v, out, lse, layout
         torch.cuda.empty_cache()
-    sampler.close()
+    return results
+
+
+def report(a, idle, results):
     print(f"{torch.cuda.get_device_name()}, {a.q_heads}/{a.kv_heads} heads, d = {a.head_dim}, bf16; "
           f"idle {statistics.median(s[1] for s in idle):.0f} W at {statistics.median(s[2] for s in idle):.0f} MHz"
           if idle else torch.cuda.get_device_name())
@@ -163,7 +177,7 @@ def main():
     for r in results:
         print(f"{r['kernel']:<14} {r['mask']:<8} {r['tokens']:>7} {r['density']:>8.3f} {r['ms']:>9.3f} "
               f"{r['watts']:>6.0f} {r['sm_mhz']:>6.0f} {r['joules']:>8.3f} {r['vs_dense']:>9.3f}")
-    print("sustained: each kernel back to back; vs dense is the ratio of sustained times (of energies at the cap)")
+    print("sustained: each kernel back to back; vs dense is the ratio of sustained times (about that of energies at the cap)")
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump({"gpu": torch.cuda.get_device_name(), "results": results}, f, indent=2)

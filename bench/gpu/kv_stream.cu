@@ -169,13 +169,16 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
   }
 }
 
-// The kernel's whole traffic at density 0.1, without its math: each pipeline runs items of
-// kItemTiles random K/V tiles (32k at 0.1: 1,592 tiles in 62 items a consumer, 25.7 an item), and
-// per item also loads a Q tile (64 rows of one query head, 16 KB, evict_first, as the kernel does)
-// and writes it back as the item's O (16 KB of streaming stores, as store_rows does). Q is
-// double-buffered, so an item's Q loads while the previous item runs, as the kernel's does. The Q
-// tile of item g of the grid is tile g of the [tokens, 32 heads, d] Q: read from HBM, as the
-// kernel's are. us/tile is per K/V tile, Q and O included.
+// The kernel's traffic at density 0.1 without its math (all but its LSE stores and mask reads, a
+// few hundred bytes an item): each pipeline runs items of kItemTiles random K/V tiles (32k at 0.1:
+// 1,592 tiles in 62 items a consumer, 25.7 an item), and per item also loads a Q tile (64 rows of
+// one query head, 16 KB, evict_first, as the kernel does) and stores 16 KB to the item's O rows
+// with streaming stores, as store_rows does (the Q tile's bytes in shared-memory order: what they
+// hold does not matter). The kernel frees its Q tile once Q is in registers; here O is stored from
+// the tile, so Q is double-buffered to load the next item's Q as early. Item g of the grid takes Q
+// tile g modulo the tiles there are ([tokens, 32 heads, d]), re-read only about 160 items later:
+// from HBM, as the kernel's are. us/tile is per K/V tile, Q and O included; landed/s and read/s
+// count Q and O too.
 constexpr int kItemTiles = 26;
 constexpr int kItemsPerHead = 39;  // 8 heads x 39 items x 26 tiles = 8,112 tiles a pipeline
 constexpr int kQHeads = 32;
@@ -230,7 +233,7 @@ __global__ void __launch_bounds__(64 * kPipes) kv_items_kernel(const __grid_cons
           mbarrier_arrive(&bar.v_empty[stage]);
         }
       }
-      // O: the Q tile's 64 rows of 256 bytes, two rows an instruction.
+      // O: 64 rows of 256 bytes, two rows an instruction, from the Q tile's 16 KB.
       const uint4* src = reinterpret_cast<const uint4*>(smem.q_tiles + slot * Stage::kElems);
       T* const dst = out + (int64_t(q_tile / kQHeads) * 64 * kQHeads + q_tile % kQHeads) * kD;
       for (int r = 0; r < 32; ++r) {
@@ -456,7 +459,7 @@ void run_union(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int 
 
 // K/V tiles with the kernel's Q and O traffic per item (kv_items_kernel).
 template <int kPipes, int kStages>
-void run_items(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int tokens) {
+void run_items(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int tokens, const char* layout) {
   auto* kernel = kv_items_kernel<kPipes, kStages>;
   constexpr int kSmem = PipeSmem<kPipes, kStages, KvBarriers<kStages>::kCount + 4, 2>::kBytes;
   const size_t q_elems = size_t(tokens) * kQHeads * kD;
@@ -468,9 +471,10 @@ void run_items(const CUtensorMap& k_map, const CUtensorMap& v_map, int sms, int 
   const int grid = int(config.gridDim.x);
   const float ms = time_launches(config, kernel, k_map, v_map, q_map, out.data(), tokens / 64);
   constexpr int kTiles = kKvHeads * kItemsPerHead * kItemTiles;
-  const double tile_bytes = 2.0 * Stage::kElems * sizeof(T);
-  const double bytes = double(grid) * kPipes * (kTiles * tile_bytes + kKvHeads * kItemsPerHead * tile_bytes);
-  print_row("token-major", "items+Q/O", kPipes, kStages, 1, grid, ms, bytes, bytes, kTiles);
+  const double kv_bytes = 2.0 * Stage::kElems * sizeof(T);       // a K and a V tile
+  const double q_and_o_bytes = 2.0 * Stage::kElems * sizeof(T);  // a Q tile in, an O tile out (64 x 128 each)
+  const double bytes = double(grid) * kPipes * (kTiles * kv_bytes + kKvHeads * kItemsPerHead * q_and_o_bytes);
+  print_row(layout, "items+Q/O", kPipes, kStages, 1, grid, ms, bytes, bytes, kTiles);
 }
 
 void stream(int tokens) {
@@ -501,7 +505,7 @@ void stream(int tokens) {
       if (sequential) continue;
       run_union<2, 2>(k_map, v_map, sms, tokens / 64, layout);
       run_union<2, 3>(k_map, v_map, sms, tokens / 64, layout);
-      run_items<2, 2>(k_map, v_map, sms, tokens);  // the kernel's geometry at 32k, 0.1, Q and O included
+      run_items<2, 2>(k_map, v_map, sms, tokens, layout);  // the kernel's geometry at 32k, 0.1, Q and O included
     }
   }
 }
