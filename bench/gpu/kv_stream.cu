@@ -101,6 +101,26 @@ __device__ void produce_kv_multicast(int n_tiles, const CUtensorMap* k_map, cons
   }
 }
 
+// A consumer warp's turn at pipeline tile `it`: it waits for the tile's K and V and, as soon as they
+// land, releases both (lane 0) in every block of the cluster, whose multicasts refill the stage.
+template <int kCluster, int kStages>
+__device__ void take_tile(const seer::cuda::detail::KvBarriers<kStages>& bar, int it, int lane) {
+  using namespace seer::cuda::detail;
+  const int stage = bar.stage(it);
+  mbarrier_wait(&bar.k_full[stage], bar.parity(it));
+  mbarrier_wait(&bar.v_full[stage], bar.parity(it));
+  if (lane != 0) return;
+  if constexpr (kCluster == 1) {
+    mbarrier_arrive(&bar.k_empty[stage]);
+    mbarrier_arrive(&bar.v_empty[stage]);
+  } else {
+    for (int cta = 0; cta < kCluster; ++cta) {
+      mbarrier_arrive_cluster(&bar.k_empty[stage], uint32_t(cta));
+      mbarrier_arrive_cluster(&bar.v_empty[stage], uint32_t(cta));
+    }
+  }
+}
+
 // Warps 0 .. kPipes-1: producers (lane 0); warps kPipes .. 2 kPipes-1: their consumers. kCluster > 1:
 // the blocks of a cluster stream the same tiles, each box loaded once by multicast (the pattern of
 // query heads that share a KV head and a query block).
@@ -145,22 +165,7 @@ __global__ void __launch_bounds__(64 * kPipes) kv_stream_kernel(const __grid_con
       }
     }
   } else {
-    for (int it = 0; it < kKvHeads * per_head; ++it) {
-      const int stage = bar.stage(it);
-      mbarrier_wait(&bar.k_full[stage], bar.parity(it));
-      mbarrier_wait(&bar.v_full[stage], bar.parity(it));
-      if (lane == 0) {
-        if constexpr (kCluster == 1) {
-          mbarrier_arrive(&bar.k_empty[stage]);
-          mbarrier_arrive(&bar.v_empty[stage]);
-        } else {
-          for (int cta = 0; cta < kCluster; ++cta) {
-            mbarrier_arrive_cluster(&bar.k_empty[stage], uint32_t(cta));
-            mbarrier_arrive_cluster(&bar.v_empty[stage], uint32_t(cta));
-          }
-        }
-      }
-    }
+    for (int it = 0; it < kKvHeads * per_head; ++it) take_tile<kCluster>(bar, it, lane);
   }
   // No block may leave while others' multicasts and arrivals can still reach its shared memory.
   if constexpr (kCluster > 1) {
@@ -224,15 +229,7 @@ __global__ void __launch_bounds__(64 * kPipes) kv_items_kernel(const __grid_cons
     for (int n = 0; n < items; ++n) {
       const int slot = n & 1, q_tile = q_tile_of(n);
       mbarrier_wait(&q_full[slot], uint32_t(n >> 1) & 1u);
-      for (int it = n * kItemTiles; it < (n + 1) * kItemTiles; ++it) {
-        const int stage = bar.stage(it);
-        mbarrier_wait(&bar.k_full[stage], bar.parity(it));
-        mbarrier_wait(&bar.v_full[stage], bar.parity(it));
-        if (lane == 0) {
-          mbarrier_arrive(&bar.k_empty[stage]);
-          mbarrier_arrive(&bar.v_empty[stage]);
-        }
-      }
+      for (int it = n * kItemTiles; it < (n + 1) * kItemTiles; ++it) take_tile<1>(bar, it, lane);
       // O: 64 rows of 256 bytes, two rows an instruction, from the Q tile's 16 KB.
       const uint4* src = reinterpret_cast<const uint4*>(smem.q_tiles + slot * Stage::kElems);
       T* const dst = out + (int64_t(q_tile / kQHeads) * 64 * kQHeads + q_tile % kQHeads) * kD;
